@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ecgtool",
+    version="0.1.0",
+    description="Train, compress, compile and benchmark 1-D SE-ResNet ECG rhythm classifiers for edge devices",
+    package_dir={"": "toolkit"},
+    packages=find_packages("toolkit"),
+    python_requires=">=3.10",
+    install_requires=[
+        # A range that the CPU build 2.13.0 on this machine satisfies; never pin a CUDA wheel.
+        "torch>=2.3,<2.15",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "wfdb>=4.1",
+        "scikit-learn>=1.3",
+        "torch-pruning>=1.4",
+        "onnx>=1.16",
+        "onnxscript>=0.1",
+        "onnxruntime>=1.18",
+        "openvino>=2024.0",
+        "safetensors>=0.4",
+        "click>=8.1",
+        "rich>=13",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "tensorrt": ["tensorrt>=10.0"],
+        "dev": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["ecgtool=ecgtool.cli:main"]},
+)

@@ -1,0 +1,186 @@
+"""The prepared dataset: the one on-disk format every stage reads (see DESIGN.md).
+
+A folder with signals.npy float32 [N, C, L] (memory-mapped on read), labels.npy int64 [N],
+records.csv, splits.json, meta.json, and skipped.csv when an importer skipped anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..artifacts import read_json
+from ..errors import BadInput
+
+REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset opened for reading; `signals` is a read-only memory map."""
+
+    root: Path
+    signals: np.ndarray
+    labels: np.ndarray
+    splits: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    _records: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def sampling_rate(self) -> float:
+        return float(self.meta["sampling_rate"])
+
+    @property
+    def records(self) -> list[dict]:
+        if self._records is None:
+            with open(self.root / "records.csv", newline="", encoding="utf-8") as fh:
+                self._records = list(csv.DictReader(fh))
+        return self._records
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(signals, labels) of one split; signals stay memory-mapped until indexed."""
+        if name == "all":
+            return self.signals, self.labels
+        if name not in self.splits:
+            raise BadInput(f"{self.root}: no split named {name!r} (has {', '.join(self.splits)})")
+        idx = self.splits[name]
+        return self.signals[idx], self.labels[idx]
+
+    def indices(self, name: str) -> np.ndarray:
+        if name == "all":
+            return np.arange(len(self.labels))
+        if name not in self.splits:
+            raise BadInput(f"{self.root}: no split named {name!r} (has {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_dataset(path: str | os.PathLike, require_splits: bool = True) -> PreparedDataset:
+    """Open a prepared dataset; raise BadInput naming the file and the reason if it is not one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BadInput(f"{root}: not a folder (expected a prepared dataset made by `ecgtool data`)")
+    missing = [f for f in REQUIRED_FILES if not (root / f).exists()]
+    if missing:
+        raise BadInput(f"{root}: not a prepared dataset (missing {', '.join(missing)})")
+    try:
+        meta = read_json(root / "meta.json")
+        raw_splits = read_json(root / "splits.json")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{root}: meta.json or splits.json does not parse ({exc})") from None
+    try:
+        signals = np.load(root / "signals.npy", mmap_mode="r")
+        labels = np.load(root / "labels.npy")
+    except (ValueError, OSError) as exc:
+        raise BadInput(f"{root / 'signals.npy'}: cannot be read ({exc})") from None
+    if signals.ndim != 3 or signals.dtype != np.float32:
+        raise BadInput(f"{root / 'signals.npy'}: expected float32 [N, C, L], got {signals.dtype} {signals.shape}")
+    if labels.shape != (signals.shape[0],):
+        raise BadInput(f"{root / 'labels.npy'}: {labels.shape[0]} labels for {signals.shape[0]} signals")
+    if "classes" not in meta or "sampling_rate" not in meta:
+        raise BadInput(f"{root / 'meta.json'}: lacks 'classes' or 'sampling_rate'")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
+        raise BadInput(f"{root / 'labels.npy'}: label outside 0..{len(meta['classes']) - 1}")
+    splits = {k: np.asarray(v, dtype=np.int64) for k, v in raw_splits.items()}
+    if require_splits:
+        for name in SPLITS:
+            if name not in splits:
+                raise BadInput(f"{root / 'splits.json'}: no {name!r} split")
+    return PreparedDataset(root=root, signals=signals, labels=labels.astype(np.int64), splits=splits, meta=meta)
+
+
+def counts_per_split(labels: np.ndarray, splits: dict[str, np.ndarray], classes: Sequence[str]) -> dict:
+    """{split: {class: count}} for meta.json and `ecgtool data info`."""
+    out = {}
+    for name, idx in splits.items():
+        bc = np.bincount(labels[idx], minlength=len(classes))
+        out[name] = {c: int(n) for c, n in zip(classes, bc)}
+    return out
+
+
+def write_dataset(
+    out: str | os.PathLike,
+    signals: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    records: Sequence[dict],
+    splits: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    skipped: Sequence[dict] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write a prepared dataset atomically: built in a temporary folder, then renamed into place.
+
+    `meta` must hold at least sampling_rate; classes, counts and skipped records are added here.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise BadInput(f"{out}: output folder exists and is not empty (use --overwrite to replace it)")
+    signals = np.ascontiguousarray(signals, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if signals.ndim != 3 or signals.shape[0] != labels.shape[0]:
+        raise ValueError(f"signals {signals.shape} and labels {labels.shape} do not match")
+    full_meta = dict(meta)
+    full_meta["classes"] = list(classes)
+    full_meta["n_records"] = int(len(labels))
+    full_meta["channels"] = int(signals.shape[1])
+    full_meta["length"] = int(signals.shape[2])
+    full_meta["counts"] = counts_per_split(labels, splits, classes)
+    full_meta["counts"]["all"] = {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
+    full_meta["skipped"] = {"count": len(skipped), "reasons": _reason_counts(skipped)}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        np.save(tmp / "signals.npy", signals)
+        np.save(tmp / "labels.npy", labels)
+        _write_csv(tmp / "records.csv", records)
+        (tmp / "splits.json").write_text(json.dumps({k: np.asarray(v).tolist() for k, v in splits.items()}))
+        (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
+        if skipped:
+            _write_csv(tmp / "skipped.csv", skipped)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _reason_counts(skipped: Sequence[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in skipped:
+        key = str(row.get("reason", "unknown")).split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _write_csv(path: Path, rows: Sequence[dict]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in fields:
+                fields.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields or ["record_id"])
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
