@@ -116,7 +116,7 @@ def _load_optional_kinds() -> None:
     _optional_loaded = True
     import importlib
 
-    for mod in ("ecgtool.runtime_onnx",):
+    for mod in ("ecgtool.runtime_onnx", "ecgtool.baseline"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
