@@ -1,0 +1,102 @@
+"""Structured pruning: every registered depth prunes, rebuilds from its config and exports to ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ecgtool.cli import main
+from ecgtool.errors import BadInput
+from ecgtool.models import build_model, channel_plan, get_model, list_models, load_model, model_stats, save_model
+from ecgtool.prune import check_ratio, prune_model
+
+LENGTH = 256
+
+
+def _conv_outs(model) -> dict[str, int]:
+    return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, torch.nn.Conv1d)}
+
+
+def _onnx_logits(model, x: torch.Tensor, path) -> np.ndarray:
+    import onnxruntime as ort
+
+    torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x.numpy()})[0]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript ONNX exporter says it is legacy
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_prunes_rebuilds_and_exports(name, tmp_path):
+    torch.manual_seed(0)
+    model = get_model(name, width=16).eval()
+    before_convs, before = _conv_outs(model), model_stats(model, length=LENGTH)
+    fc_weight, fc_bias = model.fc.weight.detach().clone(), model.fc.bias.detach().clone()
+    pruned = prune_model(model, torch.zeros(1, 1, LENGTH), 0.5).eval()
+
+    after_convs = _conv_outs(pruned)
+    assert after_convs.keys() == before_convs.keys()
+    for layer, n in after_convs.items():
+        if before_convs[layer] >= 8:
+            assert n % 8 == 0 and n <= before_convs[layer], (layer, before_convs[layer], n)
+    # stage widths 16/32/64/128 lose half their channels, so the stem and the last stage shrink
+    assert after_convs["stem.0"] == 8 and pruned.fc.in_features == 64 * (4 if pruned.config.depth >= 50 else 1)
+    # the classifier keeps every class: same bias, its weight is the original restricted to the kept inputs
+    assert pruned.fc.out_features == 7 and torch.equal(pruned.fc.bias.detach(), fc_bias)
+    kept = [int((fc_weight - col[:, None]).abs().sum(0).argmin()) for col in pruned.fc.weight.detach().T]
+    assert len(set(kept)) == pruned.fc.in_features and torch.equal(fc_weight[:, kept], pruned.fc.weight.detach())
+    assert model_stats(pruned, length=LENGTH)["params"] < 0.4 * before["params"]
+    assert pruned.config.channels == channel_plan(pruned)
+
+    x = torch.randn(3, 1, LENGTH)
+    with torch.no_grad():
+        ref = pruned(x)
+    assert ref.shape == (3, 7) and torch.isfinite(ref).all()
+    save_model(tmp_path / "m", pruned)
+    loaded = load_model(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ref)
+    np.testing.assert_allclose(_onnx_logits(loaded, x, tmp_path / "m.onnx"), ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_magnitude_keeps_the_strongest_channels():
+    model = get_model("resnet18", width=16).eval()
+    with torch.no_grad():
+        model.stem[0].weight[[1, 3, 5, 7, 9, 11, 13, 15]] *= 100.0
+    strong = model.stem[0].weight.detach()[[1, 3, 5, 7, 9, 11, 13, 15]].clone()
+    pruned = prune_model(model, torch.zeros(1, 1, LENGTH), 0.5)
+    kept = pruned.stem[0].weight.detach()
+    assert kept.shape[0] == 8
+    assert torch.equal(kept, strong)
+
+
+def test_taylor_global_iterative_pruning():
+    torch.manual_seed(0)
+    model = get_model("se_resnet18", width=16).eval()
+    calib = [(torch.randn(4, 1, LENGTH), torch.randint(0, 7, (4,))) for _ in range(2)]
+    with pytest.raises(ValueError):
+        prune_model(get_model("se_resnet18", width=16), torch.zeros(1, 1, LENGTH), 0.5, importance="taylor")
+    before = model_stats(model, length=LENGTH)["params"]
+    pruned = prune_model(model, torch.zeros(1, 1, LENGTH), 0.5, importance="taylor", scope="global", steps=2,
+                         calib=calib)
+    plan = pruned.config.channels
+    outs = [b["out"] for b in plan["blocks"]] + [m for b in plan["blocks"] for m in b["mid"]]
+    assert all(c % 8 == 0 and c >= 8 for c in outs)
+    assert model_stats(pruned, length=LENGTH)["params"] < 0.7 * before
+    assert all(p.grad is None for p in pruned.parameters())
+    x = torch.randn(2, 1, LENGTH)
+    rebuilt = build_model(pruned.config)
+    rebuilt.load_state_dict(pruned.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), pruned.eval()(x))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
+def test_ratio_outside_open_unit_interval_is_bad_input(ratio):
+    with pytest.raises(BadInput, match="must be in"):
+        check_ratio(ratio)
