@@ -100,3 +100,76 @@ def test_taylor_global_iterative_pruning():
 def test_ratio_outside_open_unit_interval_is_bad_input(ratio):
     with pytest.raises(BadInput, match="must be in"):
         check_ratio(ratio)
+
+
+# --- the command, end to end on a tiny random prepared dataset -----------------------------------------
+
+CLASSES = ["Normal", "AF", "AFL", "FAB", "SB", "ST", "PVC"]
+
+
+@pytest.fixture()
+def tiny_run(tmp_path):
+    from ecgtool.data.dataset import write_dataset
+    from ecgtool.data.splits import random_split
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(7), 10)
+    signals = rng.standard_normal((len(labels), 1, LENGTH)).astype(np.float32) + labels[:, None, None] * 0.3
+    records = [{"record_id": f"r{i}", "patient_id": f"p{i}", "label": CLASSES[y]} for i, y in enumerate(labels)]
+    data = write_dataset(tmp_path / "data", signals, labels, CLASSES, records, random_split(labels, seed=0),
+                         {"sampling_rate": 200, "source": "test"})
+    torch.manual_seed(0)
+    model = get_model("se_resnet18", width=16, classes=CLASSES)
+    save_model(tmp_path / "run" / "se_resnet18", model)
+    return tmp_path / "run" / "se_resnet18", data
+
+
+def test_prune_command_end_to_end(tiny_run):
+    model_dir, data = tiny_run
+    res = CliRunner().invoke(main, ["prune", str(model_dir), "--data", str(data), "--ratio", "0.5", "--epochs", "1",
+                                    "--batch-size", "16", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = model_dir.parent / "se_resnet18-pruned50"
+    assert "after" in res.output and "ratio" in res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["channels"]["stem"] == 8 and cfg["extra"]["pruning"]["ratio"] == 0.5
+    assert metrics["after"]["params"] < 0.4 * metrics["before"]["params"]
+    assert metrics["after"]["macs"] < 0.4 * metrics["before"]["macs"]
+    assert metrics["after"]["size_mb"] < metrics["before"]["size_mb"]
+    assert 0.0 <= metrics["after"]["macro_f1"] <= 1.0
+    assert (out / "history.csv").read_text().count("\n") == 2  # header + one fine-tuning epoch
+    loaded = load_model(out)
+    assert loaded.config.channels == channel_plan(loaded)
+    manifest = json.loads((model_dir.parent / "manifest.json").read_text())["artifacts"]
+    entry = manifest["se_resnet18-pruned50/model.safetensors"]
+    assert entry["parent"] == "se_resnet18/model.safetensors" and entry["size_bytes"] == (out / "model.safetensors").stat().st_size
+    # a second run does not silently replace the first
+    again = CliRunner().invoke(main, ["prune", str(model_dir), "--data", str(data), "--ratio", "0.5", "--epochs", "0"])
+    assert again.exit_code == 2 and "exists" in again.output
+
+
+def _bad(args: list[str]) -> tuple[int, str]:
+    res = CliRunner().invoke(main, ["prune", *args])
+    return res.exit_code, res.output
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_prune_bad_input_exits_2_and_writes_nothing(tiny_run, tmp_path):
+    from ecgtool.data.dataset import write_dataset
+
+    model_dir, data = tiny_run
+    for ratio in ("0", "1", "1.5", "-0.5"):
+        code, out = _bad([str(model_dir), "--data", str(data), "--ratio", ratio])
+        assert code == 2 and "must be in (0, 1)" in out
+    onnx = tmp_path / "m.onnx"
+    torch.onnx.export(load_model(model_dir), (torch.zeros(1, 1, LENGTH),), str(onnx), dynamo=False, opset_version=17)
+    code, out = _bad([str(onnx), "--data", str(data), "--ratio", "0.5"])
+    assert code == 2 and "wrong kind of artifact for prune" in out and str(onnx) in out
+    other = write_dataset(tmp_path / "other", np.zeros((6, 1, LENGTH), np.float32), np.array([0, 1, 2, 0, 1, 2]),
+                          ["Normal", "AF", "PVC"], [{"record_id": str(i)} for i in range(6)],
+                          {"train": np.arange(3), "val": np.array([3, 4]), "test": np.array([5])},
+                          {"sampling_rate": 200})
+    code, out = _bad([str(model_dir), "--data", str(other), "--ratio", "0.5"])
+    assert code == 2 and "do not match the model's" in out
+    assert not list(model_dir.parent.glob("se_resnet18-pruned*")) and not list(model_dir.parent.glob(".se_resnet18*"))

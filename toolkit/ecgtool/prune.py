@@ -152,12 +152,12 @@ def _taylor_batches(ds, seed: int, batch_size: int = 32) -> list[tuple[torch.Ten
     return list(zip(x.split(batch_size), y.split(batch_size)))
 
 
-def _summary(folder: Path, model: ECGResNet, length: int, data: Path, device: str) -> dict:
+def _summary(folder: Path, model: ECGResNet, length: int, ds) -> dict:
     """Parameters, MACs (one [1, C, length] window), weight-file size (MB) and test macro-F1 of a model folder."""
     from .evaluate import evaluate_artifact
 
     stats = model_stats(model, length=length)
-    metrics = evaluate_artifact(folder, data, split="test", device=device)
+    metrics = evaluate_artifact(folder, ds, split="test")
     return {
         "params": stats["params"],
         "macs": stats["macs"],
@@ -177,7 +177,7 @@ def prune_artifact(
     scope: str = "uniform",
     steps: int = 1,
     seed: int = 0,
-    device: str = "cpu",
+    device: str = "auto",
     batch_size: int = 64,
     lr: float = 1e-4,
     patience: int = 5,
@@ -190,7 +190,6 @@ def prune_artifact(
     The new folder is built under a temporary name and renamed into place when complete.
     """
     from .data.dataset import load_dataset
-    from .train import fit
 
     src = Path(model_dir)
     _check_model_folder(src)
@@ -213,7 +212,7 @@ def prune_artifact(
         raise BadInput(f"{dest}: output folder exists and is not empty (use --overwrite to replace it)")
 
     torch.manual_seed(seed)
-    before = _summary(src, model, length, Path(data), device)
+    before = _summary(src, model, length, ds)
     info(f"pruning {src.name}: {importance} importance, {scope} scope, ratio {ratio}, {steps} step(s)")
     calib = _taylor_batches(ds, seed) if importance == "taylor" else None
     pruned = prune_model(model, torch.zeros(1, channels, length), ratio, importance=importance, scope=scope,
@@ -226,12 +225,14 @@ def prune_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         if fine_tune_epochs > 0:
+            from .train import fit
+
             pruned, _ = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
                             device=device, seed=seed, desc=f"fine-tune {dest.name}",
                             history_path=tmp / "history.csv")
         pruned = pruned.cpu().eval()
         save_model(tmp, pruned, pruned.config)
-        after = _summary(tmp, pruned, length, Path(data), device)
+        after = _summary(tmp, pruned, length, ds)
         result = {"out": str(dest), **settings, "before": before, "after": after,
                   "ratios": {"params": before["params"] / after["params"], "macs": before["macs"] / after["macs"],
                              "size": before["size_mb"] / after["size_mb"]},
@@ -275,7 +276,7 @@ def summary_rows(result: dict) -> list[dict]:
 @click.option("--out", type=click.Path(path_type=Path), help="Output model folder [default: MODEL-prunedNN beside MODEL].")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
 @click.option("--seed", type=int, help="Seed for fine-tuning and Taylor batches [default: 0].")
-@click.option("--device", help="cpu or cuda [default: cpu].")
+@click.option("--device", help="Fine-tuning device: auto, cpu or cuda [default: auto].")
 @quiet_option
 def prune_command(model: Path, data: Path, ratio: float, **options) -> None:
     """Prune MODEL (a model folder) structurally, fine-tune it, and report the size and F1 it costs."""
