@@ -1,0 +1,480 @@
+"""Training with the paper's recipe, and `ecgtool train` over several architectures and depths.
+
+Recipe: Adam (lr 1e-4), cross-entropy (optionally inverse-frequency class weights), early stopping on
+validation loss with a patience, best-validation weights restored. Batches are read from the
+memory-mapped dataset one at a time, so a dataset larger than RAM trains. Every epoch is seeded from
+(seed, epoch), so a run resumed from its checkpoint continues exactly as the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import numpy as np
+import torch
+from torch import nn
+
+from .artifacts import atomic_path, write_text
+from .augment import build_augment, parse_augment
+from .data.dataset import PreparedDataset
+from .ui import progress_bar, quiet_option
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "lr", "seconds")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` -> cuda when available, else cpu."""
+    from .errors import BadInput
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"--device {device}: no CUDA device is available")
+    return torch.device(device)
+
+
+def class_weight_vector(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency weights n / (k * n_c) (scikit-learn's "balanced"); 1.0 for absent classes."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    weights = np.ones(num_classes, dtype=np.float64)
+    present = np.unique(labels)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
+
+
+def epoch_order(train_idx: np.ndarray, labels: np.ndarray, sampler: str | None, seed: int, epoch: int) -> np.ndarray:
+    """Record indices of one epoch: a shuffle, or draws with replacement weighted 1/class count ("balanced")."""
+    rng = np.random.default_rng([seed, epoch])
+    if sampler == "balanced":
+        counts = np.bincount(labels[train_idx])
+        p = 1.0 / counts[labels[train_idx]]
+        return rng.choice(train_idx, size=len(train_idx), replace=True, p=p / p.sum())
+    return rng.permutation(train_idx)
+
+
+def _batch(data: PreparedDataset, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    order = np.argsort(idx, kind="stable")  # sorted reads are kinder to a memory map
+    idx = idx[order]
+    x = torch.from_numpy(np.ascontiguousarray(data.signals[idx], dtype=np.float32))
+    y = torch.from_numpy(data.labels[idx])
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def validate(model: nn.Module, data: PreparedDataset, idx: np.ndarray, criterion: nn.Module, device: torch.device,
+             batch_size: int = 256) -> dict[str, float]:
+    """Validation loss (mean per record), macro-F1 and accuracy of `model` on records `idx`."""
+    from .evaluate import compute_metrics
+
+    model.eval()
+    total, preds, trues = 0.0, [], []
+    with torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            x, y = _batch(data, idx[start : start + batch_size], device)
+            out = model(x)
+            total += float(criterion(out, y)) * len(y)
+            preds.append(out.argmax(1).cpu().numpy())
+            trues.append(y.cpu().numpy())
+    m = compute_metrics(np.concatenate(trues), np.concatenate(preds), data.classes)
+    return {"val_loss": total / max(1, len(idx)), "val_macro_f1": m["macro_f1"], "val_accuracy": m["accuracy"]}
+
+
+def write_history(path: str | os.PathLike, history: Sequence[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    data: PreparedDataset,
+    *,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    patience: int = 5,
+    device: str = "auto",
+    class_weights: str | None = None,
+    sampler: str | None = None,
+    augment: Sequence[str] = (),
+    seed: int = 0,
+    desc: str = "",
+    history_path: str | os.PathLike | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    resume: bool = False,
+    loss_fn: Any = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train on the train split, stop early on validation loss, return (model with best-val weights, history).
+
+    history: one dict per epoch (epoch, train_loss, val_loss, val_macro_f1, val_accuracy, lr, seconds).
+    `checkpoint_path`: model + optimizer state saved each epoch (torch.save of tensors, read back with
+    weights_only=True); with `resume=True` an existing checkpoint is continued. `loss_fn(model, x, y,
+    criterion) -> loss` replaces the plain criterion in training (distillation uses it).
+    """
+    dev = resolve_device(device)
+    model.to(dev)
+    train_idx, val_idx = data.indices("train"), np.sort(data.indices("val"))
+    k = len(data.classes)
+    weight = None
+    if class_weights == "auto":
+        weight = torch.tensor(class_weight_vector(data.labels[train_idx], k), dtype=torch.float32, device=dev)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    augmenter = build_augment(parse_augment(list(augment)), data.sampling_rate)
+
+    history: list[dict] = []
+    best = {"loss": float("inf"), "epoch": 0, "state": _cpu_state(model), "bad": 0}
+    start_epoch = 1
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt and resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best = {"loss": float(state["best_loss"]), "epoch": int(state["best_epoch"]), "state": state["best_state"],
+                "bad": int(state["bad_epochs"])}
+        history = [dict(h) for h in state["history"]]
+        start_epoch = int(state["epoch"]) + 1
+        if best["bad"] >= patience:
+            start_epoch = epochs + 1  # it had already stopped early
+
+    n_batches = len(train_idx) // batch_size + (len(train_idx) % batch_size > 1)
+    todo = max(0, epochs - start_epoch + 1)
+    with progress_bar(desc or "train", todo * n_batches) as bar:
+        for epoch in range(start_epoch, epochs + 1):
+            t0 = time.perf_counter()
+            torch.manual_seed(seed * 100003 + epoch)
+            gen = torch.Generator().manual_seed(seed * 100003 + epoch)
+            order = epoch_order(train_idx, data.labels, sampler, seed, epoch)
+            model.train()
+            running, seen = 0.0, 0
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                if len(idx) < 2:  # BatchNorm needs two records
+                    continue
+                x, y = _batch(data, idx, dev)
+                if augmenter is not None:
+                    x = augmenter(x, gen)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, y, criterion) if loss_fn else criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                running += float(loss.detach()) * len(y)
+                seen += len(y)
+                bar.advance()
+            row = {"epoch": epoch, "train_loss": running / max(1, seen),
+                   **validate(model, data, val_idx, criterion, dev), "lr": optimizer.param_groups[0]["lr"]}
+            row["seconds"] = round(time.perf_counter() - t0, 3)
+            history.append(row)
+            if row["val_loss"] < best["loss"]:
+                best = {"loss": row["val_loss"], "epoch": epoch, "state": _cpu_state(model), "bad": 0}
+            else:
+                best["bad"] += 1
+            bar.update(f"epoch {epoch}/{epochs} loss {row['train_loss']:.3f} val {row['val_loss']:.3f} "
+                       f"F1 {row['val_macro_f1']:.3f}")
+            if history_path:
+                write_history(history_path, history)
+            if ckpt:
+                _save_checkpoint(ckpt, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                                        "best_state": best["state"], "best_loss": best["loss"],
+                                        "best_epoch": best["epoch"], "bad_epochs": best["bad"],
+                                        "epoch": epoch, "history": history})
+            if best["bad"] >= patience:
+                break
+    model.load_state_dict(best["state"])
+    model.eval()
+    for row in history:
+        row["best"] = row["epoch"] == best["epoch"]
+    return model, history
+
+
+def curves_png(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Training curve: train and validation loss (left axis) and validation macro-F1 (right axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    ax.plot(ep, [h["train_loss"] for h in history], label="train loss")
+    ax.plot(ep, [h["val_loss"] for h in history], label="val loss")
+    best = [h["epoch"] for h in history if h.get("best")]
+    if best:
+        ax.axvline(best[0], color="grey", linestyle=":", label="best val loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["val_macro_f1"] for h in history], color="tab:green", label="val macro-F1")
+    ax2.set_ylabel("macro-F1")
+    ax2.set_ylim(0, 1)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+# --- several models into one run folder -----------------------------------------------------------
+
+RUN_JSON = "run.json"
+CHECKPOINT = "checkpoint.pt"
+
+
+def check_splits(data: PreparedDataset) -> None:
+    """BadInput when train or val is empty, or a class of val/test never occurs in train (names it)."""
+    from .errors import BadInput
+
+    for name in ("train", "val"):
+        if len(data.indices(name)) < 2:
+            raise BadInput(f"{data.root / 'splits.json'}: the {name} split has {len(data.indices(name))} records")
+    in_train = set(np.unique(data.labels[data.indices("train")]).tolist())
+    for name in ("val", "test"):
+        lacking = sorted(set(np.unique(data.labels[data.indices(name)]).tolist()) - in_train)
+        if lacking:
+            names = ", ".join(data.classes[i] for i in lacking)
+            raise BadInput(f"{data.root / 'splits.json'}: class {names} is in the {name} split but missing from train")
+
+
+def init_from(model: nn.Module, folder: str | os.PathLike) -> list[str]:
+    """Copy another model folder's weights into `model`; the classifier is re-initialised when the class
+    lists differ. Returns the names of the tensors left at their fresh initialisation."""
+    from .errors import BadInput
+    from .models import load_model
+
+    source = load_model(folder)
+    src = source.state_dict()
+    same_classes = list(source.config.classes or []) == list(model.config.classes or []) and \
+        source.config.num_classes == model.config.num_classes
+    state, fresh = model.state_dict(), []
+    for key, value in state.items():
+        if key.startswith("fc.") and not same_classes:
+            fresh.append(key)
+        elif key in src and src[key].shape == value.shape:
+            state[key] = src[key]
+        else:
+            got = tuple(src[key].shape) if key in src else "absent"
+            raise BadInput(f"{folder}: weights do not fit {model.config.name} at width {model.config.width} "
+                           f"({key}: {got} vs {tuple(value.shape)})")
+    model.load_state_dict(state)
+    return fresh
+
+
+def _dataset_digest(data: PreparedDataset) -> str:
+    from .artifacts import sha256
+
+    return sha256(data.root / "meta.json")
+
+
+def _summary_row(name: str, cfg_extra: dict, arch: str, depth: int, width: int, stats: dict, metrics: dict) -> dict:
+    row = {"model": name, "arch": arch, "depth": depth, "width": width, "params": stats["params"],
+           "macs": stats["macs"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+           "weighted_f1": metrics["weighted_f1"]}
+    row.update({f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()})
+    row.update({"epochs_run": cfg_extra.get("epochs_run"), "best_epoch": cfg_extra.get("best_epoch"),
+                "train_seconds": cfg_extra.get("train_seconds")})
+    return row
+
+
+def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool) -> None:
+    """Refuse an output folder that holds a different run (or this one without --resume); write run.json."""
+    from .artifacts import read_json, write_json
+    from .errors import BadInput
+
+    models = list(names)
+    if (out / RUN_JSON).exists():
+        prev = read_json(out / RUN_JSON)
+        diff = sorted(k for k in set(prev.get("recipe", {})) | set(recipe) if prev.get("recipe", {}).get(k) != recipe.get(k))
+        if diff:
+            raise BadInput(f"{out}: holds a different run (differs in {', '.join(diff)}); choose another --out")
+        if not resume:
+            raise BadInput(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
+        models = list(dict.fromkeys([*prev.get("models", []), *names]))
+    else:
+        taken = [n for n in names if (out / n).exists()]
+        if taken:
+            raise BadInput(f"{out}: already holds {taken[0]}/ from another run; choose another --out")
+    write_json(out / RUN_JSON, {"recipe": recipe, "models": models})
+
+
+def train_models(
+    data: str | os.PathLike | PreparedDataset,
+    archs: Sequence[str],
+    depths: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    width: int = 64,
+    kernel_size: int = 7,
+    dropout: float = 0.0,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    patience: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    class_weights: str | None = None,
+    sampler: str | None = None,
+    augment: str | Sequence[str] = (),
+    init: str | os.PathLike | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+) -> list[dict]:
+    """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
+
+    Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
+    metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
+    """
+    from .artifacts import read_json, record_artifact, write_json
+    from .data.dataset import load_dataset
+    from .errors import BadInput
+    from .evaluate import confusion_png, evaluate_artifact
+    from .models import ARCHS, DEPTHS, ModelConfig, build_model, is_model_folder, model_stats, save_model
+    from .ui import info, markdown_table
+
+    dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
+    for a in archs:
+        if a not in ARCHS:
+            raise BadInput(f"--arch: unknown architecture {a!r} (choose from {', '.join(ARCHS)})")
+    for d in depths:
+        if int(d) not in DEPTHS:
+            raise BadInput(f"--depth: unknown depth {d} (choose from {', '.join(map(str, DEPTHS))})")
+    if not archs or not depths:
+        raise BadInput("train: give at least one --arch and one --depth")
+    class_weights = None if class_weights in (None, "none") else class_weights
+    sampler = None if sampler in (None, "none") else sampler
+    if class_weights not in (None, "auto") or sampler not in (None, "balanced"):
+        raise BadInput(f"train: --class-weights none|auto and --sampler none|balanced (got {class_weights}, {sampler})")
+    augment = parse_augment(augment)
+    check_splits(dataset)
+    if init is not None and not is_model_folder(init):
+        raise BadInput(f"{init}: --init needs a model folder (config.json + model.safetensors)")
+    if threads:
+        torch.set_num_threads(threads)
+
+    out = Path(out)
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
+              "class_weights": class_weights, "sampler": sampler, "augment": list(augment),
+              "init": str(Path(init).resolve()) if init else None, "width": width, "kernel_size": kernel_size,
+              "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
+              "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
+    pairs = [(a, int(d)) for a in archs for d in depths]
+    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs], resume)
+    record_artifact(out / RUN_JSON, run_dir=out)
+
+    rows = []
+    for arch, depth in pairs:
+        name = f"{arch}{depth}"
+        folder = out / name
+        if resume and (folder / "metrics.json").exists() and is_model_folder(folder):
+            info(f"{name}: already trained, skipped")
+            rows.append(read_json(folder / "metrics.json")["summary"])
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed)
+        cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
+                          in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
+                          dropout=dropout, classes=dataset.classes, extra=dict(recipe))
+        model = build_model(cfg)
+        if init is not None:
+            cfg.extra["init_fresh"] = init_from(model, init)
+        t0 = time.perf_counter()
+        model, history = fit(model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                             device=device, class_weights=class_weights, sampler=sampler, augment=augment, seed=seed,
+                             desc=name, history_path=folder / "history.csv", checkpoint_path=folder / CHECKPOINT,
+                             resume=resume)
+        best = next((h for h in history if h.get("best")), {})
+        cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
+                          "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
+        model.cpu()
+        save_model(folder, model, cfg)
+        write_history(folder / "history.csv", history)
+        curves_png(history, folder / "training.png", title=f"{name} (width {width})")
+        metrics = evaluate_artifact(folder, dataset, split="test")
+        stats = model_stats(model, length=int(dataset.signals.shape[2]))
+        metrics["summary"] = _summary_row(name, cfg.extra, arch, depth, width, stats, metrics)
+        write_json(folder / "metrics.json", metrics)
+        confusion_png(metrics["confusion_matrix"], metrics["classes"], folder / "confusion.png",
+                      title=f"{name} on {dataset.root.name}/test")
+        weights = folder / "model.safetensors"
+        record_artifact(weights, run_dir=out, parent=init, extra={"params": stats["params"], "macs": stats["macs"]})
+        for fname in ("config.json", "history.csv", "training.png", "metrics.json", "confusion.png"):
+            record_artifact(folder / fname, run_dir=out, parent=weights)
+        (folder / CHECKPOINT).unlink(missing_ok=True)
+        rows.append(metrics["summary"])
+
+    _write_summary(out, rows, markdown_table)
+    return rows
+
+
+def _write_summary(out: Path, rows: list[dict], markdown_table) -> None:
+    from .artifacts import record_artifact
+
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "summary.csv", buf.getvalue())
+    write_text(out / "summary.md", markdown_table(rows, summary_columns(rows)))
+    for f in ("summary.csv", "summary.md"):
+        record_artifact(out / f, run_dir=out)
+
+
+def summary_columns(rows: Sequence[dict]) -> list[str]:
+    """The side-by-side table (the paper's Tables 1-2): model, params, macro-F1, per-class F1."""
+    per_class = [k for k in rows[0] if k.startswith("f1_")] if rows else []
+    return ["arch", "depth", "width", "params", "macs", "accuracy", "macro_f1", *per_class]
+
+
+@click.command("train")
+@click.option("--data", "data", required=True, type=click.Path(), help="Prepared dataset folder.")
+@click.option("--arch", "archs", multiple=True, required=True, help="se_resnet or resnet (repeatable).")
+@click.option("--depth", "depths", multiple=True, required=True, type=int, help="18/34/50/101/152 (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--width", type=click.IntRange(1), default=None, help="Base channel count (default 64).")
+@click.option("--kernel-size", type=click.IntRange(1), default=None, help="Convolution kernel (default 7).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Most epochs (default 30).")
+@click.option("--batch-size", type=click.IntRange(2), default=None, help="Records per batch (default 64).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate (default 1e-4).")
+@click.option("--patience", type=click.IntRange(1), default=None, help="Early-stopping patience in epochs (default 5).")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation (default 0).")
+@click.option("--device", default=None, help="auto (cuda if available), cpu or cuda.")
+@click.option("--class-weights", type=click.Choice(["none", "auto"]), default=None, help="auto: inverse frequency.")
+@click.option("--sampler", type=click.Choice(["none", "balanced"]), default=None, help="balanced: equal class draws.")
+@click.option("--augment", default=None, help="default, device, or a list: amplitude,baseline,noise,shift,invert,stretch.")
+@click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@quiet_option
+def train_command(data: str, archs: tuple[str, ...], depths: tuple[int, ...], out: str, **options: Any) -> None:
+    """Train each --arch x --depth on a prepared dataset with the paper's recipe; compare them side by side."""
+    from .ui import print_table
+
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    rows = train_models(data, archs, depths, out, **given)
+    print_table(rows, summary_columns(rows), title=f"{out}: test split")
+    click.echo(f"wrote {Path(out) / 'summary.md'}")
