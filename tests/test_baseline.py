@@ -1,0 +1,207 @@
+"""The classical RR-interval baseline: features, training, pickle-free save/load, runtime kind, CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgtool import baseline
+from ecgtool.baseline import FEATURE_NAMES, RRBaseline, detect_beats, load_baseline, train_baseline, window_features
+from ecgtool.data.dataset import write_dataset
+from ecgtool.data.splits import random_split
+
+FS = 200.0
+L = 2000
+
+
+def ecg_like(rr_s: np.ndarray, rng: np.random.Generator, qrs_ms: float = 25.0, p_wave: bool = True,
+             noise: float = 0.01) -> np.ndarray:
+    """A crude lead-II window at 200 Hz: Gaussian QRS spikes at the given RR intervals (s), P and T waves."""
+    t = np.arange(L) / FS
+    x = np.zeros(L)
+    beat = 0.3 + rng.uniform(0, 0.2)
+    while beat < t[-1] + 0.5:
+        x += np.exp(-0.5 * ((t - beat) / (qrs_ms / 1000 / 2.355)) ** 2)
+        x += 0.3 * np.exp(-0.5 * ((t - beat - 0.3) / 0.04) ** 2)
+        if p_wave:
+            x += 0.12 * np.exp(-0.5 * ((t - beat + 0.16) / 0.02) ** 2)
+        beat += float(rr_s[int(beat) % len(rr_s)] if len(rr_s) else 1.0)
+    x += noise * rng.standard_normal(L) + 0.05 * np.sin(2 * np.pi * 0.3 * t)
+    return ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+
+
+def regular(rng: np.random.Generator, hr: float = 70.0) -> np.ndarray:
+    return ecg_like(np.full(20, 60.0 / hr) * (1 + 0.01 * rng.standard_normal(20)), rng)
+
+
+def irregular(rng: np.random.Generator) -> np.ndarray:
+    """AF-like: RR drawn independently (no pattern) and no P wave."""
+    return ecg_like(rng.uniform(0.4, 1.1, 20), rng, p_wave=False, noise=0.03)
+
+
+def make_dataset(root: Path, per_class: int = 30, seed: int = 0) -> Path:
+    """Three classes a rhythm classifier must separate: Normal (70 bpm), AF (irregular), SB (45 bpm)."""
+    rng = np.random.default_rng(seed)
+    makers = [regular, irregular, lambda r: regular(r, hr=45.0)]
+    sig, lab = [], []
+    for k, make in enumerate(makers):
+        for _ in range(per_class):
+            sig.append(make(rng)[None])
+            lab.append(k)
+    labels = np.array(lab)
+    records = [{"record_id": f"r{i}", "patient_id": f"p{i}", "source_label": str(y)} for i, y in enumerate(labels)]
+    return write_dataset(root, np.stack(sig), labels, ["Normal", "AF", "SB"], records, random_split(labels, seed),
+                         {"sampling_rate": FS, "seconds": 10, "source": "test"})
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("bl") / "data")
+
+
+@pytest.fixture(scope="module")
+def trained(small_data: Path, tmp_path_factory) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("blrun")
+    row = train_baseline(small_data, run, seed=0)
+    return run, row
+
+
+def feature(vec: np.ndarray, name: str) -> float:
+    return float(vec[FEATURE_NAMES.index(name)])
+
+
+def test_detects_the_beats_of_a_regular_rhythm():
+    rng = np.random.default_rng(1)
+    peaks = detect_beats(regular(rng, hr=60.0), FS)
+    assert 9 <= len(peaks) <= 11  # 60 bpm for 10 s
+    assert np.allclose(np.diff(peaks) / FS, 1.0, atol=0.05)
+
+
+def test_irregular_rhythm_has_higher_irregularity_and_heart_rate_follows_rr():
+    rng = np.random.default_rng(2)
+    reg = window_features(regular(rng, hr=75.0), FS)
+    irr = window_features(irregular(rng), FS)
+    assert feature(reg, "hr_bpm") == pytest.approx(75.0, rel=0.05)
+    for name in ("rr_cv", "rmssd_rel", "pnn50", "sd_entropy_bits"):
+        assert feature(irr, name) > feature(reg, name), name
+    assert feature(reg, "rr_cv") < 0.05 < feature(irr, "rr_cv")
+
+
+@pytest.mark.parametrize("signal", [
+    np.zeros(L, np.float32),                       # flat line
+    np.full(L, 0.5, np.float32),                   # constant
+    np.random.default_rng(3).random(L).astype(np.float32),  # noise, no beats
+    np.r_[np.zeros(L - 100), np.ones(100)].astype(np.float32),  # a step
+    np.full(L, np.nan, np.float32),                # non-finite
+])
+def test_degenerate_signals_give_nan_safe_features(signal):
+    vec = window_features(signal, FS)
+    assert vec.shape == (len(FEATURE_NAMES),)
+    assert not np.isinf(vec).any()
+    assert feature(vec, "n_beats") >= 0
+
+
+def test_trains_above_chance_and_writes_a_model_folder(trained):
+    run, row = trained
+    folder = Path(row["folder"])
+    assert folder == run / "rr_baseline"
+    assert row["macro_f1"] > 0.8  # three separable rhythms; chance is ~0.33
+    for name in ("features.npz", "config.json", "metrics.json", "confusion.png"):
+        assert (folder / name).exists(), name
+    assert not (folder / "model.safetensors").exists()  # the PyTorch loader must not claim it
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["arch"] == "rr_baseline" and cfg["classes"] == ["Normal", "AF", "SB"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["macro_f1"] == pytest.approx(row["macro_f1"])
+    assert set(metrics["per_class"]) == {"Normal", "AF", "SB"}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "rr_baseline/features.npz" in manifest["artifacts"]
+
+
+def test_saved_weights_hold_no_pickled_objects(trained):
+    folder = Path(trained[1]["folder"])
+    with zipfile.ZipFile(folder / "features.npz") as zf:
+        assert sorted(zf.namelist()) == ["features.npy", "labels.npy"]
+    with np.load(folder / "features.npz", allow_pickle=False) as npz:  # raises if anything needs unpickling
+        assert npz["features"].dtype == np.float32 and npz["labels"].dtype == np.int64
+
+
+def test_round_trip_reproduces_predictions(trained, small_data):
+    from ecgtool.data.dataset import load_dataset
+
+    folder = Path(trained[1]["folder"])
+    ds = load_dataset(small_data)
+    x, y = ds.split("test")
+    model, cfg = load_baseline(folder)
+    again, _ = load_baseline(folder / "features.npz")
+    a, b = model.predict_logits(x), again.predict_logits(x)
+    assert a.shape == (len(x), 3) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    assert model.fingerprint(np.load(folder / "features.npz")["features"]) == pytest.approx(cfg["fit_check"], abs=1e-6)
+    assert (a.argmax(1) == y).mean() > 0.8
+
+
+def test_runtime_and_evaluate_open_the_folder(trained, small_data):
+    from ecgtool.evaluate import evaluate_artifact
+    from ecgtool.runtime import artifact_kind, load
+
+    folder = Path(trained[1]["folder"])
+    assert artifact_kind(folder) == "baseline"
+    pred = load(folder)
+    assert pred.kind == "baseline" and pred.classes == ["Normal", "AF", "SB"]
+    m = evaluate_artifact(folder, small_data)
+    assert m["kind"] == "baseline"
+    assert m["macro_f1"] == pytest.approx(trained[1]["macro_f1"])
+
+
+def test_cross_dataset_class_mapping(trained, tmp_path):
+    """A dataset with a class the baseline never saw: those records are reported, the rest scored."""
+    from ecgtool.evaluate import evaluate_artifact
+
+    rng = np.random.default_rng(5)
+    sig = np.stack([regular(rng)[None] for _ in range(6)] + [irregular(rng)[None] for _ in range(6)])
+    labels = np.array([0] * 6 + [1] * 6)  # "PVC" is unknown to the model
+    idx = np.arange(12)
+    data = write_dataset(tmp_path / "other", sig, labels, ["Normal", "PVC"], [{"record_id": str(i)} for i in idx],
+                         {"train": idx[:0], "val": idx[:0], "test": idx}, {"sampling_rate": FS})
+    m = evaluate_artifact(trained[1]["folder"], data)
+    assert m["classes_missing_in_model"] == ["PVC"] and m["excluded_records"] == {"PVC": 6}
+    assert m["n"] == 6
+
+
+def test_corrupt_or_foreign_folder_is_bad_input(trained, tmp_path):
+    from ecgtool.errors import BadInput
+    from ecgtool.runtime import artifact_kind
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"arch": "se_resnet"}))
+    np.savez(folder / "features.npz", features=np.zeros((2, 3)), labels=np.zeros(2, np.int64))
+    assert artifact_kind(folder) is None
+    (folder / "config.json").write_text(json.dumps({"arch": "rr_baseline", "classes": ["a", "b"]}))
+    with pytest.raises(BadInput, match="features.npz"):
+        load_baseline(folder)  # 3 feature columns, not this version's
+    (folder / "features.npz").write_bytes(b"not a zip")
+    with pytest.raises(BadInput, match="features.npz"):
+        load_baseline(folder)
+
+
+def test_single_class_training_data_is_refused():
+    from ecgtool.errors import BadInput
+
+    with pytest.raises(BadInput, match="at least 2"):
+        RRBaseline(classes=["Normal", "AF"]).fit(np.zeros((5, len(FEATURE_NAMES))), np.zeros(5, np.int64))
+
+
+def test_unseen_classes_get_zero_probability():
+    rng = np.random.default_rng(6)
+    feats = rng.normal(size=(40, len(FEATURE_NAMES))).astype(np.float32)
+    labels = np.array([0, 2] * 20)
+    model = RRBaseline(classes=["a", "b", "c"], params={**baseline.DEFAULT_PARAMS, "max_iter": 5}).fit(feats, labels)
+    proba = model.predict_proba_features(feats)
+    assert proba.shape == (40, 3) and np.all(proba[:, 1] == 0)
+    assert np.allclose(proba.sum(1), 1)
