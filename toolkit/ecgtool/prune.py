@@ -161,6 +161,7 @@ def _summary(folder: Path, model: ECGResNet, length: int, ds) -> dict:
     return {
         "params": stats["params"],
         "macs": stats["macs"],
+        "size_bytes": (folder / WEIGHTS).stat().st_size,
         "size_mb": round((folder / WEIGHTS).stat().st_size / 1e6, 4),
         "macro_f1": float(metrics["macro_f1"]),
         "accuracy": float(metrics["accuracy"]),
@@ -208,6 +209,8 @@ def prune_artifact(
     dest = Path(out) if out else default_out(src, ratio)
     if dest.resolve() == src.resolve():
         raise BadInput(f"{dest}: the output folder would overwrite the source model")
+    if dest.exists() and not dest.is_dir():
+        raise BadInput(f"{dest}: output path exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise BadInput(f"{dest}: output folder exists and is not empty (use --overwrite to replace it)")
 
@@ -224,18 +227,21 @@ def prune_artifact(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
+        history: list[dict] = []
         if fine_tune_epochs > 0:
             from .train import fit
 
-            pruned, _ = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
+            pruned, history = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
                             device=device, seed=seed, desc=f"fine-tune {dest.name}",
                             history_path=tmp / "history.csv")
         pruned = pruned.cpu().eval()
+        best_epoch = next((row["epoch"] for row in history if row.get("best")), None)
         save_model(tmp, pruned, pruned.config)
         after = _summary(tmp, pruned, length, ds)
         result = {"out": str(dest), **settings, "before": before, "after": after,
                   "ratios": {"params": before["params"] / after["params"], "macs": before["macs"] / after["macs"],
-                             "size": before["size_mb"] / after["size_mb"]},
+                             "size": before["size_bytes"] / after["size_bytes"]},
+                  "fine_tune": {"epochs_run": len(history), "best_epoch": best_epoch},
                   "f1_change_points": round(100 * (after["macro_f1"] - before["macro_f1"]), 2)}
         write_json(tmp / "metrics.json", result)
         if dest.exists():
