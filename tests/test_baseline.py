@@ -107,8 +107,7 @@ def test_degenerate_signals_give_nan_safe_features(signal):
 
 def test_trains_above_chance_and_writes_a_model_folder(trained):
     run, row = trained
-    folder = Path(row["folder"])
-    assert folder == run / "rr_baseline"
+    folder = run / "rr_baseline"
     assert row["macro_f1"] > 0.8  # three separable rhythms; chance is ~0.33
     for name in ("features.npz", "config.json", "metrics.json", "confusion.png"):
         assert (folder / name).exists(), name
@@ -123,7 +122,7 @@ def test_trains_above_chance_and_writes_a_model_folder(trained):
 
 
 def test_saved_weights_hold_no_pickled_objects(trained):
-    folder = Path(trained[1]["folder"])
+    folder = trained[0] / "rr_baseline"
     with zipfile.ZipFile(folder / "features.npz") as zf:
         assert sorted(zf.namelist()) == ["features.npy", "labels.npy"]
     with np.load(folder / "features.npz", allow_pickle=False) as npz:  # raises if anything needs unpickling
@@ -133,7 +132,7 @@ def test_saved_weights_hold_no_pickled_objects(trained):
 def test_round_trip_reproduces_predictions(trained, small_data):
     from ecgtool.data.dataset import load_dataset
 
-    folder = Path(trained[1]["folder"])
+    folder = trained[0] / "rr_baseline"
     ds = load_dataset(small_data)
     x, y = ds.split("test")
     model, cfg = load_baseline(folder)
@@ -149,7 +148,7 @@ def test_runtime_and_evaluate_open_the_folder(trained, small_data):
     from ecgtool.evaluate import evaluate_artifact
     from ecgtool.runtime import artifact_kind, load
 
-    folder = Path(trained[1]["folder"])
+    folder = trained[0] / "rr_baseline"
     assert artifact_kind(folder) == "baseline"
     pred = load(folder)
     assert pred.kind == "baseline" and pred.classes == ["Normal", "AF", "SB"]
@@ -168,7 +167,7 @@ def test_cross_dataset_class_mapping(trained, tmp_path):
     idx = np.arange(12)
     data = write_dataset(tmp_path / "other", sig, labels, ["Normal", "PVC"], [{"record_id": str(i)} for i in idx],
                          {"train": idx[:0], "val": idx[:0], "test": idx}, {"sampling_rate": FS})
-    m = evaluate_artifact(trained[1]["folder"], data)
+    m = evaluate_artifact(trained[0] / "rr_baseline", data)
     assert m["classes_missing_in_model"] == ["PVC"] and m["excluded_records"] == {"PVC": 6}
     assert m["n"] == 6
 
@@ -205,3 +204,40 @@ def test_unseen_classes_get_zero_probability():
     proba = model.predict_proba_features(feats)
     assert proba.shape == (40, 3) and np.all(proba[:, 1] == 0)
     assert np.allclose(proba.sum(1), 1)
+
+
+def test_cli_train_and_evaluate_rr_baseline(small_data, tmp_path):
+    from click.testing import CliRunner
+
+    from ecgtool.cli import main
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(main, ["train", "--data", str(small_data), "--arch", "rr_baseline", "--out", str(run), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "rr_baseline" in res.output
+    summary = (run / "summary.csv").read_text()
+    assert summary.startswith("model,arch") and "rr_baseline" in summary
+    res = runner.invoke(main, ["evaluate", str(run / "rr_baseline"), "--data", str(small_data), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "macro-F1" in res.output
+    out = json.loads((run / "rr_baseline" / f"eval-{small_data.name}-test.json").read_text())
+    assert out["kind"] == "baseline" and out["macro_f1"] > 0.8
+    # a deep arch still needs a depth: one clear line, exit 2
+    res = runner.invoke(main, ["train", "--data", str(small_data), "--arch", "resnet", "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 2 and "--depth" in res.output
+
+
+def test_cli_evaluate_corrupt_baseline_exits_2(trained, small_data, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ecgtool.cli import main
+
+    folder = tmp_path / "rr_baseline"
+    shutil.copytree(trained[0] / "rr_baseline", folder)
+    (folder / "features.npz").write_bytes(b"\x00" * 10)
+    res = CliRunner().invoke(main, ["evaluate", str(folder), "--data", str(small_data)])
+    assert res.exit_code == 2
+    assert "features.npz" in res.output

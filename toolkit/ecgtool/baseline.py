@@ -169,8 +169,8 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
     """Fit the baseline on the train split of a prepared dataset and write RUN/<name>/ like a deep model.
 
     Writes features.npz, config.json, metrics.json (test metrics, plus `val` and timing) and
-    confusion.png, each recorded in RUN/manifest.json. Returns a summary row (model, folder, test
-    macro-F1 and accuracy, val macro-F1, seconds, feature ms per window).
+    confusion.png, each recorded in RUN/manifest.json. Returns the summary row (train's layout: model,
+    arch, accuracy, macro_f1, weighted_f1, f1_<class>..., train_seconds, val_macro_f1, feature ms per window).
     """
     from .data.dataset import PreparedDataset, load_dataset
     from .evaluate import compute_metrics, confusion_png
@@ -196,8 +196,13 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
         y = dataset.labels[np.sort(dataset.indices(split))]
         pred = model.predict_proba_features(feats[split]).argmax(axis=1)
         metrics[split] = compute_metrics(y, pred, dataset.classes)
-    result = {**metrics["test"], "split": "test", "data": str(dataset.root), "val": metrics["val"],
+    seconds = round(time.perf_counter() - t0, 2)
+    # The same shape as a deep model's metrics.json (evaluate_artifact's fields + a summary row).
+    result = {**metrics["test"], "artifact": str(folder), "kind": "baseline", "precision": "fp32",
+              "data": str(dataset.root), "split": "test", "classes_missing_in_model": [],
+              "classes_missing_in_data": [], "excluded_records": {}, "val": metrics["val"],
               "feature_ms_per_window": round(feat_ms, 3), "fit_seconds": round(fit_s, 3)}
+    result["summary"] = summary_row(name, result, seconds)
     extra = {"in_channels": int(dataset.signals.shape[1]), "length": int(dataset.signals.shape[2]),
              "data": str(dataset.root), "train_counts": dataset.meta.get("counts", {}).get("train")}
     save_baseline(folder, model, feats["train"], y_train, extra=extra)
@@ -205,11 +210,20 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
     confusion_png(metrics["test"]["confusion_matrix"], dataset.classes, folder / "confusion.png",
                   title=f"{name} on {dataset.root.name}/test")
     for fname in (FEATURES_FILE, CONFIG_FILE, "metrics.json", "confusion.png"):
-        record_artifact(folder / fname, parent=dataset.root, command=command, run_dir=run,
+        record_artifact(folder / fname, parent=dataset.root if fname == FEATURES_FILE else folder / FEATURES_FILE,
+                        command=command, run_dir=run,
                         extra={"macro_f1": result["macro_f1"]} if fname == "metrics.json" else None)
-    return {"model": name, "folder": str(folder), "macro_f1": result["macro_f1"], "accuracy": result["accuracy"],
-            "val_macro_f1": metrics["val"]["macro_f1"], "seconds": round(time.perf_counter() - t0, 2),
-            "feature_ms_per_window": result["feature_ms_per_window"]}
+    return result["summary"]
+
+
+def summary_row(name: str, metrics: dict, seconds: float) -> dict:
+    """A row of RUN/summary.csv in train's column layout (no depth, width, params or MACs for trees)."""
+    row = {"model": name, "arch": ARCH, "depth": None, "width": None, "params": None, "macs": None,
+           "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"]}
+    row.update({f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()})
+    row.update({"epochs_run": None, "best_epoch": None, "train_seconds": seconds,
+                "val_macro_f1": metrics["val"]["macro_f1"], "feature_ms_per_window": metrics["feature_ms_per_window"]})
+    return row
 
 
 @dataclass

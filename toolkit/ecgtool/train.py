@@ -25,6 +25,7 @@ from .augment import build_augment, parse_augment
 from .data.dataset import PreparedDataset
 from .ui import progress_bar, quiet_option
 
+BASELINE_ARCH = "rr_baseline"
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "lr", "seconds")
 
 
@@ -353,13 +354,15 @@ def train_models(
     from .ui import info, markdown_table
 
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
+    baseline = BASELINE_ARCH in archs  # the classical floor (ecgtool.baseline): no depth, no epochs
+    archs = [a for a in archs if a != BASELINE_ARCH]
     for a in archs:
         if a not in ARCHS:
-            raise BadInput(f"--arch: unknown architecture {a!r} (choose from {', '.join(ARCHS)})")
+            raise BadInput(f"--arch: unknown architecture {a!r} (choose from {', '.join([*ARCHS, BASELINE_ARCH])})")
     for d in depths:
         if int(d) not in DEPTHS:
             raise BadInput(f"--depth: unknown depth {d} (choose from {', '.join(map(str, DEPTHS))})")
-    if not archs or not depths:
+    if not (archs or baseline) or (archs and not depths):
         raise BadInput("train: give at least one --arch and one --depth")
     class_weights = None if class_weights in (None, "none") else class_weights
     sampler = None if sampler in (None, "none") else sampler
@@ -379,10 +382,15 @@ def train_models(
               "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
               "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
     pairs = [(a, int(d)) for a in archs for d in depths]
-    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs], resume)
+    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs] + [BASELINE_ARCH] * baseline, resume)
     record_artifact(out / RUN_JSON, run_dir=out)
 
     rows = []
+    if baseline:
+        from .baseline import train_baseline
+
+        done = out / BASELINE_ARCH / "metrics.json"
+        rows.append(read_json(done)["summary"] if resume and done.exists() else train_baseline(dataset, out, seed=seed))
     for arch, depth in pairs:
         name = f"{arch}{depth}"
         folder = out / name
@@ -451,8 +459,8 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 
 @click.command("train")
 @click.option("--data", "data", required=True, type=click.Path(), help="Prepared dataset folder.")
-@click.option("--arch", "archs", multiple=True, required=True, help="se_resnet or resnet (repeatable).")
-@click.option("--depth", "depths", multiple=True, required=True, type=int, help="18/34/50/101/152 (repeatable).")
+@click.option("--arch", "archs", multiple=True, required=True, help="se_resnet, resnet or rr_baseline (repeatable).")
+@click.option("--depth", "depths", multiple=True, type=int, help="18/34/50/101/152 (repeatable; not for rr_baseline).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--width", type=click.IntRange(1), default=None, help="Base channel count (default 64).")
 @click.option("--kernel-size", type=click.IntRange(1), default=None, help="Convolution kernel (default 7).")
