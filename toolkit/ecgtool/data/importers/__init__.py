@@ -1,0 +1,212 @@
+"""`ecgtool data import`: PhysioNet databases -> the prepared-dataset format (DESIGN.md).
+
+One module per source (challenge, mitdb, cinc2017, ptbxl) turns one record into normalised 10-s
+windows at 200 Hz (data.preprocess) or says why it cannot; this module loops over the records with
+a progress bar, collects what is usable, splits it and writes the dataset atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import click
+import numpy as np
+
+from ... import ui
+from ...artifacts import read_json, record_artifact
+from ...errors import BadInput
+from ..dataset import write_dataset
+from ..labels import load_label_set
+from ..preprocess import TARGET_FS, WINDOW_S, UnusableRecord, describe
+from ..splits import patient_split, random_split, split_overlap
+from . import challenge, cinc2017, mitdb, ptbxl
+from .common import ImportOptions
+
+FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl)}
+SPLIT_KINDS = ("patient", "random", "strat-fold")
+DATASET_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json", "skipped.csv")
+
+
+def import_dataset(
+    fmt: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    classes_file: str | os.PathLike | None = None,
+    lead: str = "II",
+    window_policy: str | None = None,
+    bandpass: bool = False,
+    split: str | None = None,
+    seed: int = 0,
+    derive_st: bool = False,
+    overwrite: bool = False,
+    records: Sequence[str] | None = None,
+) -> Path:
+    """Import a PhysioNet collection at `src` into a prepared dataset at `out`; returns `out`.
+
+    window_policy: `first` (one 10-s window per record) or `all` (every non-overlapping one); None
+    takes the source's default (mitdb: all windows inside target rhythms; the others: first).
+    split: `patient` (no patient in two splits; the default where the source has patient ids),
+    `random` (the paper's stratified 64/16/20) or `strat-fold` (PTB-XL's folds 1-8/9/10).
+    Records that cannot be used are skipped with their reason (meta.json, skipped.csv); BadInput
+    only when `src` is not a folder of records or nothing usable is left.
+    """
+    if fmt not in FORMATS:
+        raise BadInput(f"{fmt}: unknown format (choose from {', '.join(FORMATS)})")
+    source = FORMATS[fmt]
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise BadInput(f"{src}: not a folder (expected a {fmt} collection)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise BadInput(f"{out}: output folder exists and is not empty (use --overwrite to replace it)")
+    if split is not None and split not in SPLIT_KINDS:
+        raise BadInput(f"{split}: unknown split (choose from {', '.join(SPLIT_KINDS)})")
+    if split == "strat-fold" and fmt != "ptbxl":
+        raise BadInput(f"{src}: --split strat-fold needs PTB-XL's strat_fold column (format ptbxl)")
+    labels = load_label_set(classes_file)
+    if derive_st and mitdb.DERIVED_CLASS not in labels.classes:
+        raise BadInput(f"{labels.path}: --derive-st needs a class named {mitdb.DERIVED_CLASS!r}")
+    policy = window_policy or source.DEFAULT_WINDOW_POLICY
+    if policy not in ("first", "all"):
+        raise BadInput(f"{policy}: unknown window policy (choose first or all)")
+    opts = ImportOptions(labels=labels, lead=lead, window_policy=policy, bandpass=bandpass, derive_st=derive_st)
+
+    ids = source.list_records(src)
+    if records is not None:
+        wanted = {str(r) for r in records}
+        ids = [r for r in ids if r in wanted or Path(r).name in wanted]
+    if not ids:
+        raise BadInput(f"{src}: no {fmt} records found" + (" matching the records filter" if records else ""))
+
+    chunks, rows, skipped, dropped = [], [], [], Counter()
+    channels: int | None = None
+    leads_seen: list[str] = []
+    with ui.progress_bar(f"import {fmt}", len(ids)) as bar:
+        for rid in ids:
+            try:
+                got = source.read(src, rid, opts)
+                if channels is None:
+                    channels, leads_seen = got.signals.shape[1], got.leads
+                elif got.signals.shape[1] != channels:
+                    raise UnusableRecord(f"lead count: {got.signals.shape[1]} leads, the first record had {channels}")
+            except UnusableRecord as exc:
+                skipped.append({"record_id": rid, "reason": str(exc)})
+                bar.update(f"skipped {len(skipped)}")
+            else:
+                chunks.append(got.signals)
+                rows.extend(got.rows)
+                dropped.update(r.split(":")[0] for r in got.dropped)
+            bar.advance()
+    if not rows:
+        reasons = Counter(s["reason"] for s in skipped).most_common(3)
+        detail = "; ".join(f"{n} x {r}" for r, n in reasons)
+        raise BadInput(f"{src}: nothing usable to import ({len(skipped)} record(s) skipped: {detail})")
+
+    signals = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    del chunks
+    y = np.array([labels.index(r["label"]) for r in rows], dtype=np.int64)
+    has_patients = source.HAS_PATIENTS and all(r.get("patient_id") for r in rows)
+    several = len({r["record"] for r in rows}) < len(rows)  # some record gave several windows
+    # without patient ids, windows of one record are still kept together (grouped by record)
+    kind = split or ("patient" if has_patients or several else "random")
+    groups = [r.get("patient_id") or r["record"] for r in rows]
+    if kind == "random" and several:
+        ui.warn("random split of several windows per record: windows of one record (and patient) "
+                "land in different splits, which leaks and inflates F1")
+    splits = _make_splits(kind, y, groups, rows, seed, src)
+
+    meta = {
+        "source": fmt,
+        "source_path": str(src.resolve()),
+        "sampling_rate": TARGET_FS,
+        "seconds": WINDOW_S,
+        "lead": "all" if lead.lower() == "all" else (lead if fmt != "cinc2017" else "single (AliveCor)"),
+        "leads": leads_seen,
+        "preprocessing": describe(bandpass),
+        "window_policy": policy,
+        "split": {"kind": kind, "seed": seed,
+                  "group": ("patient" if has_patients else "record") if kind == "patient" else None,
+                  "overlap": split_overlap(groups, splits) if kind != "random" else None},
+        "label_set": labels.to_meta(),
+        "label_priority": list(labels.priority),
+        "records_total": len(ids),
+        "records_read": len(ids) - len(skipped),
+        "windows_dropped": dict(dropped),
+        "derived": dict(Counter(r["label"] for r in rows if r.get("derived"))),
+    }
+    write_dataset(out, signals, y, labels.classes, rows, splits, meta, skipped=skipped, overwrite=overwrite)
+    for name in DATASET_FILES:
+        if (out / name).exists():
+            record_artifact(out / name, run_dir=out, parent=src, extra={"kind": "dataset"})
+    return out
+
+
+def _make_splits(kind: str, y: np.ndarray, groups: list[str], rows: list[dict], seed: int,
+                 src: Path) -> dict[str, np.ndarray]:
+    if len(y) < 3:
+        raise BadInput(f"{src}: only {len(y)} usable window(s); a train/val/test split needs at least 3")
+    if kind == "strat-fold":
+        folds = np.array([int(r["strat_fold"]) if str(r.get("strat_fold", "")).strip() else 0 for r in rows])
+        if (folds == 0).any():
+            raise BadInput(f"{src / ptbxl.DATABASE}: {int((folds == 0).sum())} record(s) lack a strat_fold")
+        idx = np.arange(len(y))
+        return {"train": idx[folds <= 8], "val": idx[folds == 9], "test": idx[folds == 10]}
+    with warnings.catch_warnings():
+        # StratifiedGroupKFold warns when a class has fewer groups than folds: expected on small sets
+        warnings.simplefilter("ignore", UserWarning)
+        if kind == "patient":
+            return patient_split(y, groups, seed=seed)
+        return random_split(y, seed=seed)
+
+
+def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
+    """(windows per class per split, skipped records per reason) of a written dataset, for printing."""
+    meta = read_json(out / "meta.json")
+    counts = meta["counts"]
+    cls_rows = [{"class": c, **{s: counts[s][c] for s in ("train", "val", "test", "all")}} for c in meta["classes"]]
+    reasons: Counter = Counter()
+    if (out / "skipped.csv").exists():
+        import csv
+
+        with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                reasons[r["reason"].split(":")[0]] += 1
+    skip_rows = [{"reason": r, "records": n} for r, n in reasons.most_common()]
+    return cls_rows, skip_rows
+
+
+@click.command("import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(list(FORMATS)))
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Prepared dataset folder to write.")
+@click.option("--classes", "classes_file", type=click.Path(path_type=Path),
+              help="Label-set YAML (classes, source labels, priority); default: the paper's seven.")
+@click.option("--lead", default=None, help="Lead to keep: II (default), another name, or 'all'.")
+@click.option("--window-policy", type=click.Choice(["first", "all"]), default=None,
+              help="Windows per record: first 10 s, or all non-overlapping (default: all for mitdb, first otherwise).")
+@click.option("--bandpass", is_flag=True, default=None, help="Band-pass 0.5-40 Hz before normalising.")
+@click.option("--split", type=click.Choice(list(SPLIT_KINDS)), default=None,
+              help="patient (default where patient ids exist), random (paper's 64/16/20), strat-fold (ptbxl).")
+@click.option("--seed", type=int, default=None, help="Seed of the split (default 0).")
+@click.option("--derive-st", is_flag=True, default=None,
+              help="mitdb: label (N windows above 100 bpm as ST, marked derived in records.csv.")
+@click.option("--records", "records", default=None, help="Comma-separated record ids to import (default: all).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace a non-empty output folder.")
+@ui.quiet_option
+def import_command(fmt: str, src: Path, out: Path, **options) -> None:
+    """Import a PhysioNet collection (FORMAT: challenge, mitdb, cinc2017, ptbxl) from SRC into --out."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if "records" in given:
+        given["records"] = [r.strip() for r in given["records"].split(",") if r.strip()]
+    path = import_dataset(fmt, src, out, **given)
+    meta = read_json(path / "meta.json")
+    cls_rows, skip_rows = summary_rows(path)
+    click.echo(f"{path}: {meta['n_records']} windows from {meta['records_read']} of {meta['records_total']} "
+               f"records ({meta['source']}, lead {meta['lead']}, {meta['split']['kind']} split)")
+    ui.print_table(cls_rows, title="windows per class and split")
+    if skip_rows:
+        ui.print_table(skip_rows, title=f"skipped records ({meta['skipped']['count']}; details in skipped.csv)")
