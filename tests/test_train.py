@@ -1,0 +1,193 @@
+"""Training: learning above chance, early stopping, resume, run folders, --init and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ecgtool.artifacts import read_json, sha256
+from ecgtool.cli import main
+from ecgtool.data.dataset import load_dataset
+from ecgtool.errors import BadInput
+from ecgtool.evaluate import evaluate_artifact
+from ecgtool.models import get_model, load_model, save_model
+from ecgtool.train import class_weight_vector, epoch_order, fit, init_from, validate
+from tiny_dataset import make_tiny_dataset
+
+FAST = dict(epochs=8, batch_size=16, lr=3e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    args = ["--quiet", "train", "--data", str(tiny), "--arch", "se_resnet", "--arch", "resnet", "--depth", "18",
+            "--width", "8", "--epochs", "6", "--batch-size", "16", "--lr", "3e-3", "--out", str(run)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return run, args, result.output
+
+
+def test_fit_learns_well_above_chance(tiny):
+    data = load_dataset(tiny)
+    torch.manual_seed(0)
+    model, history = fit(get_model("se_resnet18", width=8, num_classes=7), data, patience=8, **FAST)
+    assert len(history) == 8 and {"train_loss", "val_loss", "val_macro_f1", "lr", "seconds"} <= set(history[0])
+    crit = torch.nn.CrossEntropyLoss()
+    test = validate(model, data, np.sort(data.indices("test")), crit, torch.device("cpu"))
+    assert test["val_macro_f1"] > 0.6  # chance is 1/7
+
+
+def test_early_stopping_restores_best_validation_weights(tmp_path):
+    data = load_dataset(make_tiny_dataset(tmp_path / "d", shuffle_val_labels=True))
+    kw = dict(FAST, epochs=12, patience=2, seed=3)
+    torch.manual_seed(0)
+    model, history = fit(get_model("resnet18", width=8), data, **kw)
+    losses = [h["val_loss"] for h in history]
+    best = int(np.argmin(losses)) + 1
+    assert [h["epoch"] for h in history if h["best"]] == [best]
+    assert len(history) == best + 2 < 12  # stopped `patience` epochs after the best
+    again = validate(model, data, np.sort(data.indices("val")), torch.nn.CrossEntropyLoss(), torch.device("cpu"))
+    assert again["val_loss"] == pytest.approx(losses[best - 1], rel=1e-5)
+    assert again["val_loss"] != pytest.approx(losses[-1], rel=1e-3)
+    # The same seed trained for exactly `best` epochs gives bit-identical weights.
+    torch.manual_seed(0)
+    ref, _ = fit(get_model("resnet18", width=8), data, **dict(kw, epochs=best, patience=99))
+    for key, value in ref.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(tiny, tmp_path):
+    data = load_dataset(tiny)
+    kw = dict(FAST, epochs=4, patience=99, augment=("noise", "shift"))
+    torch.manual_seed(1)
+    full, h_full = fit(get_model("se_resnet18", width=8), data, **kw)
+    ckpt = tmp_path / "ck.pt"
+    torch.manual_seed(1)
+    fit(get_model("se_resnet18", width=8), data, **dict(kw, epochs=2), checkpoint_path=ckpt)
+    assert ckpt.exists()
+    resumed, h_res = fit(get_model("se_resnet18", width=8), data, **kw, checkpoint_path=ckpt, resume=True)
+    assert [h["epoch"] for h in h_res] == [1, 2, 3, 4]
+    assert [h["val_loss"] for h in h_res] == pytest.approx([h["val_loss"] for h in h_full])
+    for key, value in full.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key]), key
+
+
+def test_class_weights_and_balanced_sampler():
+    assert class_weight_vector(np.array([0, 0, 0, 1]), 3) == pytest.approx([4 / 6, 2.0, 1.0])
+    labels = np.array([0] * 90 + [1] * 10)
+    order = epoch_order(np.arange(100), labels, "balanced", seed=0, epoch=1)
+    share = np.mean(labels[order] == 1)
+    assert 0.35 < share < 0.65 and len(order) == 100
+    plain = epoch_order(np.arange(100), labels, None, seed=0, epoch=1)
+    assert sorted(plain.tolist()) == list(range(100))
+    assert not np.array_equal(plain, epoch_order(np.arange(100), labels, None, seed=0, epoch=2))
+
+
+def test_train_cli_writes_run_folder_and_side_by_side_table(trained_run, tiny):
+    run, _, output = trained_run
+    assert "se_resnet" in output and "resnet" in output and "macro_f1" in output
+    manifest = read_json(run / "manifest.json")["artifacts"]
+    for name in ("se_resnet18", "resnet18"):
+        folder = run / name
+        for f in ("model.safetensors", "config.json", "metrics.json", "history.csv", "training.png", "confusion.png"):
+            assert (folder / f).exists(), f
+            assert manifest[f"{name}/{f}"]["sha256"] == sha256(folder / f)
+        assert not (folder / "checkpoint.pt").exists()
+        cfg = read_json(folder / "config.json")
+        assert cfg["classes"] == load_dataset(tiny).classes and cfg["width"] == 8
+        assert cfg["extra"]["epochs"] == 6 and cfg["extra"]["lr"] == 3e-3 and cfg["extra"]["augment"] == []
+        assert cfg["extra"]["input_length"] == 256 and cfg["extra"]["sampling_rate"] == 100.0
+        assert len((folder / "history.csv").read_text().strip().splitlines()) == 1 + cfg["extra"]["epochs_run"]
+        stored = read_json(folder / "metrics.json")
+        assert stored["macro_f1"] == pytest.approx(evaluate_artifact(folder, tiny)["macro_f1"])
+    summary = (run / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "f1_AFL" in summary[0]
+
+
+def test_rerun_refuses_and_resume_skips_finished(trained_run):
+    run, args, _ = trained_run
+    before = sha256(run / "se_resnet18" / "model.safetensors")
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    other = CliRunner().invoke(main, [*args[:-2], "--epochs", "3", "--out", str(run)])
+    assert other.exit_code == 2 and "different run" in other.output and "epochs" in other.output
+    resumed = CliRunner().invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert sha256(run / "se_resnet18" / "model.safetensors") == before
+    assert len((run / "summary.csv").read_text().splitlines()) == 3
+
+
+def test_init_copies_backbone_and_resets_classifier_for_other_classes(trained_run):
+    run, _, _ = trained_run
+    src = load_model(run / "resnet18")
+    model = get_model("resnet18", width=8, num_classes=3, classes=["Normal", "AF", "PVC"])
+    fresh_fc = model.fc.weight.detach().clone()
+    assert init_from(model, run / "resnet18") == ["fc.weight", "fc.bias"]
+    assert torch.equal(model.stem[0].weight, src.stem[0].weight)
+    assert torch.equal(model.fc.weight, fresh_fc)
+    with pytest.raises(BadInput, match="do not fit"):
+        init_from(get_model("resnet18", width=16), run / "resnet18")
+
+
+def test_train_with_init_and_options_records_recipe(trained_run, tiny, tmp_path):
+    run, _, _ = trained_run
+    out = tmp_path / "ft"
+    res = CliRunner().invoke(main, ["--quiet", "train", "--data", str(tiny), "--arch", "resnet", "--depth", "18",
+                                    "--width", "8", "--epochs", "1", "--init", str(run / "resnet18"),
+                                    "--class-weights", "auto", "--sampler", "balanced", "--augment", "default",
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    extra = read_json(out / "resnet18" / "config.json")["extra"]
+    assert extra["init"] == str((run / "resnet18").resolve()) and extra["init_fresh"] == []
+    assert extra["class_weights"] == "auto" and extra["sampler"] == "balanced"
+    assert extra["augment"] == ["amplitude", "baseline", "noise", "shift"]
+    assert read_json(out / "manifest.json")["artifacts"]["resnet18/model.safetensors"]["parent"].endswith("resnet18")
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--arch", "vgg"], "unknown architecture"),
+    (["--depth", "20"], "unknown depth"),
+    (["--augment", "wobble"], "unknown augmentation"),
+])
+def test_bad_options_exit_2(tiny, tmp_path, change, message):
+    base = {"--arch": "resnet", "--depth": "18", "--augment": "none"}
+    base[change[0]] = change[1]
+    args = ["train", "--data", str(tiny), "--out", str(tmp_path / "r"), "--epochs", "1", "--width", "8"]
+    for k, v in base.items():
+        args += [k, v]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and message in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_not_a_dataset_and_class_missing_from_train_exit_2(tmp_path):
+    (tmp_path / "junk").mkdir()
+    res = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "junk"), "--arch", "resnet", "--depth", "18",
+                                    "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "not a prepared dataset" in res.output
+    labels = np.repeat(np.arange(7), 10)
+    idx = np.arange(70)
+    splits = {"train": idx[labels != 2][::2], "val": idx[labels != 2][1::2], "test": idx[labels == 2]}
+    bad = make_tiny_dataset(tmp_path / "bad", per_class=10, splits=splits)
+    res = CliRunner().invoke(main, ["train", "--data", str(bad), "--arch", "resnet", "--depth", "18",
+                                    "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "AFL" in res.output and "missing from train" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_foreign_model_folder_is_not_overwritten(tiny, tmp_path):
+    out = tmp_path / "r"
+    save_model(out / "resnet18", get_model("resnet18", width=8))
+    before = sha256(out / "resnet18" / "model.safetensors")
+    res = CliRunner().invoke(main, ["train", "--data", str(tiny), "--arch", "resnet", "--depth", "18", "--width", "8",
+                                    "--epochs", "1", "--out", str(out)])
+    assert res.exit_code == 2 and "another run" in res.output
+    assert sha256(out / "resnet18" / "model.safetensors") == before
+    assert not (out / "run.json").exists()
