@@ -133,7 +133,8 @@ def test_prune_command_end_to_end(tiny_run):
     assert "after" in res.output and "ratio" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["channels"]["stem"] == 8 and cfg["extra"]["pruning"]["ratio"] == 0.5
+    assert cfg["channels"]["stem"] == 8 and cfg["extra"]["ratio"] == 0.5
+    assert cfg["extra"]["fine_tune_epochs_run"] == 1 and cfg["extra"]["parent"] == str(model_dir)
     assert metrics["after"]["params"] < 0.4 * metrics["before"]["params"]
     assert metrics["after"]["macs"] < 0.4 * metrics["before"]["macs"]
     assert metrics["after"]["size_mb"] < metrics["before"]["size_mb"]

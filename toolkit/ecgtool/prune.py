@@ -222,7 +222,8 @@ def prune_artifact(
                          steps=steps, calib=calib)
     settings = {"parent": str(src), "ratio": ratio, "importance": importance, "scope": scope, "steps": steps,
                 "round_to": ROUND_TO, "fine_tune_epochs": fine_tune_epochs, "seed": seed}
-    pruned.config.extra = {**pruned.config.extra, "pruning": settings}
+    # the pruning settings sit at the top of `extra`; the parent's own recipe is kept beneath them
+    pruned.config.extra = {**settings, "parent_extra": dict(model.config.extra)}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -236,6 +237,7 @@ def prune_artifact(
                             history_path=tmp / "history.csv")
         pruned = pruned.cpu().eval()
         best_epoch = next((row["epoch"] for row in history if row.get("best")), None)
+        pruned.config.extra.update({"fine_tune_epochs_run": len(history), "fine_tune_best_epoch": best_epoch})
         save_model(tmp, pruned, pruned.config)
         after = _summary(tmp, pruned, length, ds)
         result = {"out": str(dest), **settings, "before": before, "after": after,
