@@ -17,8 +17,10 @@ TARGET_FS = 200  # Hz
 WINDOW_S = 10  # s
 WINDOW_LEN = TARGET_FS * WINDOW_S  # samples
 BAND_HZ = (0.5, 40.0)
-#: a window whose peak-to-peak range is below this (in mV) is a flat line: min-max would divide by ~0
-FLAT_MV = 1e-6
+#: a window whose peak-to-peak range is below this (mV) is a flat line: min-max would divide by ~0 and
+#: amplify quantisation noise. 10 uV is far below any real 10-s ECG (a QRS is ~1 mV) but above the
+#: ripple resampling leaves on a constant (~1e-4 of its level).
+FLAT_MV = 0.01
 
 
 class UnusableRecord(Exception):
@@ -30,7 +32,8 @@ def resample(signal: np.ndarray, fs: float, target_fs: int = TARGET_FS) -> np.nd
     ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
     if ratio == 1:
         return np.asarray(signal, dtype=np.float64)
-    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
+    # padtype "line": no zero-padding transient at the ends (a baseline offset would ramp to 0)
+    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1, padtype="line")
 
 
 def bandpass(signal: np.ndarray, fs: float = TARGET_FS, band: tuple[float, float] = BAND_HZ,

@@ -102,8 +102,9 @@ def import_dataset(
                 dropped.update(r.split(":")[0] for r in got.dropped)
             bar.advance()
     if not rows:
-        reasons = Counter(s["reason"] for s in skipped).most_common(3)
-        detail = "; ".join(f"{n} x {r}" for r, n in reasons)
+        kinds = Counter(s["reason"].split(":")[0] for s in skipped).most_common(3)
+        example = {s["reason"].split(":")[0]: s for s in reversed(skipped)}
+        detail = "; ".join(f"{n} x {k}, e.g. {example[k]['record_id']}: {example[k]['reason']}" for k, n in kinds)
         raise BadInput(f"{src}: nothing usable to import ({len(skipped)} record(s) skipped: {detail})")
 
     signals = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
@@ -158,9 +159,14 @@ def _make_splits(kind: str, y: np.ndarray, groups: list[str], rows: list[dict], 
     with warnings.catch_warnings():
         # StratifiedGroupKFold warns when a class has fewer groups than folds: expected on small sets
         warnings.simplefilter("ignore", UserWarning)
-        if kind == "patient":
-            return patient_split(y, groups, seed=seed)
-        return random_split(y, seed=seed)
+        split_fn = (lambda lab: patient_split(lab, groups, seed=seed)) if kind == "patient" else (
+            lambda lab: random_split(lab, seed=seed))
+        try:
+            return split_fn(y)
+        except ValueError:
+            # too few windows (or patients) per class to stratify (tiny sets): the same split, unstratified
+            ui.warn(f"{src}: too few windows per class for a stratified split; splitting unstratified")
+            return split_fn(np.zeros_like(y))
 
 
 def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
