@@ -103,6 +103,16 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, loss_fn: Any = None) -> float:
+    """One optimisation step on one batch; returns the batch's mean loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, y, criterion) if loss_fn else criterion(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 def fit(
     model: nn.Module,
     data: PreparedDataset,
@@ -172,11 +182,7 @@ def fit(
                 x, y = _batch(data, idx, dev)
                 if augmenter is not None:
                     x = augmenter(x, gen)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, y, criterion) if loss_fn else criterion(model(x), y)
-                loss.backward()
-                optimizer.step()
-                running += float(loss.detach()) * len(y)
+                running += train_step(model, optimizer, criterion, x, y, loss_fn) * len(y)
                 seen += len(y)
                 bar.advance()
             row = {"epoch": epoch, "train_loss": running / max(1, seen),

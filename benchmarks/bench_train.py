@@ -1,0 +1,125 @@
+"""Training throughput of se_resnet18/34/50 at widths 16 and 64, and the FLOP rate it implies against peak.
+
+Each model trains on random 1 x 2000 inputs (10 s at 200 Hz) with the recipe's own step
+(`ecgtool.train.train_step`: Adam, cross-entropy): a few warm-up batches, then timed batches. The
+implied rate counts 3 x forward MACs x 2 FLOP per sample (forward, plus about twice that backward).
+The CPU's attainable peak is a large fp32 torch matmul measured in the same process, before and after
+the models (the better of the two), so both figures share the machine's load at the time.
+
+    .venv/bin/python benchmarks/bench_train.py            # about 3-5 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+
+import torch
+
+from ecgtool.models import get_model, model_stats
+from ecgtool.train import train_step
+from ecgtool.ui import markdown_table
+
+
+def cpu_description() -> str:
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name}, {os.cpu_count()} cores ({', '.join(isa) or 'no AVX info'})"
+
+
+def matmul_peak(n: int = 2048, reps: int = 8) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul (2 n^3 FLOP) over `reps` runs after one warm-up."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def train_throughput(name: str, width: int, batch: int, length: int, warmup: int, steps: int,
+                     max_seconds: float = 60.0) -> dict:
+    """Samples/s of full training steps (forward, backward, Adam) of one model on random data: the median
+    of `steps` timed steps, fewer (at least 2) once `max_seconds` of timing have passed."""
+    torch.manual_seed(0)
+    model = get_model(name, width=width)
+    stats = model_stats(model, length)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    criterion = torch.nn.CrossEntropyLoss()
+    x = torch.rand(batch, 1, length)
+    y = torch.randint(0, 7, (batch,))
+    for _ in range(warmup):
+        train_step(model, optimizer, criterion, x, y)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        train_step(model, optimizer, criterion, x, y)
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 2 and sum(times) > max_seconds:
+            break
+    step_s = statistics.median(times)
+    samples_s = batch / step_s
+    return {"model": name, "width": width, "threads": torch.get_num_threads(), "timed steps": len(times), "params": stats["params"], "fwd MMAC/sample": round(stats["macs"] / 1e6, 1),
+            "batch": batch, "ms/step (median)": round(1000 * step_s, 1), "samples/s": round(samples_s, 1),
+            "GFLOP/s": round(samples_s * 3 * stats["macs"] * 2 / 1e9, 1)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="se_resnet18,se_resnet34,se_resnet50")
+    ap.add_argument("--widths", default="16,64")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--length", type=int, default=2000, help="Samples per record (2000 = 10 s at 200 Hz).")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=4, help="Timed training steps per model.")
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="Torch thread counts to measure, e.g. 1,2.")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="Timing budget per model (s).")
+    args = ap.parse_args(argv)
+
+    rows, peaks = [], {}
+    load_before = os.getloadavg()[0]
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        before = matmul_peak()
+        block = []
+        for name in args.models.split(","):
+            for width in (int(w) for w in args.widths.split(",")):
+                block.append(train_throughput(name, width, args.batch_size, args.length, args.warmup, args.steps,
+                                              args.max_seconds))
+                print(f"{name} width {width}, {threads} threads: {block[-1]['samples/s']} samples/s", file=sys.stderr)
+        peaks[threads] = (before, matmul_peak())
+        for r in block:
+            r["% of matmul peak"] = round(100 * r["GFLOP/s"] / max(peaks[threads]), 1)
+        rows += block
+
+    command = " ".join([".venv/bin/python", "benchmarks/bench_train.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    print(f"Command: `{command}`  ")
+    print(f"Machine: {cpu_description()}; torch {torch.__version__}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after  ")
+    for threads, (a, b) in peaks.items():
+        print(f"fp32 matmul peak, {threads} thread(s) (2048 x 2048, best of 8, before/after the models): "
+              f"{a:.1f} / {b:.1f} GFLOP/s  ")
+    print()
+    print(markdown_table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
