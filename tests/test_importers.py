@@ -168,6 +168,8 @@ def test_mitdb_windows_labels_and_patients(tmp_path):
     assert all(v == 0 for v in ds.meta["split"]["overlap"].values())
     groups = [r["patient_id"] for r in ds.records]
     assert all(v == 0 for v in split_overlap(groups, ds.splits).values())
+    leaky = load_dataset(import_dataset("mitdb", src, tmp_path / "random", split="random"))
+    assert leaky.meta["split"]["kind"] == "random" and sum(leaky.meta["split"]["overlap"].values()) > 0
 
 
 def test_mitdb_derive_st_marks_windows(tmp_path):
@@ -410,6 +412,7 @@ def test_cli_refuses_to_overwrite_then_overwrites(tmp_path):
     assert res.exit_code == 0, res.output
     assert "windows per class" in res.stdout and not (out / "keep.txt").exists()
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["split"] == {"kind": "random", "seed": 3, "group": None, "overlap": None}
+    assert meta["split"] == {"kind": "random", "seed": 3, "stratified": False, "group": "record",
+                             "overlap": {"train&val": 0, "train&test": 0, "val&test": 0}}
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"signals.npy", "labels.npy", "meta.json"} <= set(manifest["artifacts"])

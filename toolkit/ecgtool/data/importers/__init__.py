@@ -118,7 +118,7 @@ def import_dataset(
     if kind == "random" and several:
         ui.warn("random split of several windows per record: windows of one record (and patient) "
                 "land in different splits, which leaks and inflates F1")
-    splits = _make_splits(kind, y, groups, rows, seed, src)
+    splits, stratified = _make_splits(kind, y, groups, rows, seed, src)
 
     meta = {
         "source": fmt,
@@ -129,9 +129,10 @@ def import_dataset(
         "leads": leads_seen,
         "preprocessing": describe(bandpass),
         "window_policy": policy,
-        "split": {"kind": kind, "seed": seed,
-                  "group": ("patient" if has_patients else "record") if kind == "patient" else None,
-                  "overlap": split_overlap(groups, splits) if kind != "random" else None},
+        "split": {"kind": kind, "seed": seed, "stratified": stratified,
+                  "group": "patient" if has_patients else "record",
+                  # shared patients (or records) per pair of splits: nonzero means the split leaks
+                  "overlap": split_overlap(groups, splits)},
         "label_set": labels.to_meta(),
         "label_priority": list(labels.priority),
         "records_total": len(ids),
@@ -147,7 +148,8 @@ def import_dataset(
 
 
 def _make_splits(kind: str, y: np.ndarray, groups: list[str], rows: list[dict], seed: int,
-                 src: Path) -> dict[str, np.ndarray]:
+                 src: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """The splits and whether they are stratified by class."""
     if len(y) < 3:
         raise BadInput(f"{src}: only {len(y)} usable window(s); a train/val/test split needs at least 3")
     if kind == "strat-fold":
@@ -155,18 +157,21 @@ def _make_splits(kind: str, y: np.ndarray, groups: list[str], rows: list[dict], 
         if (folds == 0).any():
             raise BadInput(f"{src / ptbxl.DATABASE}: {int((folds == 0).sum())} record(s) lack a strat_fold")
         idx = np.arange(len(y))
-        return {"train": idx[folds <= 8], "val": idx[folds == 9], "test": idx[folds == 10]}
+        return {"train": idx[folds <= 8], "val": idx[folds == 9], "test": idx[folds == 10]}, False
     with warnings.catch_warnings():
         # StratifiedGroupKFold warns when a class has fewer groups than folds: expected on small sets
         warnings.simplefilter("ignore", UserWarning)
         split_fn = (lambda lab: patient_split(lab, groups, seed=seed)) if kind == "patient" else (
             lambda lab: random_split(lab, seed=seed))
+        # classes numbered 0..k-1 over the classes present: random_split stratifies only when every
+        # label value it sees has 2+ members, and a class absent from this source would count as 0
+        compact = np.unique(y, return_inverse=True)[1].reshape(-1)
         try:
-            return split_fn(y)
+            return split_fn(compact), kind == "patient" or bool(np.bincount(compact).min() >= 2)
         except ValueError:
             # too few windows (or patients) per class to stratify (tiny sets): the same split, unstratified
             ui.warn(f"{src}: too few windows per class for a stratified split; splitting unstratified")
-            return split_fn(np.zeros_like(y))
+            return split_fn(np.zeros_like(y)), False
 
 
 def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
