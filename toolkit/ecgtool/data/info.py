@@ -96,7 +96,7 @@ def print_info(info: dict[str, Any]) -> None:
             click.echo("patient overlap: none (no patient in two splits)")
         else:
             shared = ", ".join(f"{k} {v}" for k, v in info["patient_overlap"].items() if v)
-            click.echo(f"patient overlap: {shared} patients in two splits")
+            click.echo(f"patient overlap: {shared} (patients in two splits)")
 
 
 @click.command("info")

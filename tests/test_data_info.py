@@ -1,0 +1,81 @@
+"""`ecgtool data synth` and `ecgtool data info` end to end, dataset_info(), and bad usage (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from ecgtool.artifacts import verify_manifest
+from ecgtool.cli import main
+from ecgtool.data.classes import DEFAULT_CLASSES
+from ecgtool.data.dataset import load_dataset, write_dataset
+from ecgtool.data.info import dataset_info
+from ecgtool.data.synth import write_synthetic_dataset
+
+
+def test_cli_synth_then_info(tmp_path):
+    out = tmp_path / "syn"
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "synth", "--out", str(out), "--total", "70", "--balance", "equal",
+                               "--seed", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "70 records (Normal 10, AF 10" in res.output
+    ds = load_dataset(out)
+    assert ds.signals.shape == (70, 1, 2000) and ds.meta["source"] == "synthetic"
+    assert ds.meta["sampling_rate"] == 200 and ds.meta["lead"] == "II" and ds.meta["seed"] == 3
+    assert "min-max" in ds.meta["preprocessing"]
+    assert sorted(np.concatenate(list(ds.splits.values())).tolist()) == list(range(70))
+    assert [len(ds.splits[k]) for k in ("train", "val", "test")] == [44, 12, 14]  # 64/16/20, sklearn rounding
+    assert all(r["status"] == "ok" for r in verify_manifest(out)) and len(verify_manifest(out)) == 5
+
+    res = runner.invoke(main, ["data", "info", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "records per class per split" in res.output and "no patient in two splits" in res.output
+    res = runner.invoke(main, ["data", "info", str(out), "--json"])
+    info = json.loads(res.output)
+    assert info["counts"]["all"] == {c: 10 for c in DEFAULT_CLASSES}
+    assert sum(info["counts"]["test"].values()) == 14 and info["patients"]["total"] == 70
+
+
+def test_synth_bad_usage_exits_2_and_overwrites_nothing(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "a"), "--per-class", "5", "--total", "70"])
+    assert res.exit_code == 2 and "not both" in res.output and not (tmp_path / "a").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    res = runner.invoke(main, ["data", "synth", "--out", str(busy), "--per-class", "6"])
+    assert res.exit_code == 2 and "not empty" in res.output
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+    res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "b"), "--total", "30"])
+    assert res.exit_code == 2 and "at least 6" in res.output and not (tmp_path / "b").exists()
+    res = runner.invoke(main, ["data", "info", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and str(tmp_path / "nothing") in res.output
+
+
+def test_same_seed_same_files(tmp_path):
+    a = write_synthetic_dataset(tmp_path / "a", per_class=6, seed=4)
+    b = write_synthetic_dataset(tmp_path / "b", per_class=6, seed=4)
+    for name in ("signals.npy", "labels.npy", "records.csv", "splits.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_info_reports_patient_overlap_and_label_priority(tmp_path):
+    n = 14
+    labels = np.arange(n) % 7
+    records = [{"record_id": f"r{i}", "patient_id": f"p{i // 2}"} for i in range(n)]  # 2 records/patient
+    splits = {"train": np.arange(0, 10), "val": np.arange(10, 12), "test": np.arange(12, 14)}
+    splits["test"] = np.array([9, 13])  # record 9 (patient p4) is also in train: a leak
+    meta = {"sampling_rate": 500, "source": "test", "label_priority": ["AF", "AFL", "Normal"]}
+    write_dataset(tmp_path / "d", np.zeros((n, 1, 50), np.float32), labels, DEFAULT_CLASSES, records, splits,
+                  meta, skipped=[{"record": "x", "reason": "too short: 3 s"}])
+    info = dataset_info(tmp_path / "d")
+    assert info["patients"] == {"total": 7, "train": 5, "val": 1, "test": 2}
+    assert info["patient_overlap"]["train&test"] == 1 and not info["patients_disjoint"]
+    assert info["label_priority"] == ["AF", "AFL", "Normal"]
+    assert info["skipped"] == {"count": 1, "reasons": {"too short": 1}}
+    res = CliRunner().invoke(main, ["data", "info", str(tmp_path / "d")])
+    assert res.exit_code == 0 and "train&test 1 (patients in two splits)" in res.output
+    assert "label priority" in res.output
