@@ -259,7 +259,11 @@ def _ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
 
 def _ensure_int8(folder: Path, opts: dict, files: list[Path], name: str = "model.int8.onnx",
                  force: bool = False) -> Path:
-    """Symmetric QDQ INT8 ONNX `name` in the folder: reused when fresh and no INT8 option was given."""
+    """QDQ INT8 ONNX `name` in the folder, reused when fresh and no INT8 option was given.
+
+    model.int8.onnx is ONNX Runtime's form (unsigned activations); model.trt-int8.onnx is TensorRT's
+    (signed, zero points 0), copied from model.int8.onnx when that already has TensorRT's form.
+    """
     from .quantize import qdq_properties, quantize_model
 
     onnx_fp32 = _ensure_onnx(folder, opts, files)
@@ -275,7 +279,7 @@ def _ensure_int8(folder: Path, opts: dict, files: list[Path], name: str = "model
     else:
         if opts.get("data") is None:
             raise BadInput(f"{folder}: INT8 needs --data DIR (calibration set from its training split)")
-        quantize_model(folder, opts["data"], out=out, symmetric=True, threads=opts.get("threads"),
+        quantize_model(folder, opts["data"], out=out, symmetric=name != shared.name, threads=opts.get("threads"),
                        check_limit=opts.get("check_limit", 512), **given)
     files.append(out)
     return out

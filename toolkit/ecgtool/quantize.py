@@ -1,12 +1,15 @@
 """Static INT8 quantisation of an exported model with ONNX Runtime's tools (QDQ format).
 
 `onnx2int8` runs `quant_pre_process` and then `quantize_static` with a calibration reader over a
-class-stratified calibration set from the training split (ecgtool.calibration). By default the graph
-is symmetric signed int8 for activations and weights (zero points 0): the form TensorRT accepts and,
-as measured in benchmarks/RESULTS.md, no slower or less accurate on ONNX Runtime than unsigned
-activations, so one INT8 file serves both. `quantize_model` drives it for a model folder, can try every
-calibration method and keep the best on validation macro-F1 (`method="auto"`), and reports test
-macro-F1 and top-1 agreement of INT8 against FP32, warning about the classes that lost more than 1 point.
+class-stratified calibration set from the training split (ecgtool.calibration). Two forms:
+- model.int8.onnx (default, `symmetric=False`): ONNX Runtime's own form, unsigned int8 activations
+  with zero points and signed symmetric weights. On this CPU ONNX Runtime ran it about 2.6x faster than
+  the signed symmetric form (se_resnet18 width 64, batch 1; see benchmarks/RESULTS.md), so it ships for ORT.
+- model.trt-int8.onnx (`symmetric=True`): signed int8 activations and weights, zero points 0, float
+  biases: the only INT8 QDQ form TensorRT accepts.
+`quantize_model` drives it for a model folder, can try every calibration method and keep the best on
+validation macro-F1 (`method="auto"`), and reports test macro-F1 and top-1 agreement of INT8 against
+FP32, warning about the classes that lost more than 1 point.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def node_names(path: str | os.PathLike) -> list[str]:
 
 
 def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.ndarray, method: str = "minmax",
-              per_channel: bool = True, exclude: Sequence[str] = (), symmetric: bool = True) -> Path:
+              per_channel: bool = True, exclude: Sequence[str] = (), symmetric: bool = False) -> Path:
     """QDQ INT8 ONNX from an FP32 ONNX, calibrated on `calibration` signals [N, C, L].
 
     symmetric=True: signed int8 activations and weights with zero points 0 (TensorRT's form);
@@ -143,7 +146,7 @@ def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None) -> dic
 def quantize_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
                    method: str = "minmax", calib_size: int = DEFAULT_SIZE, per_channel: bool = True,
                    exclude: Sequence[str] = (), calib_dir: str | os.PathLike = DEFAULT_DIR, seed: int = DEFAULT_SEED,
-                   symmetric: bool = True, threads: int | None = None, check_limit: int = 512) -> dict:
+                   symmetric: bool = False, threads: int | None = None, check_limit: int = 512) -> dict:
     """Quantise a model folder's ONNX to INT8 (`out`, default model.int8.onnx) and report what it cost.
 
     method="auto" tries minmax, entropy and percentile and keeps the best validation macro-F1.
@@ -206,8 +209,8 @@ def quantize_model(model: str | os.PathLike, data: str | os.PathLike, out: str |
 @click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
 @click.option("--calib-dir", type=click.Path(path_type=Path), help="Where calibration sets are kept (default calibration/).")
 @click.option("--seed", type=int, help="Seed of the calibration sample (default 0).")
-@click.option("--asymmetric", "symmetric", flag_value=False, default=None,
-              help="Unsigned activations with zero points (ONNX Runtime's default; TensorRT does not accept it).")
+@click.option("--symmetric/--asymmetric", default=None,
+              help="Signed int8 activations with zero points 0 (TensorRT's form) or unsigned ones (default: faster on ONNX Runtime).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default MODEL/model.int8.onnx).")
 @click.option("--threads", type=int, help="Threads for evaluation.")
 @ui.quiet_option
