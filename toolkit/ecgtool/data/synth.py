@@ -30,7 +30,7 @@ DEFAULT_TOTAL = 2100  #: default dataset size for `ecgtool data synth`
 MIN_PER_CLASS = 6  #: smallest class size for which the stratified 64/16/20 split gives every split each class
 GENERATOR_VERSION = 1
 _BLOCK = 1024  #: records generated together; fixed so output never depends on memory or speed
-_MAX_BEATS = 48  #: beat slots per record: covers 13 s at the shortest allowed RR
+_MIN_RR_S = 0.27  #: shortest RR interval any rhythm draws (s); sizes the beat slots per record
 _PAD_S = 1.0  #: padding (s) on each side of the record while beats are drawn
 
 _C = {name: i for i, name in enumerate(DEFAULT_CLASSES)}
@@ -87,9 +87,9 @@ def _u(rng: np.random.Generator, lo: Any, hi: Any, size: Any = None) -> np.ndarr
     return rng.uniform(0.0, 1.0, size) * (np.asarray(hi) - np.asarray(lo)) + np.asarray(lo)
 
 
-def _beat_times(rng: np.random.Generator, lab: np.ndarray, fs: float, seconds: float) -> dict[str, np.ndarray]:
+def _beat_times(rng: np.random.Generator, lab: np.ndarray, seconds: float) -> dict[str, np.ndarray]:
     """R-peak times (s) [n, B] and rhythm parameters for one block of records."""
-    n, B = len(lab), _MAX_BEATS
+    n, B = len(lab), int(np.ceil((seconds + 2.6) / _MIN_RR_S)) + 1
     is_af, is_afl, is_pvc = lab == _C["AF"], lab == _C["AFL"], lab == _C["PVC"]
     idx = np.arange(B)[None, :]
     # AFL: every k-th flutter wave conducted, fixed k or a variable mix of 2, 3 and 4
@@ -267,7 +267,7 @@ def _block(seed_seq: np.random.SeedSequence, lab: np.ndarray, first_id: int, fs:
            noise: bool) -> tuple[np.ndarray, list[dict]]:
     rng = np.random.default_rng(seed_seq)
     length = int(round(fs * seconds))
-    beats = _beat_times(rng, lab, fs, seconds)
+    beats = _beat_times(rng, lab, seconds)
     ecg, params = _clean_ecg(rng, lab, beats, fs, length)
     n = len(lab)
     snr = _u(rng, *SNR_DB, n)
@@ -308,9 +308,8 @@ def synthesize(per_class: int | None = None, total: int | None = None, balance: 
     counts = class_counts(per_class, total, balance)
     if fs < 100:  # QRS detail needs >= 100 Hz
         raise ValueError(f"fs must be >= 100 Hz, got {fs}")
-    root = np.random.SeedSequence(int(seed))
     labels = np.repeat(np.arange(len(counts)), counts)
-    labels = np.random.default_rng(root.spawn(1)[0]).permutation(labels).astype(np.int64)
+    labels = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,))).permutation(labels)
     blocks = range(0, len(labels), _BLOCK)
     seeds = np.random.SeedSequence(int(seed), spawn_key=(1,)).spawn(len(blocks))
     sigs, records = [], []
@@ -322,7 +321,7 @@ def synthesize(per_class: int | None = None, total: int | None = None, balance: 
             progress(len(r))
     length = int(round(fs * seconds))
     signals = np.concatenate(sigs) if sigs else np.zeros((0, 1, length), np.float32)
-    return signals, labels, records
+    return signals, labels.astype(np.int64), records
 
 
 def check_request(out: str | os.PathLike, per_class: int | None = None, total: int | None = None,
@@ -398,7 +397,7 @@ def synth_command(out: str, per_class: int | None, total: int | None, balance: s
         raise BadInput(f"{out}: --balance applies to --total; --per-class already gives equal counts")
     opts = {k: v for k, v in dict(per_class=per_class, total=total, balance=balance, seed=seed).items()
             if v is not None}
-    counts = check_request(out, per_class, total, balance or "paper", overwrite)
+    counts = check_request(out, overwrite=overwrite, **{k: v for k, v in opts.items() if k != "seed"})
     n = int(counts.sum())
     with ui.progress_bar("synthesising ECGs", n) as bar:
         path = write_synthetic_dataset(out, overwrite=overwrite, progress=bar.advance, **opts)
