@@ -387,7 +387,7 @@ def test_cli_nothing_usable_exit_2_one_line(tmp_path):
     assert res.exit_code == 2
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and str(src) in err[0] and "nothing usable" in err[0] and "truncated" in err[0]
-    assert not out.exists()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("what", ["not_a_folder", "empty_folder"])
@@ -411,6 +411,7 @@ def test_cli_refuses_to_overwrite_then_overwrites(tmp_path):
     res = CliRunner().invoke(main, args + ["--overwrite", "--split", "random", "--seed", "3"])
     assert res.exit_code == 0, res.output
     assert "windows per class" in res.stdout and not (out / "keep.txt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
     meta = json.loads((out / "meta.json").read_text())
     assert meta["split"] == {"kind": "random", "seed": 3, "stratified": False, "group": "record",
                              "overlap": {"train&val": 0, "train&test": 0, "val&test": 0}}

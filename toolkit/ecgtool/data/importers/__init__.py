@@ -8,6 +8,7 @@ a progress bar, collects what is usable, splits it and writes the dataset atomic
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from ...artifacts import read_json, record_artifact
 from ...errors import BadInput
 from ..dataset import write_dataset
 from ..labels import load_label_set
-from ..preprocess import TARGET_FS, WINDOW_S, UnusableRecord, describe
+from ..preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
 from ..splits import patient_split, random_split, split_overlap
 from . import challenge, cinc2017, mitdb, ptbxl
 from .common import ImportOptions
@@ -82,10 +83,27 @@ def import_dataset(
     if not ids:
         raise BadInput(f"{src}: no {fmt} records found" + (" matching the records filter" if records else ""))
 
-    chunks, rows, skipped, dropped = [], [], [], Counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.import.", dir=out.parent) as spill_dir:
+        spill = Path(spill_dir) / "windows.f32"
+        rows, skipped, dropped, channels, leads_seen = _read_records(source, src, ids, opts, spill)
+        signals = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(rows), channels, WINDOW_LEN))
+        _split_and_write(fmt, source, src, out, ids, signals, rows, skipped, dropped, leads_seen, labels,
+                         lead=lead, policy=policy, bandpass=bandpass, split=split, seed=seed, overwrite=overwrite)
+        del signals
+    for name in DATASET_FILES:
+        if (out / name).exists():
+            record_artifact(out / name, run_dir=out, parent=src, extra={"kind": "dataset"})
+    return out
+
+
+def _read_records(source, src: Path, ids: list[str], opts: ImportOptions, spill: Path):
+    """Read every record with a progress bar; windows are appended to a raw float32 file on disk, so
+    memory holds one record at a time. Returns (rows, skipped, dropped, channels, leads)."""
+    rows, skipped, dropped = [], [], Counter()
     channels: int | None = None
     leads_seen: list[str] = []
-    with ui.progress_bar(f"import {fmt}", len(ids)) as bar:
+    with ui.progress_bar(f"import {source.NAME}", len(ids)) as bar, open(spill, "wb") as fh:
         for rid in ids:
             try:
                 got = source.read(src, rid, opts)
@@ -97,7 +115,7 @@ def import_dataset(
                 skipped.append({"record_id": rid, "reason": str(exc)})
                 bar.update(f"skipped {len(skipped)}")
             else:
-                chunks.append(got.signals)
+                fh.write(np.ascontiguousarray(got.signals, dtype=np.float32).tobytes())
                 rows.extend(got.rows)
                 dropped.update(r.split(":")[0] for r in got.dropped)
             bar.advance()
@@ -106,9 +124,11 @@ def import_dataset(
         example = {s["reason"].split(":")[0]: s for s in reversed(skipped)}
         detail = "; ".join(f"{n} x {k}, e.g. {example[k]['record_id']}: {example[k]['reason']}" for k, n in kinds)
         raise BadInput(f"{src}: nothing usable to import ({len(skipped)} record(s) skipped: {detail})")
+    return rows, skipped, dropped, channels, leads_seen
 
-    signals = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    del chunks
+
+def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skipped, dropped, leads_seen, labels,
+                     *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool) -> None:
     y = np.array([labels.index(r["label"]) for r in rows], dtype=np.int64)
     has_patients = source.HAS_PATIENTS and all(r.get("patient_id") for r in rows)
     several = len({r["record"] for r in rows}) < len(rows)  # some record gave several windows
@@ -141,10 +161,6 @@ def import_dataset(
         "derived": dict(Counter(r["label"] for r in rows if r.get("derived"))),
     }
     write_dataset(out, signals, y, labels.classes, rows, splits, meta, skipped=skipped, overwrite=overwrite)
-    for name in DATASET_FILES:
-        if (out / name).exists():
-            record_artifact(out / name, run_dir=out, parent=src, extra={"kind": "dataset"})
-    return out
 
 
 def _make_splits(kind: str, y: np.ndarray, groups: list[str], rows: list[dict], seed: int,

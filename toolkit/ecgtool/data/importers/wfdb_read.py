@@ -22,6 +22,7 @@ from ..preprocess import UnusableRecord
 
 MIN_FS, MAX_FS = 50.0, 10_000.0  # Hz: ECG sampling rates outside this are a broken header
 MAX_HOURS = 48.0  # a longer record is taken for a corrupt sig_len
+MAX_COMPRESSED_VALUES = 2e8  # samples a compressed signal file may claim (1.6 GB once decoded to float64)
 #: bytes per sample of WFDB storage formats (the WFDB spec); FLAC formats (508/516/524) are compressed
 BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5,
                     "310": 4 / 3, "311": 4 / 3}
@@ -129,7 +130,12 @@ def _check_signal_files(hdr: wfdb.Record, folder: Path, sig_len: int) -> None:
         if not path.is_file():
             raise UnusableRecord(f"signal file missing: {fname}")
         fmt = str(hdr.fmt[idx[0]])
-        if not sig_len or fmt not in BYTES_PER_SAMPLE:
+        if not sig_len:
+            continue
+        if fmt not in BYTES_PER_SAMPLE:  # compressed (FLAC): the file size bounds nothing, so cap the claim
+            if sig_len * len(idx) > MAX_COMPRESSED_VALUES:
+                raise UnusableRecord(f"enormous length: header claims {sig_len} x {len(idx)} samples in "
+                                     f"compressed {fname}, over {MAX_COMPRESSED_VALUES:.0e}: not read")
             continue
         need = int((offsets[idx[0]] or 0) + np.ceil(sig_len * sum(spf[i] or 1 for i in idx) * BYTES_PER_SAMPLE[fmt]))
         have = path.stat().st_size
