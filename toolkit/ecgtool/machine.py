@@ -1,0 +1,72 @@
+"""The machine a benchmark ran on: CPU model, instruction sets that matter, cores, GPU, runtime versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(threads: int | None = None, device: str = "cpu") -> dict:
+    """CPU model, the instruction-set features that matter, cores, threads, GPU and runtime versions."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name") and model in ("unknown", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    has = lambda f: "present" if f in flags else "absent"  # noqa: E731
+    gpu = "none"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    tensorrt = _version("tensorrt")
+    return {
+        "cpu": model, "avx2": has("avx2"), "avx512f": has("avx512f"), "avx512_vnni": has("avx512_vnni"),
+        "avx512_bf16": has("avx512_bf16"), "amx": has("amx_tile"), "cores": os.cpu_count(), "threads": threads,
+        "device": device, "gpu": gpu, "python": platform.python_version(), "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino"), "tensorrt": tensorrt,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def tensorrt_skip_reason() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "skipped: TensorRT not installed"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "skipped: no CUDA device"
+    return "skipped: engine not built (run the trtexec-*.sh beside it)"
+
+
+def machine_lines(machine: dict) -> list[str]:
+    """The header block: machine, instruction sets, threads, GPU, versions."""
+    return [
+        f"CPU: {machine['cpu']} ({machine['cores']} cores visible, {machine['threads']} threads used per backend)",
+        f"ISA: AVX2 {machine['avx2']}, AVX-512 {machine['avx512f']}, AVX-512 VNNI {machine['avx512_vnni']}, "
+        f"AVX512-BF16 {machine['avx512_bf16']}, AMX {machine['amx']}",
+        f"GPU: {machine['gpu']} (device used: {machine['device']})",
+        f"Versions: python {machine['python']}, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
+        f"openvino {machine['openvino']}, tensorrt {machine['tensorrt']}",
+    ]
