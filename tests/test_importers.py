@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -343,7 +344,13 @@ def test_bad_record_is_skipped_with_reason(tmp_path, case):
     src = challenge_folder(tmp_path, 1)
     spoil, reason = BAD_RECORDS[case]
     spoil(challenge_record(src, "BAD", "164889003", seed=5))
-    out = import_dataset("challenge", src, tmp_path / "out")
+    tracemalloc.start()
+    try:
+        out = import_dataset("challenge", src, tmp_path / "out")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6  # a claimed length is checked before anything of that size is allocated
     assert skipped_reasons(out)["BAD"].startswith(reason), skipped_reasons(out)["BAD"]
     ds = load_dataset(out)
     assert len(ds) == 3 and "BAD" not in [r["record_id"] for r in ds.records]
