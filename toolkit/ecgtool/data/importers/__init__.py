@@ -7,6 +7,7 @@ a progress bar, collects what is usable, splits it and writes the dataset atomic
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 import warnings
@@ -197,8 +198,6 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
     cls_rows = [{"class": c, **{s: counts[s][c] for s in ("train", "val", "test", "all")}} for c in meta["classes"]]
     reasons: Counter = Counter()
     if (out / "skipped.csv").exists():
-        import csv
-
         with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
                 reasons[r["reason"].split(":")[0]] += 1
