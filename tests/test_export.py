@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from compress_fixtures import LENGTH, make_trained_run
+from compress_fixtures import LENGTH, trained_run
 
 from ecgtool import runtime
 from ecgtool.artifacts import read_json, sha256
@@ -21,7 +21,7 @@ from ecgtool.models import get_model, list_models, save_model
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return make_trained_run(tmp_path_factory.mktemp("export"))
+    return trained_run(tmp_path_factory.mktemp("export"))
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -53,7 +53,7 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     if size >= len(labels):
         return pos
     counts = np.bincount(labels)
-    if (counts[counts > 0] < 2).any():  # sklearn cannot stratify a class seen once; sample plainly then
+    if (counts[counts > 0] < 2).any() or size < (counts > 0).sum():  # sklearn cannot stratify: sample plainly
         return np.sort(np.random.default_rng(seed).choice(pos, size, replace=False))
     picked, _ = train_test_split(pos, train_size=size, stratify=labels, random_state=seed)
     return np.sort(picked)

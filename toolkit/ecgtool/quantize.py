@@ -67,7 +67,9 @@ def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.nd
         if unknown:
             raise BadInput(f"{src}: --exclude names no node of the graph: {', '.join(unknown)} "
                            f"(nodes look like {', '.join(node_names(pre)[:3])})")
-        reader = CalibrationReader(calibration, input_name="input")
+        # Equal batches: ORT's histogram calibrators (entropy, percentile) stack per-batch outputs.
+        batch = max(d for d in range(1, 17) if len(calibration) % d == 0)
+        reader = CalibrationReader(calibration, input_name="input", batch_size=batch)
         # TensorRT takes int8 QDQ only: biases stay float in the symmetric (TensorRT) form.
         extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric}
         if method == "percentile":
