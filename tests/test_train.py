@@ -202,3 +202,17 @@ def test_existing_foreign_model_folder_is_not_overwritten(tiny, tmp_path):
     assert res.exit_code == 2 and "another run" in res.output
     assert sha256(out / "resnet18" / "model.safetensors") == before
     assert not (out / "run.json").exists()
+
+
+def test_recalibrate_bn_sets_exact_statistics_of_the_records(tiny):
+    from ecgtool.train import recalibrate_bn
+
+    data = load_dataset(tiny)
+    model = get_model("resnet18", width=8)
+    idx = np.arange(32)
+    recalibrate_bn(model, data, idx, 16, torch.device("cpu"))
+    with torch.no_grad():
+        h = model.stem[0](torch.from_numpy(np.asarray(data.signals[idx])))
+    bn = model.stem[1]
+    assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2)), atol=1e-5)
+    assert bn.momentum == 0.1 and model.training  # settings restored

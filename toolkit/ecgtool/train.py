@@ -4,6 +4,11 @@ Recipe: Adam (lr 1e-4), cross-entropy (optionally inverse-frequency class weight
 validation loss with a patience, best-validation weights restored. Batches are read from the
 memory-mapped dataset one at a time, so a dataset larger than RAM trains. Every epoch is seeded from
 (seed, epoch), so a run resumed from its checkpoint continues exactly as the uninterrupted one would.
+
+One addition to the paper's recipe: before each validation the BatchNorm statistics are re-estimated
+on a few training batches ("precise BN"). With few batches per epoch the running averages lag the
+weights, and validation loss then rises while the model improves, which stops training early for the
+wrong reason; the trained parameters are unchanged by it.
 """
 
 from __future__ import annotations
@@ -103,6 +108,15 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def recalibrate_bn(model: nn.Module, data: PreparedDataset, idx: np.ndarray, batch_size: int,
+                   device: torch.device) -> None:
+    """Re-estimate BatchNorm running statistics as exact averages over records `idx` (no augmentation)."""
+    from torch.optim.swa_utils import update_bn
+
+    batches = (_batch(data, idx[s : s + batch_size], device)[0] for s in range(0, len(idx), batch_size))
+    update_bn(batches, model, device=None)
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, x: torch.Tensor,
                y: torch.Tensor, loss_fn: Any = None) -> float:
     """One optimisation step on one batch; returns the batch's mean loss."""
@@ -131,13 +145,15 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     resume: bool = False,
     loss_fn: Any = None,
+    precise_bn: int = 32,
 ) -> tuple[nn.Module, list[dict]]:
     """Train on the train split, stop early on validation loss, return (model with best-val weights, history).
 
     history: one dict per epoch (epoch, train_loss, val_loss, val_macro_f1, val_accuracy, lr, seconds).
     `checkpoint_path`: model + optimizer state saved each epoch (torch.save of tensors, read back with
     weights_only=True); with `resume=True` an existing checkpoint is continued. `loss_fn(model, x, y,
-    criterion) -> loss` replaces the plain criterion in training (distillation uses it).
+    criterion) -> loss` replaces the plain criterion in training (distillation uses it). `precise_bn`:
+    training batches used to re-estimate BatchNorm statistics before each validation (0: off).
     """
     dev = resolve_device(device)
     model.to(dev)
@@ -185,6 +201,8 @@ def fit(
                 running += train_step(model, optimizer, criterion, x, y, loss_fn) * len(y)
                 seen += len(y)
                 bar.advance()
+            if precise_bn > 0:
+                recalibrate_bn(model, data, order[: precise_bn * batch_size], batch_size, dev)
             row = {"epoch": epoch, "train_loss": running / max(1, seen),
                    **validate(model, data, val_idx, criterion, dev), "lr": optimizer.param_groups[0]["lr"]}
             row["seconds"] = round(time.perf_counter() - t0, 3)
@@ -346,6 +364,7 @@ def train_models(
     init: str | os.PathLike | None = None,
     resume: bool = False,
     threads: int | None = None,
+    precise_bn: int = 32,
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
 
@@ -384,7 +403,7 @@ def train_models(
     out = Path(out)
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
               "class_weights": class_weights, "sampler": sampler, "augment": list(augment),
-              "init": str(Path(init).resolve()) if init else None, "width": width, "kernel_size": kernel_size,
+              "init": str(Path(init).resolve()) if init else None, "precise_bn": precise_bn, "width": width, "kernel_size": kernel_size,
               "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
               "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
     pairs = [(a, int(d)) for a in archs for d in depths]
@@ -416,7 +435,7 @@ def train_models(
         model, history = fit(model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                              device=device, class_weights=class_weights, sampler=sampler, augment=augment, seed=seed,
                              desc=name, history_path=folder / "history.csv", checkpoint_path=folder / CHECKPOINT,
-                             resume=resume)
+                             resume=resume, precise_bn=precise_bn)
         best = next((h for h in history if h.get("best")), {})
         cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
                           "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
@@ -483,6 +502,8 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--precise-bn", type=click.IntRange(0), default=None,
+              help="Training batches that re-estimate BatchNorm statistics before each validation (default 32, 0 off).")
 @quiet_option
 def train_command(data: str, archs: tuple[str, ...], depths: tuple[int, ...], out: str, **options: Any) -> None:
     """Train each --arch x --depth on a prepared dataset with the paper's recipe; compare them side by side."""
