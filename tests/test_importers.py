@@ -424,3 +424,16 @@ def test_cli_refuses_to_overwrite_then_overwrites(tmp_path):
                              "overlap": {"train&val": 0, "train&test": 0, "val&test": 0}}
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"signals.npy", "labels.npy", "meta.json"} <= set(manifest["artifacts"])
+
+
+def test_cli_records_filter_and_lead(tmp_path):
+    src = challenge_folder(tmp_path, 2)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["data", "import", "challenge", str(src), "--out", str(out), "-q",
+                                    "--records", "A0000,A0002,A0004", "--lead", "V1"])
+    assert res.exit_code == 0, res.output
+    ds = load_dataset(out)
+    assert [r["record_id"] for r in ds.records] == ["A0000", "A0002", "A0004"] and ds.meta["leads"] == ["V1"]
+    res = CliRunner().invoke(main, ["data", "import", "challenge", str(src), "--out", str(tmp_path / "o2"),
+                                    "--records", "Z9"])
+    assert res.exit_code == 2 and "no challenge records found matching the records filter" in res.stderr
