@@ -174,3 +174,21 @@ def test_prune_bad_input_exits_2_and_writes_nothing(tiny_run, tmp_path):
     code, out = _bad([str(model_dir), "--data", str(other), "--ratio", "0.5"])
     assert code == 2 and "do not match the model's" in out
     assert not list(model_dir.parent.glob("se_resnet18-pruned*")) and not list(model_dir.parent.glob(".se_resnet18*"))
+
+
+def test_prune_artifact_taylor_global_without_fine_tuning(tiny_run, tmp_path):
+    from ecgtool.prune import prune_artifact
+
+    model_dir, data = tiny_run
+    result = prune_artifact(model_dir, data, 0.5, out=tmp_path / "run" / "small", fine_tune_epochs=0,
+                            importance="taylor", scope="global", steps=2)
+    out = tmp_path / "run" / "small"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["extra"]["importance"] == "taylor" and cfg["extra"]["scope"] == "global" and cfg["extra"]["steps"] == 2
+    assert not (out / "history.csv").exists() and result["fine_tune"]["epochs_run"] == 0
+    assert result["after"]["params"] < 0.7 * result["before"]["params"]
+    x = torch.randn(2, 1, LENGTH)
+    rebuilt = build_model(cfg)
+    rebuilt.load_state_dict(load_model(out).state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), load_model(out)(x))
