@@ -33,6 +33,7 @@ def test_cli_synth_then_info(tmp_path):
     res = runner.invoke(main, ["data", "info", str(out)])
     assert res.exit_code == 0, res.output
     assert "records per class per split" in res.output and "no patient in two splits" in res.output
+    assert "no records of" not in res.output
     res = runner.invoke(main, ["data", "info", str(out), "--json"])
     info = json.loads(res.output)
     assert info["counts"]["all"] == {c: 10 for c in DEFAULT_CLASSES}
@@ -68,14 +69,17 @@ def test_info_reports_patient_overlap_and_label_priority(tmp_path):
     records = [{"record_id": f"r{i}", "patient_id": f"p{i // 2}"} for i in range(n)]  # 2 records/patient
     splits = {"train": np.arange(0, 10), "val": np.arange(10, 12), "test": np.arange(12, 14)}
     splits["test"] = np.array([9, 13])  # record 9 (patient p4) is also in train: a leak
-    meta = {"sampling_rate": 500, "source": "test", "label_priority": ["AF", "AFL", "Normal"]}
+    meta = {"sampling_rate": 500, "source": "test", "label_priority": ["AF", "AFL", "Normal"],
+            "split": {"kind": "patient", "seed": 5}}
     write_dataset(tmp_path / "d", np.zeros((n, 1, 50), np.float32), labels, DEFAULT_CLASSES, records, splits,
                   meta, skipped=[{"record": "x", "reason": "too short: 3 s"}])
     info = dataset_info(tmp_path / "d")
     assert info["patients"] == {"total": 7, "train": 5, "val": 1, "test": 2}
     assert info["patient_overlap"]["train&test"] == 1 and not info["patients_disjoint"]
     assert info["label_priority"] == ["AF", "AFL", "Normal"]
+    assert info["split"] == "patient" and info["seed"] == 5
+    assert info["missing"]["val"] == ["Normal", "AF", "AFL", "ST", "PVC"]  # val holds FAB, SB and "all" not in info["missing"]
     assert info["skipped"] == {"count": 1, "reasons": {"too short": 1}}
     res = CliRunner().invoke(main, ["data", "info", str(tmp_path / "d")])
     assert res.exit_code == 0 and "train&test 1 (patients in two splits)" in res.output
-    assert "label priority" in res.output
+    assert "label priority" in res.output and "no records of Normal, AF, AFL, ST, PVC in val" in res.output

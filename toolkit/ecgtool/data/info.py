@@ -25,6 +25,9 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     n, channels, length = ds.signals.shape
     counts = counts_per_split(ds.labels, ds.splits, classes)
     counts["all"] = {c: int(k) for c, k in zip(classes, np.bincount(ds.labels, minlength=len(classes)))}
+    split = meta.get("split")  # a kind ("random") or, from importers, a dict with "kind" and details
+    split_kind = split.get("kind") if isinstance(split, dict) else split
+    seed = meta.get("seed", split.get("seed") if isinstance(split, dict) else None)
     info: dict[str, Any] = {
         "path": str(ds.root),
         "source": meta.get("source"),
@@ -36,12 +39,16 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "channels": int(channels),
         "length": int(length),
         "preprocessing": meta.get("preprocessing"),
-        "split": meta.get("split"),
-        "seed": meta.get("seed"),
+        "split": split_kind,
+        "seed": seed,
         "split_sizes": {k: int(len(v)) for k, v in ds.splits.items()},
         "counts": counts,
         "skipped": meta.get("skipped", {"count": 0, "reasons": {}}),
     }
+    if isinstance(split, dict):
+        info["split_detail"] = split
+    info["missing"] = {k: [c for c, v in cnt.items() if v == 0] for k, cnt in counts.items()
+                       if any(v == 0 for v in cnt.values())}
     if "label_priority" in meta:
         info["label_priority"] = meta["label_priority"]
     records = ds.records
@@ -68,6 +75,12 @@ def _priority_rows(priority: Any) -> list[dict]:
     return [{"rank": i + 1, "label": json.dumps(v) if not isinstance(v, str) else v} for i, v in enumerate(priority)]
 
 
+def _flat(value: Any) -> Any:
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items() if v is not None)
+    return value
+
+
 def print_info(info: dict[str, Any]) -> None:
     """Print dataset_info() as readable tables on stdout."""
     from .. import ui
@@ -76,7 +89,7 @@ def print_info(info: dict[str, Any]) -> None:
         ("path", info["path"]), ("source", info["source"]), ("records", info["n_records"]),
         ("classes", ", ".join(info["classes"])), ("sampling rate (Hz)", info["sampling_rate_hz"]),
         ("seconds", info["seconds"]), ("lead", info["lead"]),
-        ("shape", f"{info['channels']} x {info['length']}"), ("preprocessing", info["preprocessing"]),
+        ("shape", f"{info['channels']} x {info['length']}"), ("preprocessing", _flat(info["preprocessing"])),
         ("split", f"{info['split']} (seed {info['seed']})" if info.get("seed") is not None else info["split"]),
     ]
     ui.print_table([{"field": k, "value": v} for k, v in summary], ["field", "value"], title="dataset")
@@ -84,6 +97,8 @@ def print_info(info: dict[str, Any]) -> None:
     rows = [{"class": c, **{s: info["counts"][s][c] for s in names}} for c in info["classes"]]
     rows.append({"class": "total", **{s: sum(info["counts"][s].values()) for s in names}})
     ui.print_table(rows, ["class", *names], title="records per class per split")
+    for name, absent in info["missing"].items():
+        click.echo(f"no records of {', '.join(absent)} in {'the whole dataset' if name == 'all' else name}")
     skipped = info["skipped"]
     reasons = ", ".join(f"{k}: {v}" for k, v in skipped.get("reasons", {}).items())
     click.echo(f"skipped: {skipped.get('count', 0)}" + (f" ({reasons})" if reasons else ""))
