@@ -148,6 +148,7 @@ def write_dataset(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a dataset folder is ordinary shared data
     try:
         np.save(tmp / "signals.npy", signals)
         np.save(tmp / "labels.npy", labels)

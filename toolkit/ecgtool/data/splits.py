@@ -11,11 +11,17 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 def random_split(labels: np.ndarray, seed: int = 0, test: float = 0.2, val: float = 0.2) -> dict[str, np.ndarray]:
     """The paper's split: 80/20 train/test, then 80/20 of train into train/val (64/16/20), stratified."""
     idx = np.arange(len(labels))
-    strat = labels if np.bincount(labels).min() >= 2 else None
+    strat = labels if _stratifiable(labels) else None
     trval, te = train_test_split(idx, test_size=test, random_state=seed, stratify=strat)
-    strat2 = labels[trval] if strat is not None and np.bincount(labels[trval]).min() >= 2 else None
+    strat2 = labels[trval] if strat is not None and _stratifiable(labels[trval]) else None
     tr, va = train_test_split(trval, test_size=val, random_state=seed, stratify=strat2)
     return {"train": np.sort(tr), "val": np.sort(va), "test": np.sort(te)}
+
+
+def _stratifiable(labels: np.ndarray) -> bool:
+    """Stratification needs two members of every class that is present (absent classes do not count)."""
+    counts = np.bincount(labels)
+    return bool(counts[counts > 0].min() >= 2) if len(labels) else False
 
 
 def patient_split(
