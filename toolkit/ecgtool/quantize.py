@@ -14,11 +14,12 @@ FP32, warning about the classes that lost more than 1 point.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -89,7 +90,8 @@ def _quiet_root_logger() -> Iterator[None]:
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with redirect_stdout(io.StringIO()):  # and the histogram calibrators print progress on stdout
+            yield
     finally:
         root.setLevel(level)
 
