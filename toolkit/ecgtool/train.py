@@ -38,10 +38,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     """`auto` -> cuda when available, else cpu."""
     from .errors import BadInput
 
+    from . import distributed
+
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"--device {device}: no CUDA device is available")
+    if device == "cuda" and distributed.world_size() > 1:
+        return distributed.local_device()
     return torch.device(device)
 
 
@@ -154,9 +158,19 @@ def fit(
     weights_only=True); with `resume=True` an existing checkpoint is continued. `loss_fn(model, x, y,
     criterion) -> loss` replaces the plain criterion in training (distillation uses it). `precise_bn`:
     training batches used to re-estimate BatchNorm statistics before each validation (0: off).
+    Under torchrun each rank trains on its shard with DistributedDataParallel (batch_size is the global
+    batch); every rank validates the whole split, so all make the same early-stopping decision.
     """
+    from . import distributed
+    from .ui import set_quiet
+
+    rank, world = distributed.setup()
+    if rank > 0:
+        set_quiet(True)
     dev = resolve_device(device)
     model.to(dev)
+    net = distributed.wrap(model, dev)
+    rank_batch = max(2, batch_size // world)
     train_idx, val_idx = data.indices("train"), np.sort(data.indices("val"))
     k = len(data.classes)
     weight = None
@@ -181,7 +195,8 @@ def fit(
         if best["bad"] >= patience:
             start_epoch = epochs + 1  # it had already stopped early
 
-    n_batches = len(train_idx) // batch_size + (len(train_idx) % batch_size > 1)
+    n_rank = len(distributed.shard(train_idx, rank, world))
+    n_batches = n_rank // rank_batch + (n_rank % rank_batch > 1)
     todo = max(0, epochs - start_epoch + 1)
     with progress_bar(desc or "train", todo * n_batches) as bar:
         for epoch in range(start_epoch, epochs + 1):
@@ -189,20 +204,22 @@ def fit(
             torch.manual_seed(seed * 100003 + epoch)
             gen = torch.Generator().manual_seed(seed * 100003 + epoch)
             order = epoch_order(train_idx, data.labels, sampler, seed, epoch)
-            model.train()
+            net.train()
             running, seen = 0.0, 0
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
+            mine = distributed.shard(order, rank, world)
+            for start in range(0, len(mine), rank_batch):
+                idx = mine[start : start + rank_batch]
                 if len(idx) < 2:  # BatchNorm needs two records
                     continue
                 x, y = _batch(data, idx, dev)
                 if augmenter is not None:
                     x = augmenter(x, gen)
-                running += train_step(model, optimizer, criterion, x, y, loss_fn) * len(y)
+                running += train_step(net, optimizer, criterion, x, y, loss_fn) * len(y)
                 seen += len(y)
                 bar.advance()
             if precise_bn > 0:
                 recalibrate_bn(model, data, order[: precise_bn * batch_size], batch_size, dev)
+            running, seen = distributed.sum_all([running, seen], dev)
             row = {"epoch": epoch, "train_loss": running / max(1, seen),
                    **validate(model, data, val_idx, criterion, dev), "lr": optimizer.param_groups[0]["lr"]}
             row["seconds"] = round(time.perf_counter() - t0, 3)
@@ -213,9 +230,9 @@ def fit(
                 best["bad"] += 1
             bar.update(f"epoch {epoch}/{epochs} loss {row['train_loss']:.3f} val {row['val_loss']:.3f} "
                        f"F1 {row['val_macro_f1']:.3f}")
-            if history_path:
+            if history_path and rank == 0:
                 write_history(history_path, history)
-            if ckpt:
+            if ckpt and rank == 0:
                 _save_checkpoint(ckpt, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
                                         "best_state": best["state"], "best_loss": best["loss"],
                                         "best_epoch": best["epoch"], "bad_epochs": best["bad"],
@@ -322,7 +339,7 @@ def _summary_row(name: str, cfg_extra: dict, arch: str, depth: int, width: int, 
     return row
 
 
-def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool) -> None:
+def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool, write: bool = True) -> None:
     """Refuse an output folder that holds a different run (or this one without --resume); write run.json."""
     from .artifacts import read_json, write_json
     from .errors import BadInput
@@ -340,7 +357,8 @@ def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool) -> Non
         taken = [n for n in names if (out / n).exists()]
         if taken:
             raise BadInput(f"{out}: already holds {taken[0]}/ from another run; choose another --out")
-    write_json(out / RUN_JSON, {"recipe": recipe, "models": models})
+    if write:
+        write_json(out / RUN_JSON, {"recipe": recipe, "models": models})
 
 
 def train_models(
@@ -371,6 +389,7 @@ def train_models(
     Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
     metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
     """
+    from . import distributed
     from .artifacts import read_json, record_artifact, write_json
     from .data.dataset import load_dataset
     from .errors import BadInput
@@ -407,11 +426,14 @@ def train_models(
               "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
               "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
     pairs = [(a, int(d)) for a in archs for d in depths]
-    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs] + [BASELINE_ARCH] * baseline, resume)
-    record_artifact(out / RUN_JSON, run_dir=out)
+    main = distributed.is_main()  # under torchrun, rank 0 alone writes; the others only train
+    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs] + [BASELINE_ARCH] * baseline, resume, write=main)
+    distributed.barrier()
+    if main:
+        record_artifact(out / RUN_JSON, run_dir=out)
 
     rows = []
-    if baseline:
+    if baseline and main:
         from .baseline import train_baseline
 
         done = out / BASELINE_ARCH / "metrics.json"
@@ -436,6 +458,8 @@ def train_models(
                              device=device, class_weights=class_weights, sampler=sampler, augment=augment, seed=seed,
                              desc=name, history_path=folder / "history.csv", checkpoint_path=folder / CHECKPOINT,
                              resume=resume, precise_bn=precise_bn)
+        if not main:
+            continue
         best = next((h for h in history if h.get("best")), {})
         cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
                           "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
@@ -456,7 +480,8 @@ def train_models(
         (folder / CHECKPOINT).unlink(missing_ok=True)
         rows.append(metrics["summary"])
 
-    _write_summary(out, rows, markdown_table)
+    if main:
+        _write_summary(out, rows, markdown_table)
     return rows
 
 
@@ -511,5 +536,7 @@ def train_command(data: str, archs: tuple[str, ...], depths: tuple[int, ...], ou
 
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     rows = train_models(data, archs, depths, out, **given)
+    if not rows:  # a torchrun rank other than 0
+        return
     print_table(rows, summary_columns(rows), title=f"{out}: test split")
     click.echo(f"wrote {Path(out) / 'summary.md'}")
