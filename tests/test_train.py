@@ -216,3 +216,34 @@ def test_recalibrate_bn_sets_exact_statistics_of_the_records(tiny):
     bn = model.stem[1]
     assert torch.allclose(bn.running_mean, h.mean(dim=(0, 2)), atol=1e-5)
     assert bn.momentum == 0.1 and model.training  # settings restored
+
+
+def test_shard_gives_every_rank_the_same_number_of_distinct_records():
+    from ecgtool.distributed import shard
+
+    order = np.random.default_rng(0).permutation(103)
+    parts = [shard(order, r, 4) for r in range(4)]
+    assert {len(p) for p in parts} == {25}
+    assert len(set(np.concatenate(parts).tolist())) == 100
+    assert shard(order, 0, 1) is order
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "ecgtool", "--quiet", "train",
+                           "--data", str(tiny), "--arch", "resnet", "--depth", "18", "--width", "8", "--epochs", "3",
+                           "--batch-size", "16", "--lr", "3e-3", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote") == 1  # only rank 0 reports
+    history = (out / "resnet18" / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 4
+    assert read_json(out / "resnet18" / "metrics.json")["n"] == len(load_dataset(tiny).indices("test"))
