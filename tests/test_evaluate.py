@@ -99,3 +99,19 @@ def test_evaluate_bad_input_exit_2(tmp_path):
 def test_confusion_png(tmp_path):
     path = confusion_png(np.array([[3, 1], [0, 4]]), ["Normal", "AF"], tmp_path / "cm.png", title="t")
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
+
+
+def test_class_listed_but_without_records_in_split_is_reported_missing(tmp_path):
+    labels = np.repeat(np.arange(2), 6)
+    splits = {"train": np.arange(0, 12, 2), "val": np.array([1, 7]), "test": np.array([3, 5, 9])}
+    data = make_tiny_dataset(tmp_path / "d", per_class=6, classes=["Normal", "AF"], length=64, splits=splits)
+    folder = _always(tmp_path / "m", "Normal", ["Normal", "AF"])
+    m = evaluate_artifact(folder, data, split="test")
+    assert labels[splits["test"]].tolist() == [0, 0, 1] and m["classes_missing_in_data"] == []
+    m = evaluate_artifact(folder, data, split="val")
+    assert m["classes_missing_in_data"] == [] and m["n"] == 2
+    only_normal = {"train": np.arange(12), "val": np.arange(12), "test": np.array([0, 1, 2])}
+    data2 = make_tiny_dataset(tmp_path / "d2", per_class=6, classes=["Normal", "AF"], length=64, splits=only_normal)
+    m = evaluate_artifact(folder, data2, split="test")
+    assert m["classes_missing_in_data"] == ["AF"] and m["classes_missing_in_model"] == []
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0
