@@ -6,7 +6,6 @@ import csv
 import importlib.util
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

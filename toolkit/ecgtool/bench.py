@@ -33,6 +33,9 @@ from .ui import info, markdown_table, print_table, progress_bar, quiet_option
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
 THROUGHPUT_CALL_S = 1.0  # longest single call for throughput; slow artifacts get a smaller batch
+#: The columns that fit a terminal (the pipeline's closing table); bench.md/csv/json hold them all.
+SCREEN_COLUMNS = ["model", "variant", "runtime", "status", "size_mb", "macro_f1", "accuracy", "p50_ms", "p95_ms",
+                  "throughput_sps", "peak_mem_mb"]
 TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1",
                  "accuracy", "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
 
