@@ -37,7 +37,10 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
 
 def label(row: dict) -> str:
     """Short point label: model, variant, runtime (e.g. `se_resnet18 int8 ORT`)."""
-    variant = "" if row.get("variant") == "fp32" else f" {row.get('variant')}"
+    v = str(row.get("variant") or "")
+    if v.startswith("pruned") and f"-{v.split('-')[0]}" in str(row.get("model")):  # already in the model's name
+        v = v.split("-", 1)[1] if "-" in v else "fp32"
+    variant = "" if v == "fp32" else f" {v}"
     return f"{row.get('model')}{variant} {RUNTIME_SHORT.get(row.get('runtime'), row.get('runtime'))}"
 
 
@@ -54,32 +57,37 @@ def pareto_front(rows: Sequence[dict], x: str, y: str = "macro_f1") -> list[dict
 
 def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLike, title: str,
                highlight: Sequence[dict] = ()) -> Path:
-    """Macro-F1 against `x` on a log axis, every point labelled, the Pareto front drawn as a step line."""
+    """Macro-F1 against `x` on a log axis, the Pareto front drawn as a step line, every point numbered
+    and named in a key beside the plot (names written at the points would collide in a cluster)."""
     plt = _plt()
-    pts = [r for r in rows if r.get(x) and r.get("macro_f1") is not None]
-    fig, ax = plt.subplots(figsize=(9, 6))
+    pts = sorted((r for r in rows if r.get(x) and r.get("macro_f1") is not None), key=lambda r: (r[x], -r["macro_f1"]))
+    fig, ax = plt.subplots(figsize=(12, max(5.0, 1.2 + 0.16 * len(pts))))
+    fig.subplots_adjust(left=0.07, right=0.62, bottom=0.1, top=0.92)
     runtimes = sorted({r["runtime"] for r in pts})
     colors = dict(zip(runtimes, plt.cm.tab10.colors))
     for rt in runtimes:
         sel = [r for r in pts if r["runtime"] == rt]
         ax.scatter([r[x] for r in sel], [r["macro_f1"] for r in sel], s=36, color=colors[rt], label=rt, zorder=3)
-    offsets = [(4, 4), (4, -10), (4, 13), (4, -19)]  # cycled along x so that neighbours' labels do not collide
-    for i, r in enumerate(sorted(pts, key=lambda r: r[x])):
-        ax.annotate(label(r), (r[x], r["macro_f1"]), fontsize=7, xytext=offsets[i % 4], textcoords="offset points")
+    for i, r in enumerate(pts, 1):
+        ax.annotate(str(i), (r[x], r["macro_f1"]), fontsize=7, xytext=(3, 3 if i % 2 else -9), textcoords="offset points")
     front = pareto_front(pts, x)
     if front:
         ax.step([r[x] for r in front], [r["macro_f1"] for r in front], where="post", color="black", lw=1,
                 ls="--", label="Pareto front", zorder=2)
+    highlight = [r for i, r in enumerate(highlight) if r in pts and not any(r is h for h in highlight[:i])]
     for r in highlight:
         if r in pts:
-            ax.scatter([r[x]], [r["macro_f1"]], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=4)
+            ax.scatter([r[x]], [r["macro_f1"]], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=4,
+                       label="recommended" if r is highlight[0] else None)
+    unit = "ms" if x.endswith("_ms") else "MB" if x.endswith("_mb") else ""
+    key = "\n".join(f"{i:>2} {label(r)}: {r['macro_f1']:.1f} %, {r[x]:.3g} {unit}" for i, r in enumerate(pts, 1))
+    fig.text(0.635, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("macro-F1 (%)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path, 110)
 
 
