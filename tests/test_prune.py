@@ -186,6 +186,9 @@ def test_prune_artifact_taylor_global_without_fine_tuning(tiny_run, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["extra"]["importance"] == "taylor" and cfg["extra"]["scope"] == "global" and cfg["extra"]["steps"] == 2
     assert not (out / "history.csv").exists() and result["fine_tune"]["epochs_run"] == 0
+    # without fine-tuning the BatchNorm statistics are re-estimated, not the parent's kept channels
+    parent_mean = load_model(model_dir).head_bn.running_mean
+    assert not torch.isin(load_model(out).head_bn.running_mean, parent_mean).any()
     assert result["after"]["params"] < 0.7 * result["before"]["params"]
     x = torch.randn(2, 1, LENGTH)
     rebuilt = build_model(cfg)

@@ -37,6 +37,8 @@ ROUND_TO = 8
 MAX_LAYER_RATIO = 0.9
 #: Training batches whose gradients rank channels for Taylor importance.
 TAYLOR_BATCHES = 4
+#: Training batches that re-estimate BatchNorm statistics when there is no fine-tuning (fit does it per epoch).
+BN_BATCHES = 32
 
 
 def check_ratio(ratio: float) -> float:
@@ -229,7 +231,13 @@ def prune_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         history: list[dict] = []
-        if fine_tune_epochs > 0:
+        if fine_tune_epochs == 0:
+            # removed input channels shift every later layer's activations: re-estimate BatchNorm statistics
+            from .train import recalibrate_bn
+
+            order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
+            recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"))
+        else:
             from .train import fit
 
             pruned, history = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
