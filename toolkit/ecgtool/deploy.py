@@ -53,10 +53,10 @@ def preprocessing_spec(config: dict, lead: str | None = None) -> dict:
     Read from config.json's training recipe (sampling_rate, input_length) and the training dataset's
     meta.json (preprocessing, lead) when it is still there; else the paper's 200 Hz, 10 s, lead II.
     """
-    extra = config.get("extra") or {}
+    extra = {**config, **(config.get("extra") or {})}  # the baseline keeps these at the top level
     meta = _dataset_meta(extra.get("dataset"))
     fs = float(extra.get("sampling_rate") or meta.get("sampling_rate") or TARGET_FS)
-    length = int(extra.get("input_length") or WINDOW_LEN)
+    length = int(extra.get("input_length") or round(float(meta.get("seconds") or 0) * fs) or WINDOW_LEN)
     pre = meta.get("preprocessing")
     band = isinstance(pre, dict) and bool(pre.get("bandpass"))
     meta_lead = meta.get("lead")
@@ -298,6 +298,9 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         m = read_json(folder_metrics)
         metrics = {k: m[k] for k in ("macro_f1", "accuracy", "weighted_f1", "n", "split", "data") if k in m}
         metrics["note"] = "the source PyTorch model on its test split (metrics.json)"
+    check = _manifest_entry(Path(onnx_path)).get("check")
+    if check:
+        metrics["export_check"] = check  # this ONNX file against PyTorch, from the run's manifest.json
     model_json = {
         "model_file": BUNDLE_MODEL, "precision": onnx_precision(model), "classes": classes,
         "input": {"name": inp.name, "shape": dims, "dtype": "float32"},
@@ -336,6 +339,16 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         record_artifact(archive, parent=out / BUNDLE_MODEL, run_dir=_run_of(out, onnx_path))
     ui.info(f"package: {out} ({model_json['precision']}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
     return out
+
+
+def _manifest_entry(path: Path) -> dict:
+    """`path`'s entry in its run's manifest.json ({} if none)."""
+    from .artifacts import MANIFEST, find_run_root
+
+    run = find_run_root(path)
+    if not (run / MANIFEST).is_file():
+        return {}
+    return read_json(run / MANIFEST).get("artifacts", {}).get(os.path.relpath(path.resolve(), run), {})
 
 
 def _run_of(out: Path, source: Path) -> Path:

@@ -23,9 +23,12 @@ OCCLUSION_STRIDE_S = 0.2  # s
 
 
 def _normalise(rel: np.ndarray) -> np.ndarray:
-    """Scale each row to [0, 1] by its maximum (an all-zero row stays zero)."""
-    peak = rel.max(axis=1, keepdims=True)
-    return np.where(peak > 0, rel / np.where(peak > 0, peak, 1), 0.0).astype(np.float32)
+    """Min-max scale each row to [0, 1], as Grad-CAM maps usually are (a constant row becomes zeros).
+
+    A CAM of a globally pooled net is positive almost everywhere; its contrast, not its level, says where."""
+    lo = rel.min(axis=1, keepdims=True)
+    span = rel.max(axis=1, keepdims=True) - lo
+    return np.where(span > 0, (rel - lo) / np.where(span > 0, span, 1), 0.0).astype(np.float32)
 
 
 def gradcam(model, x: np.ndarray, target: Sequence[int] | None = None) -> np.ndarray:
@@ -109,7 +112,7 @@ def top_spans(relevance: np.ndarray, fs: float, *, offset_s: float = 0.0, k: int
     edges = np.flatnonzero(np.diff(mask.astype(np.int8)))
     runs = list(zip(edges[::2], edges[1::2]))
     runs.sort(key=lambda ab: -r[ab[0]:ab[1]].sum())
-    return [{"start_s": round(offset_s + a / fs, 3), "end_s": round(offset_s + b / fs, 3),
+    return [{"start_s": round(float(offset_s + a / fs), 3), "end_s": round(float(offset_s + b / fs), 3),
              "score": round(float(r[a:b].mean()), 4)} for a, b in runs[:k]]
 
 
