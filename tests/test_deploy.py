@@ -228,3 +228,22 @@ def test_real_records_bundle_equals_predict(setup, tmp_path):
     res = predict(folder / "model.onnx", recs)
     assert [len(r["windows"]) for r in res] == [180, 1]
     _compare(json.loads(proc.stdout), res, atol=1e-5)
+
+
+def test_twelve_lead_model_predict_and_bundle(tmp_path):
+    """A 12-lead model reads every lead of a WFDB record and every row of a [12, T] array, in both paths."""
+    from ecgtool.models import ModelConfig, build_model, save_model
+
+    cfg = ModelConfig(arch="se_resnet", depth=18, width=8, in_channels=12, num_classes=7,
+                      classes=["Normal", "AF", "AFL", "FAB", "SB", "ST", "PVC"],
+                      extra={"sampling_rate": 200, "input_length": 2000})
+    save_model(tmp_path / "m12", build_model(cfg).eval(), cfg)
+    np.save(tmp_path / "x12.npy", np.random.default_rng(0).standard_normal((12, 12 * 500)))
+    np.save(tmp_path / "x3.npy", np.random.default_rng(0).standard_normal((3, 12 * 500)))
+    res = predict(tmp_path / "m12", [tmp_path / "x12.npy", tmp_path / "x3.npy"], fs=500)
+    assert len(res[0]["windows"]) == 1 and "3 rows, the model takes 12" in res[1]["error"]
+    bundle = package(tmp_path / "m12", tmp_path / "bundle")
+    assert json.loads((bundle / "model.json").read_text())["preprocessing"]["channels"] == 12
+    proc = run_bundle(bundle, str(tmp_path / "x12.npy"), "--fs", "500")
+    assert proc.returncode == 0, proc.stderr
+    _compare(json.loads(proc.stdout), res[:1], atol=1e-5)

@@ -156,9 +156,11 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
                 classes = [f"class_{i}" for i in range(logits.shape[1])]
             windows = bundle_runner.window_results(bundle_runner.softmax(logits), starts, classes, fs_model, length)
             if method:
+                bar.update(f"{Path(rec).name}: explaining {len(x)} window(s)")
                 target = logits.argmax(axis=1)
                 relevance, used = xai.explain(predictor, x, target, method=method, fs=fs_model, batch_size=batch_size)
                 for i, (w, r) in enumerate(zip(windows, relevance)):
+                    bar.update(f"{Path(rec).name}: window {i + 1}/{len(windows)}")
                     w["explanation"] = {"method": used, "top_spans": xai.top_spans(r, fs_model, offset_s=w["start_s"])}
                     if out is not None:
                         name = _png_name(Path(rec), i, png_names)
