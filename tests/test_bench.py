@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -102,11 +103,19 @@ def test_round_robin_interleaves_and_survives_a_failing_backend():
             raise RuntimeError("device lost")
 
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b"), "bad": bad}
-    times, errors = time_round_robin(fns, warmup=1, min_runs=6, min_time_s=0.0)
+    times, errors = time_round_robin(fns, warmup=1, min_runs=6, min_time_s=0.0, burst_s=0.0)
     assert errors == {"bad": "RuntimeError: device lost"}
     assert len(times["a"]) == len(times["b"]) == 6
     timed = calls[2:]  # after one warm-up call each
     assert all(sorted(timed[i:i + 2]) == ["a", "b"] for i in range(0, len(timed), 2))
+
+
+def test_round_robin_bursts_still_interleave():
+    calls = []
+    fns = {k: (lambda k=k: (calls.append(k), time.sleep(0.001))) for k in "ab"}
+    times, _ = time_round_robin(fns, warmup=0, min_runs=40, min_time_s=0.0, burst_s=0.005)
+    switches = sum(1 for p, q in zip(calls, calls[1:]) if p != q)
+    assert len(times["a"]) >= 40 and len(times["b"]) >= 40 and switches >= 6
 
 
 def test_cli_bad_input_exits_2(tmp_path, tiny):

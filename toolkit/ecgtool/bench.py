@@ -1,8 +1,9 @@
 """`ecgtool bench`: every artifact of a run side by side: status, size, F1, latency, throughput, memory.
 
 Fair timing on a shared machine: all artifacts are loaded first, warmed up, then timed round-robin
-(one call each per round, the order shuffled every round) so that drift hits every backend alike; an
-artifact leaves the rotation once it has both `min_runs` runs and `min_time_s` seconds of timed calls.
+(a 20-ms burst of calls each per round after a 2-ms pause, the order shuffled every round) so that
+drift hits every backend alike; an artifact leaves the rotation once it has both `min_runs` runs
+and `min_time_s` seconds of timed calls.
 Outliers beyond Tukey's fences (1.5 IQR) are dropped before p50/p95. Every CPU backend gets the same
 thread count. Peak memory is the growth of the process's peak resident set (VmHWM, reset through
 /proc/self/clear_refs) while an artifact loads and runs one latency batch. The first artifact of each
@@ -83,13 +84,15 @@ def clip_outliers(times: Sequence[float]) -> np.ndarray:
 
 
 def time_round_robin(calls: dict[str, Callable[[], Any]], *, warmup: int, min_runs: int, min_time_s: float,
-                     max_runs: int = 5000, max_time_s: float | None = None, seed: int = 0,
-                     ) -> tuple[dict[str, list[float]], dict[str, str]]:
-    """Seconds per call for each key, interleaved: every round calls each active key once, in a shuffled order.
+                     max_runs: int = 5000, max_time_s: float | None = None, burst_s: float = 0.02,
+                     switch_pause_s: float = 0.002, seed: int = 0) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Seconds per call for each key, interleaved: every round gives each active key one turn, in a shuffled order.
 
-    A key stays active until it has min_runs calls and min_time_s seconds of timed calls, or max_runs
-    calls, or (with at least 3 calls) max_time_s seconds: a very slow artifact cannot hold up the rest.
-    A call that raises ends that key with its error message, and the others go on.
+    A turn is a short pause (so that the previous backend's worker threads stop spinning on the shared
+    cores), then timed calls until `burst_s` seconds have passed (at least one call). A key stays active
+    until it has min_runs calls and min_time_s seconds of timed calls, or max_runs calls, or (with at
+    least 3 calls) max_time_s seconds: a very slow artifact cannot hold up the rest. A call that raises
+    ends that key with its error message, and the others go on.
     """
     errors: dict[str, str] = {}
     for key, fn in calls.items():
@@ -99,21 +102,33 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], *, warmup: int, min_ru
         except Exception as exc:
             errors[key] = _reason(exc)
     times: dict[str, list[float]] = {k: [] for k in calls if k not in errors}
+
+    def wanted(k: str) -> bool:
+        t = times[k]
+        return len(t) < max_runs and (len(t) < min_runs or sum(t) < min_time_s) and \
+            not (max_time_s and len(t) >= 3 and sum(t) >= max_time_s)
+
     active = list(times)
     rng = random.Random(seed)
     while active:
         rng.shuffle(active)
         for key in list(active):
-            t0 = time.perf_counter()
-            try:
-                calls[key]()
-            except Exception as exc:
-                errors[key] = _reason(exc)
-                active.remove(key)
-                continue
-            times[key].append(time.perf_counter() - t0)
-        active = [k for k in active if len(times[k]) < max_runs and (len(times[k]) < min_runs or sum(times[k]) < min_time_s)
-                  and not (max_time_s and len(times[k]) >= 3 and sum(times[k]) >= max_time_s)]
+            if switch_pause_s:
+                time.sleep(switch_pause_s)
+            start = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    calls[key]()
+                except Exception as exc:
+                    errors[key] = _reason(exc)
+                    active.remove(key)
+                    break
+                t1 = time.perf_counter()
+                times[key].append(t1 - t0)
+                if t1 - start >= burst_s or not wanted(key):
+                    break
+        active = [k for k in active if wanted(k)]
     return times, errors
 
 
@@ -196,6 +211,7 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None 
         except Exception as exc:
             row.update(params=None, macs=None)
             info(f"{cand['path']}: parameters/MACs not counted ({_reason(exc)})")
+    load_start = _load_average()
     no_cuda = device.startswith("cuda") and not torch.cuda.is_available()
     preds: dict[str, Any] = {}
     with progress_bar("bench", total=2 * len(rows) + 2) as bar:
@@ -253,8 +269,17 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None 
         settings = {"data": str(Path(ds.root).resolve()), "split": split, "n_eval": n, "threads": threads,
                     "batch": batch, "throughput_batch": throughput_batch, "warmup": warmup, "min_runs": min_runs,
                     "min_time_s": min_time_s, "device": device, "seed": seed}
-        write_bench(run_root, rows, machine_info(threads, device), settings, _dataset_summary(ds))
+        machine = {**machine_info(threads, device), "load_start": load_start, "load_end": _load_average()}
+        write_bench(run_root, rows, machine, settings, _dataset_summary(ds))
     return rows
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: how busy the shared machine was while timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _default_out(paths: Sequence[str | os.PathLike]) -> Path:

@@ -62,8 +62,11 @@ def tensorrt_skip_reason() -> str:
 
 def machine_lines(machine: dict) -> list[str]:
     """The header block: machine, instruction sets, threads, GPU, versions."""
+    load = ""
+    if machine.get("load_start") is not None:
+        load = f"; load average {machine['load_start']} at start, {machine.get('load_end')} at end"
     return [
-        f"CPU: {machine['cpu']} ({machine['cores']} cores visible, {machine['threads']} threads used per backend)",
+        f"CPU: {machine['cpu']} ({machine['cores']} cores visible, {machine['threads']} threads used per backend{load})",
         f"ISA: AVX2 {machine['avx2']}, AVX-512 {machine['avx512f']}, AVX-512 VNNI {machine['avx512_vnni']}, "
         f"AVX512-BF16 {machine['avx512_bf16']}, AMX {machine['amx']}",
         f"GPU: {machine['gpu']} (device used: {machine['device']})",
