@@ -326,7 +326,8 @@ def write_report(out: Path, args, data, rows_in, rows_cross, confusions, timings
     parts = [f"Command: `{cmd.strip()}`  \nMachine: {machine()}  \n"
              f"Deep models: width {args.width}, depth 18, at most {args.epochs} epochs (patience {args.patience}), "
              f"Adam lr {args.lr}, batch {args.batch_size}, seed {args.seed}, {args.threads} torch threads; on MIT-BIH they "
-             f"train and validate on every {args.mitdb_stride}th window of each record (the baseline on all), "
+             + ("train and validate on all windows, " if args.mitdb_stride <= 1 else
+                f"train and validate on every {args.mitdb_stride}th window of each record (the baseline on all), ") +
              f"and every model is tested on the whole test split. "
              f"Wall time so far: {(time.perf_counter() - t_start) / 60:.1f} min.\n"]
     parts.append("\n**Datasets** (windows per class; MIT-BIH: patient split; Challenge sample: one window per record, "
