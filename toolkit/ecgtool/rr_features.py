@@ -190,10 +190,12 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress: bool = True,
-                     indices: np.ndarray | None = None) -> np.ndarray:
+                     indices: np.ndarray | None = None, memo: bool = False) -> np.ndarray:
     """Feature matrix [N, len(FEATURE_NAMES)] float32 of windows [N, C, L] (one channel used).
 
-    `indices` selects windows of a (memory-mapped) array without loading the others.
+    `indices` selects windows of a (memory-mapped) array without loading the others. `memo=True`
+    reuses features of windows already seen in this process (off by default, and never used by the
+    runtime predictor, so that bench times the real beat detection, not a cache hit).
     """
     from .ui import progress_bar
 
@@ -205,14 +207,15 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
     feats = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float32)
     with progress_bar("RR features", len(rows)) if progress and len(rows) >= 64 else _no_bar() as bar:
         for n, i in enumerate(rows):
-            feats[n] = cached_window_features(np.asarray(signals[i, channel], dtype=np.float32), fs)
+            sig = np.asarray(signals[i, channel], dtype=np.float32)
+            feats[n] = cached_window_features(sig, fs) if memo else window_features(sig, fs)
             if bar is not None:
                 bar.advance()
     return feats
 
 
-#: Memo of window_features keyed by a hash of the window's bytes: training the baseline and then
-#: evaluating it (or another baseline) on the same records in one process detects the beats once.
+#: Opt-in memo of window_features keyed by a hash of the window's bytes, for experiments that score
+#: several baselines on the same records in one process.
 _MEMO: dict[bytes, np.ndarray] = {}
 MEMO_MAX = 200_000  # entries (~150 B each)
 
