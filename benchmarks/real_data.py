@@ -97,24 +97,12 @@ def prepare_data(out: Path, synth_per_class: int, seed: int) -> dict[str, Path]:
 
 
 def mixed_dataset(real: Path, synth: Path, dest: Path) -> Path:
-    """real + synthetic in one prepared dataset: synthetic records join the train split only."""
-    from ecgtool.data.dataset import load_dataset, write_dataset
+    """real + synthetic in one prepared dataset (`ecgtool data merge`): synthetic records join train only."""
+    from ecgtool.data.merge import merge_datasets
 
     if (dest / "meta.json").exists():
         return dest
-    r, s = load_dataset(real), load_dataset(synth)
-    if r.classes != s.classes or r.signals.shape[1:] != s.signals.shape[1:]:
-        sys.exit(f"{real} and {synth}: class lists or signal shapes differ, cannot mix")
-    n = len(r)
-    signals = np.concatenate([np.asarray(r.signals), np.asarray(s.signals)])
-    labels = np.concatenate([r.labels, s.labels])
-    records = [dict(row, origin="real") for row in r.records] + [dict(row, origin="synthetic") for row in s.records]
-    splits = {k: np.asarray(v) for k, v in r.splits.items()}
-    splits["train"] = np.concatenate([splits["train"], n + np.arange(len(s))])
-    meta = {k: v for k, v in r.meta.items() if k not in ("counts", "skipped", "classes", "n_records")}
-    meta.update(source=f"{r.meta.get('source')}+synthetic", mixed={"real": str(real), "synthetic": str(synth)})
-    write_dataset(dest, signals, labels, r.classes, records, splits, meta)
-    return dest
+    return merge_datasets(real, [synth], dest)
 
 
 def strided_dataset(real: Path, stride: int, dest: Path) -> Path:

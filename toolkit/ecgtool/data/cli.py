@@ -11,6 +11,7 @@ from ..cli import LazyGroup
     "synth": "ecgtool.data.synth:synth_command",
     "import": "ecgtool.data.importers:import_command",
     "info": "ecgtool.data.info:info_command",
+    "merge": "ecgtool.data.merge:merge_command",
 })
 def data_group() -> None:
     """Make, import and inspect prepared datasets."""
