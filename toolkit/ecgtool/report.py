@@ -165,8 +165,14 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
     settings_line = (f"{settings.get('split')} split of `{dataset.get('path')}` ({settings.get('n_eval')} records); "
                      f"{settings.get('threads')} threads; latency at batch {settings.get('batch')}, throughput at batch "
                      f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
+    rec_lines = recommendation_lines(rec)
+    if rec["best"] is not None and rec["best"].get("arch") == "rr_baseline":
+        deep = recommend([r for r in rows if r.get("arch") != "rr_baseline"], tolerance)
+        if deep["best"] is not None:
+            rec_lines += ["The classical baseline is best here; among the neural networks only:"]
+            rec_lines += [f"  {line}" for line in recommendation_lines(deep)]
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
-        ("Recommendation", [("rec", recommendation_lines(rec))]),
+        ("Recommendation", [("rec", rec_lines)]),
         ("All artifacts", [("text", settings_line), ("table", (rows, TABLE))]),
         ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
@@ -185,9 +191,11 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
         md += [f"## {head}", ""]
         body.append(f"<h2>{html.escape(head)}</h2>")
         for kind, val in parts:
-            if kind == "rec":
-                md += [*[f"- {line}" for line in val], ""]
-                body.append('<div class="rec">' + "".join(f"<p>{_md_inline(line)}</p>" for line in val) + "</div>")
+            if kind == "rec":  # lines indented by two spaces are sub-items
+                md += [*[f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in val], ""]
+                body.append('<div class="rec">' + "".join(
+                    f'<p style="margin-left:{2 if line.startswith("  ") else 0}em">{_md_inline(line.strip())}</p>'
+                    for line in val) + "</div>")
             elif kind == "text":
                 md += [val, ""]
                 body.append(f"<p>{_md_inline(val.replace('`', ''))}</p>")
