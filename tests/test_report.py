@@ -103,3 +103,14 @@ def test_report_cli_prints_recommendation_and_refuses_a_run_without_bench(report
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "bench.json" in res.output
     assert not (tmp_path / "report.html").exists()
+
+
+def test_when_the_baseline_wins_the_networks_get_their_own_recommendation():
+    from ecgtool.report import recommendation_block
+
+    rows = [{**r, "arch": "se_resnet"} for r in TABLE] + [
+        {**_r("rr_baseline", "fp32", 97.0, 0.05, 20.0, runtime="scikit-learn"), "arch": "rr_baseline"}]
+    lines = recommendation_block(rows, 1.0)
+    assert "rr_baseline" in lines[0] and lines[3].startswith("The classical baseline is best")
+    assert "se_resnet34 fp32" in lines[4] and "se_resnet34 int8" in lines[5] and "se_resnet18 fp32" in lines[6]
+    assert len(recommendation_block(TABLE, 1.0)) == 3

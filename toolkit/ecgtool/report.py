@@ -70,6 +70,19 @@ def recommendation_lines(rec: dict) -> list[str]:
     return out
 
 
+def recommendation_block(rows: Sequence[dict], tolerance: float = 1.0) -> list[str]:
+    """The recommendation, plus the same among the neural networks when the classical baseline wins
+    (lines indented by two spaces are sub-items)."""
+    rec = recommend(rows, tolerance)
+    lines = recommendation_lines(rec)
+    if rec["best"] is not None and rec["best"].get("arch") == "rr_baseline":
+        deep = recommend([r for r in rows if r.get("arch") != "rr_baseline"], tolerance)
+        if deep["best"] is not None:
+            lines += ["The classical baseline is best here; among the neural networks only:"]
+            lines += [f"  {line}" for line in recommendation_lines(deep)]
+    return lines
+
+
 def family_table(rows: Sequence[dict]) -> tuple[list[dict], dict | None]:
     """SE-ResNet vs ResNet macro-F1 (%) at each depth, from the unpruned FP32 PyTorch rows; and the baseline row."""
     base = [r for r in rows if r.get("status") == "ok" and r.get("variant") == "fp32" and r.get("runtime") == "PyTorch"]
@@ -165,12 +178,7 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
     settings_line = (f"{settings.get('split')} split of `{dataset.get('path')}` ({settings.get('n_eval')} records); "
                      f"{settings.get('threads')} threads; latency at batch {settings.get('batch')}, throughput at batch "
                      f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
-    rec_lines = recommendation_lines(rec)
-    if rec["best"] is not None and rec["best"].get("arch") == "rr_baseline":
-        deep = recommend([r for r in rows if r.get("arch") != "rr_baseline"], tolerance)
-        if deep["best"] is not None:
-            rec_lines += ["The classical baseline is best here; among the neural networks only:"]
-            rec_lines += [f"  {line}" for line in recommendation_lines(deep)]
+    rec_lines = recommendation_block(rows, tolerance)
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
         ("All artifacts", [("text", settings_line), ("table", (rows, TABLE))]),
@@ -223,8 +231,8 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
 def report_command(run: str, tolerance: float | None) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md from RUN/bench.json."""
     paths = report(run, **({"tolerance": tolerance} if tolerance is not None else {}))
-    rec = recommend(read_json(Path(run) / "bench.json")["rows"], tolerance if tolerance is not None else 1.0)
-    for line in recommendation_lines(rec):
+    rows = read_json(Path(run) / "bench.json")["rows"]
+    for line in recommendation_block(rows, tolerance if tolerance is not None else 1.0):
         click.echo(line.replace("**", ""))
     info(f"figures: {', '.join(p.name for p in paths[2:])}")
     click.echo(f"report: {paths[0]}")
