@@ -4,8 +4,9 @@ Every registered arch x depth x width is built (random weights: latency and size
 then each format (PyTorch, ONNX FP32, ONNX INT8) is written to a scratch folder, its size on disk measured
 and, when a latency budget is given, its batch-1 latency timed on this machine with bench's timer. To stay
 within minutes, candidates are visited in increasing MACs per (arch, format), a candidate whose estimated
-size (4 bytes per parameter FP32, 1 INT8) exceeds 1.5x the size budget is skipped unmeasured, and once a
-candidate's latency exceeds 3x the budget, the larger-MAC ones of that arch and format are skipped.
+size (4 bytes per parameter FP32, 1 INT8) exceeds 1.5x the size budget is skipped unmeasured, one over the
+size budget is not timed, and once a candidate's latency exceeds 3x the budget, the larger-MAC ones of that
+arch and format are skipped (latency grows with MACs within a family; a heuristic, stated in the status).
 In-budget candidates are ranked by MACs (capacity as a proxy for accuracy); with train_top K the K
 largest distinct models are trained on the data and ranked by validation macro-F1 instead.
 """
@@ -130,7 +131,7 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
                                                          extra={"input_length": length}))
                         artifact = _materialise(fmt, folder, length, calibration)
                         row["size_mb"] = _size_mb(fmt, artifact)
-                        if budget_ms is not None:
+                        if budget_ms is not None and (budget_mb is None or row["size_mb"] <= budget_mb):
                             row["p50_ms"] = median_latency_ms(load(artifact, threads=threads), x1)
                             if row["p50_ms"] > LATENCY_CUTOFF * budget_ms:
                                 too_slow = f"{row['model']} w{width}"
@@ -141,7 +142,7 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
     return rows
 
 
-def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, seed: int) -> None:
+def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, lr: float, seed: int) -> None:
     """Train the k largest distinct in-budget models; fill val/test macro-F1 of their rows (PyTorch FP32 weights)."""
     from .evaluate import evaluate_artifact
     from .train import train_models
@@ -153,7 +154,8 @@ def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, seed
             models.append(key)
     for arch, depth, width in models[:k]:
         run = out / "trained" / f"w{width}"
-        summary = train_models(data, [arch], [depth], run, width=width, epochs=epochs, seed=seed, resume=True)
+        summary = train_models(data, [arch], [depth], run, width=width, epochs=epochs, lr=lr, seed=seed,
+                               resume=True)
         val = evaluate_artifact(run / f"{arch}{depth}", data, split="val")["macro_f1"]
         for r in rows:
             if (r["arch"], r["depth"], r["width"]) == (arch, depth, width):
@@ -172,13 +174,16 @@ def search(
     threads: int = 1,
     train_top: int = 0,
     epochs: int = 5,
+    lr: float = 1e-3,
     seed: int = 0,
     calib_size: int = 64,
     out: str | os.PathLike = "models/search",
 ) -> list[dict]:
     """Candidates within budget (latency ms at batch 1 and/or size MB; both given means both), best first.
 
-    Writes search.csv/json/md (every candidate, in or out) into `out`; raises EcgtoolError (exit 1)
+    train_top K: the K largest fitting models are trained (train_models, `epochs`, Adam `lr`) into
+    OUT/trained/w<width>/ and ranked by validation macro-F1 (of the PyTorch FP32 weights; an INT8 row
+    carries its model's FP32 F1). Writes search.csv/json/md (every candidate, in or out) into `out`; raises EcgtoolError (exit 1)
     naming the smallest and the fastest candidate when nothing fits.
     """
     import torch
@@ -208,7 +213,7 @@ def search(
         shutil.rmtree(scratch, ignore_errors=True)
     fitting = [r for r in rows if r["fits"]]
     if train_top and fitting:
-        _train_top(rows, ds, train_top, out, epochs, seed)
+        _train_top(rows, ds, train_top, out, epochs, lr, seed)
         fitting.sort(key=lambda r: (-(r["val_macro_f1"] if r["val_macro_f1"] is not None else -1), -r["macs"],
                                     r["p50_ms"] or 0, r["size_mb"]))
     else:
@@ -217,7 +222,7 @@ def search(
     for rank, r in enumerate(ordered, 1):
         r["rank"] = rank if r["fits"] else None
     settings = {"budget_ms": budget_ms, "budget_mb": budget_mb, "threads": threads, "batch": 1, "train_top": train_top,
-                "epochs": epochs if train_top else None, "data": str(ds.root), "input_length": int(ds.signals.shape[2]),
+                "epochs": epochs if train_top else None, "lr": lr if train_top else None, "data": str(ds.root), "input_length": int(ds.signals.shape[2]),
                 "ranked_by": "val_macro_f1" if train_top and fitting else "macs"}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["rank", *COLUMNS, "arch", "depth"], extrasaction="ignore")
@@ -277,6 +282,7 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
 @click.option("--threads", type=click.IntRange(1), help="Inference threads (default 1).")
 @click.option("--train-top", type=click.IntRange(0), help="Train the K largest fitting models and rank by val macro-F1.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for --train-top (default 5).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate for --train-top (default 1e-3: short runs).")
 @click.option("--calib-size", type=click.IntRange(1), help="INT8 calibration records (default 64).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default models/search).")
 @quiet_option
