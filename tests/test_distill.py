@@ -60,7 +60,7 @@ def test_teacher_lookup_finds_rows_by_signal() -> None:
         lookup(torch.zeros(1, 1, 16))
 
 
-def test_distilled_student_folder_loads_and_evaluates(teacher: tuple[Path, Path], tmp_path: Path) -> None:
+def test_distilled_student_folder_loads_and_evaluates(teacher: tuple[Path, Path]) -> None:
     folder, data = teacher
     r = distill(folder, "resnet18", data, **FAST)
     out = Path(r["out"])

@@ -183,7 +183,8 @@ def distill(
     stats = model_stats(model, length=length, in_channels=channels)
     teacher_metrics = evaluate_artifact(teacher, ds, split="test", threads=threads)
     t_stats = _artifact_stats(teacher, length, channels)
-    s_row = {"model": f"{student} w{width} (student)", **stats, "size_mb": (out / "model.safetensors").stat().st_size / 1e6,
+    s_row = {"model": f"{student} w{width} (student)", **stats,
+             "size_mb": (out / "model.safetensors").stat().st_size / 1e6,
              "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
     t_row = {"model": f"{teacher.name} (teacher, {pred.kind} {pred.precision})", **t_stats,
              "macro_f1": teacher_metrics["macro_f1"], "accuracy": teacher_metrics["accuracy"]}
@@ -208,10 +209,12 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 @click.command("distill")
-@click.option("--teacher", required=True, type=click.Path(path_type=Path), help="Teacher artifact (model folder, .onnx, .xml, ...).")
+@click.option("--teacher", required=True, type=click.Path(path_type=Path),
+              help="Teacher artifact (model folder, .onnx, .xml, ...).")
 @click.option("--student", required=True, help="Registered student model, e.g. se_resnet18 (see `ecgtool models`).")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Prepared dataset folder.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Student folder (default RUN/<student>-distilled).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Student folder (default RUN/<student>-distilled).")
 @click.option("--width", type=click.IntRange(1), help="Student base width (default 16).")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Softmax temperature T (default 4).")
 @click.option("--alpha", type=click.FloatRange(0, 1), help="Weight of the soft (teacher) term (default 0.7).")
@@ -222,7 +225,8 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 @click.option("--seed", type=int, help="Seed (default 0).")
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch and the teacher.")
-@click.option("--class-weights", type=click.Choice(["none", "auto"]), help="auto: inverse-frequency weights in the hard term.")
+@click.option("--class-weights", type=click.Choice(["none", "auto"]),
+              help="auto: inverse-frequency weights in the hard term.")
 @quiet_option
 def distill_command(teacher: Path, student: str, data: Path, **options: Any) -> None:
     """Distil a teacher artifact into a small student; print teacher vs student (params, MACs, size, macro-F1)."""

@@ -183,8 +183,8 @@ def search(
 
     train_top K: the K largest fitting models are trained (train_models, `epochs`, Adam `lr`) into
     OUT/trained/w<width>/ and ranked by validation macro-F1 (of the PyTorch FP32 weights; an INT8 row
-    carries its model's FP32 F1). Writes search.csv/json/md (every candidate, in or out) into `out`; raises EcgtoolError (exit 1)
-    naming the smallest and the fastest candidate when nothing fits.
+    carries its model's FP32 F1). Writes search.csv/json/md (every candidate, in or out) into `out`;
+    raises EcgtoolError (exit 1) naming the smallest and the fastest candidate when nothing fits.
     """
     import torch
 
@@ -222,7 +222,8 @@ def search(
     for rank, r in enumerate(ordered, 1):
         r["rank"] = rank if r["fits"] else None
     settings = {"budget_ms": budget_ms, "budget_mb": budget_mb, "threads": threads, "batch": 1, "train_top": train_top,
-                "epochs": epochs if train_top else None, "lr": lr if train_top else None, "data": str(ds.root), "input_length": int(ds.signals.shape[2]),
+                "epochs": epochs if train_top else None, "lr": lr if train_top else None, "data": str(ds.root),
+                "input_length": int(ds.signals.shape[2]),
                 "ranked_by": "val_macro_f1" if train_top and fitting else "macs"}
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["rank", *COLUMNS, "arch", "depth"], extrasaction="ignore")
@@ -272,7 +273,8 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
 
 
 @click.command("search")
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Prepared dataset (input shape, calibration, training).")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Prepared dataset (input shape, calibration, training).")
 @click.option("--budget-ms", type=float, help="Most batch-1 latency on this machine (ms).")
 @click.option("--budget-mb", type=float, help="Most size on disk (MB). Both budgets together must both hold.")
 @click.option("--arch", "archs", multiple=True, help="se_resnet and/or resnet (default both).")
@@ -282,7 +284,8 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
 @click.option("--threads", type=click.IntRange(1), help="Inference threads (default 1).")
 @click.option("--train-top", type=click.IntRange(0), help="Train the K largest fitting models and rank by val macro-F1.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for --train-top (default 5).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate for --train-top (default 1e-3: short runs).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True),
+              help="Adam learning rate for --train-top (default 1e-3: short runs).")
 @click.option("--calib-size", type=click.IntRange(1), help="INT8 calibration records (default 64).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default models/search).")
 @quiet_option
