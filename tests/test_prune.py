@@ -119,7 +119,7 @@ def tiny_run(tmp_path):
     data = write_dataset(tmp_path / "data", signals, labels, CLASSES, records, random_split(labels, seed=0),
                          {"sampling_rate": 200, "source": "test"})
     torch.manual_seed(0)
-    model = get_model("se_resnet18", width=16, classes=CLASSES)
+    model = get_model("se_resnet18", width=16, classes=CLASSES, extra={"input_length": LENGTH, "sampling_rate": 200})
     save_model(tmp_path / "run" / "se_resnet18", model)
     return tmp_path / "run" / "se_resnet18", data
 
@@ -135,6 +135,10 @@ def test_prune_command_end_to_end(tiny_run):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["channels"]["stem"] == 8 and cfg["extra"]["ratio"] == 0.5
     assert cfg["extra"]["fine_tune_epochs_run"] == 1 and cfg["extra"]["parent"] == str(model_dir)
+    assert cfg["extra"]["input_length"] == LENGTH  # export and predict read the input shape from here
+    from ecgtool.export import input_shape
+
+    assert input_shape(cfg) == (1, LENGTH)
     assert metrics["after"]["params"] < 0.4 * metrics["before"]["params"]
     assert metrics["after"]["macs"] < 0.4 * metrics["before"]["macs"]
     assert metrics["after"]["size_mb"] < metrics["before"]["size_mb"]

@@ -224,8 +224,10 @@ def prune_artifact(
                          steps=steps, calib=calib)
     settings = {"parent": str(src), "ratio": ratio, "importance": importance, "scope": scope, "steps": steps,
                 "round_to": ROUND_TO, "fine_tune_epochs": fine_tune_epochs, "seed": seed}
-    # the pruning settings sit at the top of `extra`; the parent's own recipe is kept beneath them
-    pruned.config.extra = {**settings, "parent_extra": dict(model.config.extra)}
+    # the pruning settings sit at the top of `extra`; the parent's own recipe is kept beneath them, but the
+    # input it was trained on stays on top, where export and predict read the graph's input shape
+    shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate") if k in model.config.extra}
+    pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
