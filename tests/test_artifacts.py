@@ -34,3 +34,20 @@ def test_manifest_records_and_verifies(tmp_path):
     assert [r["status"] for r in verify_manifest(run)] == ["missing"]
     with pytest.raises(BadInput):
         verify_manifest(tmp_path)
+
+
+def test_atomic_dir_replaces_whole_or_leaves_old(tmp_path):
+    from ecgtool.artifacts import atomic_dir
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and (target / "old.txt").exists()
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert stat.S_IMODE(os.stat(target).st_mode) & stat.S_IRGRP

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,7 +24,7 @@ import click
 import numpy as np
 
 from . import bundle_runner, ui
-from .artifacts import atomic_path, read_json, record_artifact, sha256, write_json, write_text
+from .artifacts import atomic_dir, atomic_path, read_json, record_artifact, sha256, write_json, write_text
 from .data.preprocess import (BAND_HZ, FLAT_MV, TARGET_FS, WINDOW_LEN, UnusableRecord, bandpass, check_finite, minmax,
                               resample, window_starts)
 from .errors import BadInput
@@ -313,9 +312,7 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes")},
         "metrics": metrics, "ecgtool_version": __version__,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
         write_json(tmp / "model.json", model_json)
         shutil.copyfile(Path(bundle_runner.__file__), tmp / "run.py")
@@ -325,13 +322,6 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))
         for f in tmp.iterdir():  # temp files are private; a bundle is meant to be copied and read
             os.chmod(f, 0o755 if f.name == "run.py" else 0o644)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     _record_bundle(out, onnx_path)
     if tar:
         archive = out.with_name(out.name + ".tar.gz")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import record_artifact, write_json
+from .artifacts import atomic_dir, record_artifact, write_json
 from .errors import BadInput
 from .models import CONFIG, WEIGHTS, ECGResNet, build_model, channel_plan, is_model_folder, load_model, model_stats, save_model
 from .ui import info, print_table, quiet_option
@@ -229,9 +227,7 @@ def prune_artifact(
     shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate") if k in model.config.extra}
     pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:
         history: list[dict] = []
         if fine_tune_epochs == 0:
             # removed input channels shift every later layer's activations: re-estimate BatchNorm statistics
@@ -256,12 +252,6 @@ def prune_artifact(
                   "fine_tune": {"epochs_run": len(history), "best_epoch": best_epoch},
                   "f1_change_points": round(100 * (after["macro_f1"] - before["macro_f1"]), 2)}
         write_json(tmp / "metrics.json", result)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     parents = {WEIGHTS: src / WEIGHTS, CONFIG: src / CONFIG}
     for name in (WEIGHTS, CONFIG, "metrics.json", "history.csv"):
         if (dest / name).exists():

@@ -10,15 +10,13 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import read_json
+from ..artifacts import atomic_dir, read_json
 from ..errors import BadInput
 
 REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json")
@@ -146,10 +144,7 @@ def write_dataset(
     full_meta["counts"]["all"] = {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
     full_meta["skipped"] = {"count": len(skipped), "reasons": _reason_counts(skipped)}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a dataset folder is ordinary shared data
-    try:
+    with atomic_dir(out) as tmp:
         np.save(tmp / "signals.npy", signals)
         np.save(tmp / "labels.npy", labels)
         _write_csv(tmp / "records.csv", records)
@@ -157,12 +152,6 @@ def write_dataset(
         (tmp / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str) + "\n")
         if skipped:
             _write_csv(tmp / "skipped.csv", skipped)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 
