@@ -13,7 +13,8 @@ from ecgtool.data.dataset import load_dataset
 from ecgtool.errors import BadInput
 from ecgtool.evaluate import evaluate_artifact
 from ecgtool.models import get_model, load_model, save_model
-from ecgtool.train import class_weight_vector, epoch_order, fit, init_from, validate
+from ecgtool.fit import class_weight_vector, epoch_order, fit, validate
+from ecgtool.train import init_from
 from tiny_dataset import make_tiny_dataset
 
 FAST = dict(epochs=8, batch_size=16, lr=3e-3, device="cpu")
@@ -205,7 +206,7 @@ def test_existing_foreign_model_folder_is_not_overwritten(tiny, tmp_path):
 
 
 def test_recalibrate_bn_sets_exact_statistics_of_the_records(tiny):
-    from ecgtool.train import recalibrate_bn
+    from ecgtool.fit import recalibrate_bn
 
     data = load_dataset(tiny)
     model = get_model("resnet18", width=8)

@@ -4,7 +4,7 @@ loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alp
 
 The teacher is any artifact `runtime.load` opens (PyTorch folder, ONNX, OpenVINO IR, ...). Its logits for
 the training split are computed once, in batches, cached in memory and in `teacher_logits.npy` in the
-student's folder; training then runs through `train.fit` with the loss above (early stopping on
+student's folder; training then runs through `fit.fit` with the loss above (early stopping on
 validation cross-entropy, best weights, progress bar and history as for `ecgtool train`).
 """
 
@@ -60,7 +60,7 @@ class TeacherLookup:
 
 
 def make_loss_fn(lookup: Callable[[torch.Tensor], torch.Tensor], temperature: float, alpha: float) -> Callable:
-    """A `train.fit` loss_fn(model, x, y, criterion) computing the distillation loss of a batch."""
+    """A `fit.fit` loss_fn(model, x, y, criterion) computing the distillation loss of a batch."""
 
     def loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Any) -> torch.Tensor:
         return distillation_loss(model(x), lookup(x), y, temperature, alpha, getattr(criterion, "weight", None))
@@ -124,7 +124,8 @@ def distill(
     from .evaluate import evaluate_artifact, predict_batches
     from .models import get_model, is_model_folder, list_models, model_stats, save_model
     from .runtime import load
-    from .train import check_splits, curves_png, fit, write_history
+    from .fit import curves_png, fit, write_history
+    from .train import check_splits
 
     teacher = Path(teacher)
     if not teacher.exists():

@@ -231,12 +231,12 @@ def prune_artifact(
         history: list[dict] = []
         if fine_tune_epochs == 0:
             # removed input channels shift every later layer's activations: re-estimate BatchNorm statistics
-            from .train import recalibrate_bn
+            from .fit import recalibrate_bn
 
             order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
             recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"))
         else:
-            from .train import fit
+            from .fit import fit
 
             pruned, history = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
                             device=device, seed=seed, desc=f"fine-tune {dest.name}",
