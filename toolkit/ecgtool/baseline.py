@@ -29,6 +29,7 @@ import numpy as np
 from .artifacts import atomic_path, read_json, record_artifact, write_json
 from .errors import BadInput
 from .rr_features import FEATURE_NAMES, detect_beats, extract_features, window_features
+from .runtime import PredictorBase
 
 __all__ = ["ARCH", "FEATURE_NAMES", "RRBaseline", "detect_beats", "extract_features", "window_features",
            "save_baseline", "load_baseline", "is_baseline_folder", "train_baseline", "BaselinePredictor"]
@@ -236,15 +237,10 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
 
 
 @dataclass
-class BaselinePredictor:
+class BaselinePredictor(PredictorBase):
     """runtime.Predictor for an rr_baseline folder: features in Python, then the refitted classifier."""
 
-    path: Path
-    threads: int | None = None
     kind: str = "baseline"
-    precision: str = "fp32"
-    config: dict = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.model, self.config = load_baseline(self.path)

@@ -38,16 +38,23 @@ def find_config(path: str | os.PathLike) -> dict:
 
 
 @dataclass
-class TorchPredictor:
-    """PyTorch eager inference on the CPU (or a CUDA device) of a model folder."""
+class PredictorBase:
+    """The fields every predictor shares (runtime.Predictor); each kind sets its own `kind` default."""
 
     path: Path
     threads: int | None = None
     device: str = "cpu"
-    kind: str = "pytorch"
+    kind: str = ""
     precision: str = "fp32"
     config: dict = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TorchPredictor(PredictorBase):
+    """PyTorch eager inference on the CPU (or a CUDA device) of a model folder."""
+
+    kind: str = "pytorch"
 
     def __post_init__(self) -> None:
         import torch

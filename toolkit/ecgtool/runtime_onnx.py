@@ -8,13 +8,13 @@ The heavy runtimes (onnxruntime, openvino, tensorrt) are imported when a predict
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BadInput
-from .runtime import find_config, register_kind
+from .runtime import PredictorBase, find_config, register_kind
 
 #: Sidecar file in an OpenVINO IR folder naming the precision and the compile options the IR needs.
 OPENVINO_SIDECAR = "ecgtool-openvino.json"
@@ -41,16 +41,10 @@ def onnx_precision(model) -> str:
 
 
 @dataclass
-class OnnxRuntimePredictor:
+class OnnxRuntimePredictor(PredictorBase):
     """ONNX Runtime inference: CPU provider (CUDA when device='cuda'), `threads` intra-op threads."""
 
-    path: Path
-    threads: int | None = None
-    device: str = "cpu"
     kind: str = "onnxruntime"
-    precision: str = "fp32"
-    config: dict = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         import onnx
@@ -92,16 +86,10 @@ class OnnxRuntimePredictor:
 
 
 @dataclass
-class OpenVinoPredictor:
+class OpenVinoPredictor(PredictorBase):
     """OpenVINO CPU inference of an IR (.xml + .bin), compiled with the precision hint its folder names."""
 
-    path: Path
-    threads: int | None = None
-    device: str = "cpu"
     kind: str = "openvino"
-    precision: str = "fp32"
-    config: dict = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         import openvino as ov
@@ -133,16 +121,11 @@ class OpenVinoPredictor:
 
 
 @dataclass
-class TensorRTPredictor:
+class TensorRTPredictor(PredictorBase):
     """TensorRT 10 engine on a CUDA device (tensor-name API, set_input_shape, execute_async_v3)."""
 
-    path: Path
-    threads: int | None = None  # unused: kept so every predictor takes the same options
-    device: str = "cuda"
+    device: str = "cuda"  # `threads` is accepted but unused: every predictor takes the same options
     kind: str = "tensorrt"
-    precision: str = "fp32"
-    config: dict = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from .tensorrt_build import require_tensorrt
