@@ -6,7 +6,7 @@ setup(
     description="Train, compress, compile and benchmark 1-D SE-ResNet ECG rhythm classifiers for edge devices",
     package_dir={"": "toolkit"},
     packages=find_packages("toolkit"),
-    package_data={"ecgtool": ["default_pipeline.yaml"], "ecgtool.data": ["labelsets/*.yaml"]},
+    package_data={"ecgtool.pipeline": ["default.yaml"], "ecgtool.data": ["labelsets/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         # A range that the CPU build 2.13.0 on this machine satisfies; never pin a CUDA wheel.
@@ -30,5 +30,5 @@ setup(
         "tensorrt": ["tensorrt>=10.0"],
         "dev": ["pytest>=7"],
     },
-    entry_points={"console_scripts": ["ecgtool=ecgtool.cli:main"]},
+    entry_points={"console_scripts": ["ecgtool=ecgtool.cli.main:main"]},
 )

@@ -1,9 +1,9 @@
 """Compression speed benchmark: PyTorch eager FP32 against ONNX Runtime / OpenVINO FP32, BF16, INT8, pruned INT8.
 
 se_resnet18 at width 64 is trained briefly on synthetic data (`ecgtool train`), pruned to half its
-channels and fine-tuned (`ecgtool.prune`), exported to every CPU format (`ecgtool.export`), scored
+channels and fine-tuned (`ecgtool.compress.prune`), exported to every CPU format (`ecgtool.export`), scored
 on the test split (macro-F1) and timed at batch 1 with the same number of threads, every backend
-interleaved round-robin in this one process (`ecgtool.bench.time_round_robin`, outliers clipped),
+interleaved round-robin in this one process (`ecgtool.bench.runner.time_round_robin`, outliers clipped),
 so every ratio is against a PyTorch baseline measured at the same time. se_resnet50 and se_resnet152
 (random weights, latency only) get the same ratios. Achieved operations per second (2 x MACs /
 latency) are set against the peak this CPU reaches on a large matrix multiply in each precision.
@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from ecgtool import runtime
-from ecgtool.bench import clip_outliers, time_round_robin
-from ecgtool.calibration import calibration_set
-from ecgtool.evaluate import evaluate_artifact
-from ecgtool.export import FORMATS, export, onnx2openvino, torch2onnx
+from ecgtool.bench.runner import clip_outliers, time_round_robin
+from ecgtool.compress.calibration import calibration_set
+from ecgtool.evaluate.artifact import evaluate_artifact
+from ecgtool.export.formats import FORMATS
+from ecgtool.export import export, onnx2openvino, torch2onnx
 from ecgtool.models import get_model, load_model, model_stats, save_model
-from ecgtool.quantize import onnx2int8
-from ecgtool.ui import markdown_table
+from ecgtool.compress.quantize import onnx2int8
+from ecgtool.core.ui import markdown_table
 
 LENGTH = 2000
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
@@ -159,9 +160,9 @@ def prepare(args) -> tuple[Path, Path, Path]:
     """(dataset, trained model folder, pruned + fine-tuned folder), made once under --out and reused."""
     from click.testing import CliRunner
 
-    from ecgtool.cli import main
-    from ecgtool.prune import prune_artifact
-    from ecgtool.train import train_models
+    from ecgtool.cli.main import main
+    from ecgtool.compress.prune import prune_artifact
+    from ecgtool.train.run import train_models
 
     data = args.data or args.out / "data"
     if not (Path(data) / "meta.json").exists():

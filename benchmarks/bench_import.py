@@ -18,7 +18,7 @@ from pathlib import Path
 
 import wfdb
 
-from ecgtool import ui
+from ecgtool.core import ui
 from ecgtool.data.dataset import load_dataset
 from ecgtool.data.importers import import_dataset
 

@@ -1,7 +1,7 @@
 """What pruning costs in macro-F1: se_resnet18 (width 64) trained on synthetic data, pruned, fine-tuned.
 
 Trains the unpruned model briefly on a synthetic prepared dataset, prunes half the channels of every
-layer (`ecgtool.prune.prune_artifact`, Torch-Pruning, magnitude importance), fine-tunes on the
+layer (`ecgtool.compress.prune.prune_artifact`, Torch-Pruning, magnitude importance), fine-tunes on the
 training split and prints parameters, MACs, weight size and test macro-F1 before and after as a
 markdown table with the command and the machine. About 25 minutes on 2 shared CPU cores (train 15,
 prune + fine-tune 10); a second run with the same --out reuses the trained model.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ecgtool.prune import prune_artifact, summary_rows
-from ecgtool.train import train_models
-from ecgtool.ui import markdown_table
+from ecgtool.compress.prune import prune_artifact, summary_rows
+from ecgtool.train.run import train_models
+from ecgtool.core.ui import markdown_table
 
 
 def cpu_name() -> str:
@@ -40,7 +40,7 @@ def synth_dataset(out: Path, per_class: int, seed: int) -> Path:
     """The synthetic prepared dataset (made once, reused by later runs)."""
     from click.testing import CliRunner
 
-    from ecgtool.cli import main
+    from ecgtool.cli.main import main
 
     if (out / "meta.json").exists():
         return out

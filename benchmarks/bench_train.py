@@ -1,7 +1,7 @@
 """Training throughput of se_resnet18/34/50 at widths 16 and 64, and the FLOP rate it implies against peak.
 
 Each model trains on random 1 x 2000 inputs (10 s at 200 Hz) with the recipe's own step
-(`ecgtool.fit.train_step`: Adam, cross-entropy): a few warm-up batches, then timed batches. The
+(`ecgtool.train.fit.train_step`: Adam, cross-entropy): a few warm-up batches, then timed batches. The
 implied rate counts 3 x forward MACs x 2 FLOP per sample (forward, plus about twice that backward).
 The CPU's attainable peak is measured in the same process before every model, two ways: a large fp32
 torch matmul (MKL) and a large fp32 convolution (oneDNN, k=7, 256 channels); the better of the two
@@ -26,8 +26,8 @@ import time
 import torch
 
 from ecgtool.models import get_model, model_stats
-from ecgtool.fit import train_step
-from ecgtool.ui import markdown_table
+from ecgtool.train.fit import train_step
+from ecgtool.core.ui import markdown_table
 
 
 def cpu_description() -> str:

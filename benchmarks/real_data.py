@@ -164,7 +164,7 @@ def every_nth_window(real: Path, stride: int, dest: Path) -> Path:
 
 def train_variant(variant: str, data: Path, run: Path, args, pretrain: Path | None) -> list[Path]:
     """Train one variant into `run` (resuming a run folder that is already there); its model folders."""
-    from ecgtool.train import train_models
+    from ecgtool.train.run import train_models
 
     archs, options, use_init, _ = VARIANTS[variant]
     opts = dict(options)
@@ -178,7 +178,7 @@ def train_variant(variant: str, data: Path, run: Path, args, pretrain: Path | No
 
 def cross_metrics(model: Path, target: Path) -> dict:
     """Evaluate on the other dataset's cross target, all its records (cached as JSON beside the model)."""
-    from ecgtool.evaluate import evaluate_artifact, write_evaluation
+    from ecgtool.evaluate.artifact import evaluate_artifact, write_evaluation
 
     out = model / f"cross-{target.name}.json"
     if out.exists():
@@ -242,9 +242,9 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant(s): {', '.join(unknown)}")
 
-    from ecgtool import ui
+    from ecgtool.core import ui
     from ecgtool.data.dataset import load_dataset
-    from ecgtool.train import train_models
+    from ecgtool.train.run import train_models
 
     ui.set_quiet(not sys.stderr.isatty())
     t_start = time.perf_counter()
@@ -307,7 +307,7 @@ def recommend(rows_cross: list[dict]) -> list[dict]:
 
 
 def write_report(out: Path, args, data, rows_in, rows_cross, confusions, timings, t_start) -> None:
-    from ecgtool.artifacts import write_text
+    from ecgtool.core.files import write_text
 
     classes = data["mitdb"].classes
     cmd = ".venv/bin/python benchmarks/real_data.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -16,7 +16,7 @@ _CACHE: dict = {}
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(model folder, dataset folder)."""
     from ecgtool.data.synth import write_synthetic_dataset
-    from ecgtool.train import train_models
+    from ecgtool.train.run import train_models
 
     if "model" not in _CACHE:
         root = tmp_path_factory.mktemp("deploy")

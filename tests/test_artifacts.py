@@ -3,8 +3,9 @@ import stat
 
 import pytest
 
-from ecgtool.artifacts import atomic_path, record_artifact, verify_manifest, write_json
-from ecgtool.errors import BadInput
+from ecgtool.core.files import atomic_path, write_json
+from ecgtool.core.manifest import record_artifact, verify_manifest
+from ecgtool.core.errors import BadInput
 
 
 def test_atomic_write_leaves_no_half_file_and_ordinary_permissions(tmp_path):
@@ -37,7 +38,7 @@ def test_manifest_records_and_verifies(tmp_path):
 
 
 def test_atomic_dir_replaces_whole_or_leaves_old(tmp_path):
-    from ecgtool.artifacts import atomic_dir
+    from ecgtool.core.files import atomic_dir
 
     target = tmp_path / "out"
     target.mkdir()

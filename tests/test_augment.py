@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ecgtool.augment import (AUGMENTATIONS, MAX_SHIFT_S, MAX_STRETCH, NOISE_SNR_DB, build_augment, parse_augment)
-from ecgtool.errors import BadInput
+from ecgtool.train.augment import AUGMENTATIONS, MAX_SHIFT_S, MAX_STRETCH, NOISE_SNR_DB, build_augment, parse_augment
+from ecgtool.core.errors import BadInput
 
 FS = 100.0
 

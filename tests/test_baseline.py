@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgtool import baseline
-from ecgtool.baseline import FEATURE_NAMES, RRBaseline, detect_beats, load_baseline, train_baseline, window_features
+from ecgtool.baseline import classifier as baseline
+from ecgtool.baseline.classifier import FEATURE_NAMES, RRBaseline, detect_beats, load_baseline, window_features
+from ecgtool.train.baseline import train_baseline
 from ecgtool.data.dataset import write_dataset
 from ecgtool.data.splits import random_split
 
@@ -145,7 +146,7 @@ def test_round_trip_reproduces_predictions(trained, small_data):
 
 
 def test_runtime_and_evaluate_open_the_folder(trained, small_data):
-    from ecgtool.evaluate import evaluate_artifact
+    from ecgtool.evaluate.artifact import evaluate_artifact
     from ecgtool.runtime import artifact_kind, load
 
     folder = trained[0] / "rr_baseline"
@@ -159,7 +160,7 @@ def test_runtime_and_evaluate_open_the_folder(trained, small_data):
 
 def test_cross_dataset_class_mapping(trained, tmp_path):
     """A dataset with a class the baseline never saw: those records are reported, the rest scored."""
-    from ecgtool.evaluate import evaluate_artifact
+    from ecgtool.evaluate.artifact import evaluate_artifact
 
     rng = np.random.default_rng(5)
     sig = np.stack([regular(rng)[None] for _ in range(6)] + [irregular(rng)[None] for _ in range(6)])
@@ -173,7 +174,7 @@ def test_cross_dataset_class_mapping(trained, tmp_path):
 
 
 def test_corrupt_or_foreign_folder_is_bad_input(trained, tmp_path):
-    from ecgtool.errors import BadInput
+    from ecgtool.core.errors import BadInput
     from ecgtool.runtime import artifact_kind
 
     folder = tmp_path / "m"
@@ -190,7 +191,7 @@ def test_corrupt_or_foreign_folder_is_bad_input(trained, tmp_path):
 
 
 def test_single_class_training_data_is_refused():
-    from ecgtool.errors import BadInput
+    from ecgtool.core.errors import BadInput
 
     with pytest.raises(BadInput, match="at least 2"):
         RRBaseline(classes=["Normal", "AF"]).fit(np.zeros((5, len(FEATURE_NAMES))), np.zeros(5, np.int64))
@@ -209,7 +210,7 @@ def test_unseen_classes_get_zero_probability():
 def test_cli_train_and_evaluate_rr_baseline(small_data, tmp_path):
     from click.testing import CliRunner
 
-    from ecgtool.cli import main
+    from ecgtool.cli.main import main
 
     runner = CliRunner()
     run = tmp_path / "run"
@@ -233,7 +234,7 @@ def test_cli_evaluate_corrupt_baseline_exits_2(trained, small_data, tmp_path):
 
     from click.testing import CliRunner
 
-    from ecgtool.cli import main
+    from ecgtool.cli.main import main
 
     folder = tmp_path / "rr_baseline"
     shutil.copytree(trained[0] / "rr_baseline", folder)
@@ -244,7 +245,7 @@ def test_cli_evaluate_corrupt_baseline_exits_2(trained, small_data, tmp_path):
 
 
 def test_feature_memo_returns_the_same_rows_without_recomputing(monkeypatch):
-    from ecgtool import rr_features
+    from ecgtool.baseline import features as rr_features
 
     rng = np.random.default_rng(7)
     x = np.stack([regular(rng)[None], irregular(rng)[None]])

@@ -10,9 +10,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ecgtool.bench import TABLE_COLUMNS, clip_outliers, time_round_robin
-from ecgtool.bench_discover import discover, shipped_files
-from ecgtool.cli import main
+from ecgtool.bench.runner import TABLE_COLUMNS, clip_outliers, time_round_robin
+from ecgtool.bench.discover import discover
+from ecgtool.core.artifacts import shipped_files
+from ecgtool.cli.main import main
 from ecgtool.data.classes import DEFAULT_CLASSES
 from tiny_run import benched_run
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from ecgtool.artifacts import verify_manifest
-from ecgtool.cli import main
+from ecgtool.core.manifest import verify_manifest
+from ecgtool.cli.main import main
 from ecgtool.data.classes import DEFAULT_CLASSES
 from ecgtool.data.dataset import load_dataset, write_dataset
 from ecgtool.data.info import dataset_info

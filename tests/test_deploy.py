@@ -15,10 +15,11 @@ from click.testing import CliRunner
 
 from conftest import shared_data
 from deploy_fixtures import record_360, trained
-from ecgtool import bundle_runner
-from ecgtool.cli import main as cli
-from ecgtool.deploy import package, predict, prepare_windows, preprocessing_spec
-from ecgtool.errors import BadInput
+from ecgtool.deploy import bundle_runner
+from ecgtool.cli.main import main as cli
+from ecgtool.deploy.package import package
+from ecgtool.deploy.predict import predict, prepare_windows, preprocessing_spec
+from ecgtool.core.errors import BadInput
 
 #: runs a bundle's run.py in a fresh interpreter where importing torch or ecgtool fails
 BLOCKED_RUN = """
@@ -73,7 +74,7 @@ def test_runner_preprocessing_matches_ecgtool(fs, band):
 
 
 def test_spec_reads_training_config_and_dataset_meta(setup, tmp_path):
-    from ecgtool.runtime import find_config
+    from ecgtool.core.artifacts import find_config
 
     folder, data, _ = setup
     spec = preprocessing_spec(find_config(folder))

@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from compress_fixtures import trained_run
 from tiny_dataset import make_tiny_dataset
 
-from ecgtool.artifacts import read_json
-from ecgtool.cli import main
+from ecgtool.core.files import read_json
+from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
-from ecgtool.distill import TEACHER_LOGITS, TeacherLookup, distill, distillation_loss
-from ecgtool.evaluate import evaluate_artifact
-from ecgtool.models import is_model_folder
+from ecgtool.train.distill import TEACHER_LOGITS, TeacherLookup, distill, distillation_loss
+from ecgtool.evaluate.artifact import evaluate_artifact
+from ecgtool.core.artifacts import is_model_folder
 from ecgtool.runtime import load
 
 FAST = {"width": 8, "epochs": 1, "batch_size": 32, "device": "cpu", "patience": 1}

@@ -7,10 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ecgtool.artifacts import read_json
-from ecgtool.cli import main
-from ecgtool.errors import BadInput
-from ecgtool.evaluate import compute_metrics, confusion_png, evaluate_artifact, map_classes
+from ecgtool.core.files import read_json
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput
+from ecgtool.evaluate.metrics import compute_metrics, confusion_png, map_classes
+from ecgtool.evaluate.artifact import evaluate_artifact
 from ecgtool.models import get_model, save_model
 from tiny_dataset import make_tiny_dataset
 

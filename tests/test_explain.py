@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from deploy_fixtures import trained
-from ecgtool import explain as xai
-from ecgtool.errors import BadInput
+from ecgtool.evaluate import explain as xai
+from ecgtool.core.errors import BadInput
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ from click.testing import CliRunner
 from compress_fixtures import LENGTH, trained_run
 
 from ecgtool import runtime
-from ecgtool.artifacts import read_json, sha256
-from ecgtool.cli import main
-from ecgtool.errors import BadInput
-from ecgtool.export import FORMATS, export, torch2onnx
+from ecgtool.core.files import read_json, sha256
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput
+from ecgtool.export.formats import FORMATS
+from ecgtool.export import export, torch2onnx
 from ecgtool.models import get_model, list_models, save_model
 
 
@@ -46,8 +47,7 @@ def test_format_table_names_every_cli_format():
     assert set(FORMATS) == {"onnx", "onnx-int8", "onnx-fp16", "openvino-fp32", "openvino-bf16", "openvino-int8",
                             "tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8"}
     for f in FORMATS.values():
-        assert f.cuda == f.tensorrt == (f.runtime == "tensorrt")
-        assert (f.trt_onnx is not None) == f.tensorrt
+        assert (f.graph is not None) == (f.runtime == "tensorrt") == (f.target == "tensorrt")
 
 
 def test_exports_are_checked_and_recorded(trained):

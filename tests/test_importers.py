@@ -13,11 +13,11 @@ import wfdb
 from click.testing import CliRunner
 from scipy.signal import resample_poly
 
-from ecgtool.cli import main
+from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
 from ecgtool.data.importers import import_dataset
 from ecgtool.data.splits import split_overlap
-from ecgtool.errors import BadInput
+from ecgtool.core.errors import BadInput
 
 LEADS12 = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
@@ -44,7 +44,7 @@ def write_record(folder: Path, name: str, signal: np.ndarray, fs: float, leads: 
 def challenge_record(folder: Path, name: str, dx: str, seconds: float = 10, fs: float = 500, seed: int = 0,
                      signal: np.ndarray | None = None) -> Path:
     sig = ecg_like(seconds, fs, 12, seed=seed) if signal is None else signal
-    return write_record(folder, name, sig, fs, LEADS12, [f"Age: 60", f"Dx: {dx}"])
+    return write_record(folder, name, sig, fs, LEADS12, ["Age: 60", f"Dx: {dx}"])
 
 
 def challenge_folder(tmp_path: Path, n_per_class: int = 3) -> Path:

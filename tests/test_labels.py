@@ -6,7 +6,7 @@ import pytest
 
 from ecgtool.data.classes import DEFAULT_CLASSES
 from ecgtool.data.labels import default_label_set_path, load_label_set
-from ecgtool.errors import BadInput
+from ecgtool.core.errors import BadInput
 
 
 def test_default_is_the_papers_seven_with_documented_table():

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ecgtool.cli import main
+from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset, write_dataset
 from ecgtool.data.merge import merge_datasets
-from ecgtool.errors import BadInput
+from ecgtool.core.errors import BadInput
 
 
 def _dataset(path, classes, labels, length=50, fs=200):

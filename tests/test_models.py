@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from ecgtool.errors import BadInput
-from ecgtool.models import (ModelConfig, build_model, channel_plan, get_model, list_models, load_model, model_stats,
-                            save_model)
+from ecgtool.core.errors import BadInput
+from ecgtool.models import ModelConfig, build_model, channel_plan, get_model, list_models, load_model, model_stats, save_model
 
 
 def test_registry_holds_both_families_at_every_depth():

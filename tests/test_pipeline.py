@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from ecgtool.cli import main
-from ecgtool.errors import BadInput
-from ecgtool.pipeline import STEPS, load_config, run_pipeline, step_hashes
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput
+from ecgtool.pipeline.run import STEPS, load_config, run_pipeline, step_hashes
 
 TINY = {
     "data": {"synth": {"per_class": 8, "seed": 1}},

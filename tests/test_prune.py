@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ecgtool.cli import main
-from ecgtool.errors import BadInput
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput
 from ecgtool.models import build_model, channel_plan, get_model, list_models, load_model, model_stats, save_model
-from ecgtool.prune import check_ratio, prune_model
+from ecgtool.compress.prune import check_ratio, prune_model
 
 LENGTH = 256
 
@@ -181,7 +181,7 @@ def test_prune_bad_input_exits_2_and_writes_nothing(tiny_run, tmp_path):
 
 
 def test_prune_artifact_taylor_global_without_fine_tuning(tiny_run, tmp_path):
-    from ecgtool.prune import prune_artifact
+    from ecgtool.compress.prune import prune_artifact
 
     model_dir, data = tiny_run
     result = prune_artifact(model_dir, data, 0.5, out=tmp_path / "run" / "small", fine_tune_epochs=0,

@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from compress_fixtures import trained_run
 
-from ecgtool.artifacts import read_json
-from ecgtool.calibration import CalibrationReader, calibration_set, stratified_sample
-from ecgtool.cli import main
-from ecgtool.errors import BadInput
-from ecgtool.quantize import qdq_properties, quantize_model
+from ecgtool.core.files import read_json
+from ecgtool.compress.calibration import CalibrationReader, calibration_set, stratified_sample
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput
+from ecgtool.compress.quantize import qdq_properties
+from ecgtool.export.int8 import quantize_folder
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_missing_class_in_calibration_set_is_bad_input(trained, tmp_path):
 
 def test_quantize_ort_form_reports_and_records(trained, tmp_path):
     folder, data = trained
-    r = quantize_model(folder, data, calib_size=42, calib_dir=tmp_path)
+    r = quantize_folder(folder, data, calib_size=42, calib_dir=tmp_path)
     out = folder / "model.int8.onnx"
     assert r["path"] == str(out) and out.stat().st_size < 0.5 * (folder / "model.onnx").stat().st_size
     q = qdq_properties(out)
@@ -73,9 +74,9 @@ def test_symmetric_form_and_excluded_node(trained, tmp_path):
     out = tmp_path / "sym.onnx"
     onnx_path = folder / "model.onnx"
     if not onnx_path.exists():
-        quantize_model(folder, data, calib_size=21, calib_dir=tmp_path)
+        quantize_folder(folder, data, calib_size=21, calib_dir=tmp_path)
     first_conv = next(n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv")
-    quantize_model(folder, data, out=out, symmetric=True, calib_size=21, calib_dir=tmp_path, exclude=[first_conv])
+    quantize_folder(folder, data, out=out, symmetric=True, calib_size=21, calib_dir=tmp_path, exclude=[first_conv])
     q = qdq_properties(out)
     assert q["zero_point_types"] == ["int8"] and q["nonzero_zero_points"] == 0 and q["tensorrt_ready"]
     g = onnx.load(str(out)).graph
@@ -88,7 +89,7 @@ def test_symmetric_form_and_excluded_node(trained, tmp_path):
 
 def test_method_auto_tries_every_method(trained, tmp_path):
     folder, data = trained
-    r = quantize_model(folder, data, out=tmp_path / "auto.onnx", method="auto", calib_size=21, calib_dir=tmp_path)
+    r = quantize_folder(folder, data, out=tmp_path / "auto.onnx", method="auto", calib_size=21, calib_dir=tmp_path)
     assert set(r["methods_tried"]) == {"minmax", "entropy", "percentile"}
     assert r["method"] == max(r["methods_tried"], key=r["methods_tried"].get)
     assert not list(folder.glob("ecgtool-auto-*"))  # candidates cleaned up

@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 import pytest
 from click.testing import CliRunner
 
-from ecgtool.cli import main
-from ecgtool.report import recommend, report
-from ecgtool.report_plots import pareto_front
+from ecgtool.cli.main import main
+from ecgtool.report.build import recommend, report
+from ecgtool.report.plots import pareto_front
 from tiny_run import benched_run
 
 
@@ -106,7 +106,7 @@ def test_report_cli_prints_recommendation_and_refuses_a_run_without_bench(report
 
 
 def test_when_the_baseline_wins_the_networks_get_their_own_recommendation():
-    from ecgtool.report import recommendation_block
+    from ecgtool.report.build import recommendation_block
 
     rows = [{**r, "arch": "se_resnet"} for r in TABLE] + [
         {**_r("rr_baseline", "fp32", 97.0, 0.05, 20.0, runtime="scikit-learn"), "arch": "rr_baseline"}]

@@ -7,7 +7,7 @@ import pytest
 from compress_fixtures import LENGTH, trained_run
 
 from ecgtool import runtime
-from ecgtool.errors import BadInput
+from ecgtool.core.errors import BadInput
 from ecgtool.export import export
 
 ARTIFACTS = {  # path in the model folder -> (kind, precision, tolerance on max |logit - PyTorch logit|)

@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from tiny_dataset import make_tiny_dataset
 
-import ecgtool.search as search_mod
-from ecgtool.artifacts import read_json
-from ecgtool.cli import main
-from ecgtool.errors import BadInput, EcgtoolError
-from ecgtool.search import check_budget, search
+import ecgtool.search.budget as search_mod
+from ecgtool.core.files import read_json
+from ecgtool.cli.main import main
+from ecgtool.core.errors import BadInput, EcgtoolError
+from ecgtool.search.budget import check_budget, search
 
 GRID = {"archs": ("resnet", "se_resnet"), "depths": (18,), "widths": (8, 16)}
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from compress_fixtures import LENGTH, trained_run
 from onnx import numpy_helper
 
-from ecgtool.artifacts import read_json
-from ecgtool.cli import main
+from ecgtool.core.files import read_json
+from ecgtool.cli.main import main
 
 
 def _missing() -> str | None:

@@ -7,14 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ecgtool.artifacts import read_json, sha256
-from ecgtool.cli import main
+from ecgtool.core.files import read_json, sha256
+from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
-from ecgtool.errors import BadInput
-from ecgtool.evaluate import evaluate_artifact
+from ecgtool.core.errors import BadInput
+from ecgtool.evaluate.artifact import evaluate_artifact
 from ecgtool.models import get_model, load_model, save_model
-from ecgtool.fit import class_weight_vector, epoch_order, fit, validate
-from ecgtool.train import init_from
+from ecgtool.train.fit import class_weight_vector, epoch_order, fit, validate
+from ecgtool.train.run import init_from
 from tiny_dataset import make_tiny_dataset
 
 FAST = dict(epochs=8, batch_size=16, lr=3e-3, device="cpu")
@@ -206,7 +206,7 @@ def test_existing_foreign_model_folder_is_not_overwritten(tiny, tmp_path):
 
 
 def test_recalibrate_bn_sets_exact_statistics_of_the_records(tiny):
-    from ecgtool.fit import recalibrate_bn
+    from ecgtool.train.fit import recalibrate_bn
 
     data = load_dataset(tiny)
     model = get_model("resnet18", width=8)
@@ -220,7 +220,7 @@ def test_recalibrate_bn_sets_exact_statistics_of_the_records(tiny):
 
 
 def test_shard_gives_every_rank_the_same_number_of_distinct_records():
-    from ecgtool.distributed import shard
+    from ecgtool.train.distributed import shard
 
     order = np.random.default_rng(0).permutation(103)
     parts = [shard(order, r, 4) for r in range(4)]

@@ -33,7 +33,7 @@ def make_dataset(out: Path, per_class: int = 12, seed: int = 0) -> Path:
 def make_run(root: Path) -> tuple[Path, Path]:
     """(run folder, dataset) with two trained models, exports and a corrupt artifact; not yet benched."""
     from ecgtool.export import export
-    from ecgtool.train import train_models
+    from ecgtool.train.run import train_models
 
     data = make_dataset(root / "data")
     run = root / "run"
@@ -49,7 +49,7 @@ BENCH_OPTIONS = dict(threads=1, warmup=2, min_runs=5, min_time_s=0.05, throughpu
 
 def benched_run(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
     """The tiny run after `bench` (rows returned), built once per session."""
-    from ecgtool.bench import bench
+    from ecgtool.bench.runner import bench
 
     if "run" not in _CACHE:
         run, data = make_run(tmp_path_factory.mktemp("tiny"))

@@ -1,3 +1,4 @@
-from .cli import main
+from ecgtool.cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Data stage: the prepared-dataset format, the synthetic generator, importers and splits."""
 
-from .classes import DEFAULT_CLASSES, PAPER_SHARES
-from .dataset import PreparedDataset, load_dataset, write_dataset
+from ecgtool.data.classes import DEFAULT_CLASSES, PAPER_SHARES
+from ecgtool.data.dataset import PreparedDataset, load_dataset, write_dataset
 
 __all__ = ["DEFAULT_CLASSES", "PAPER_SHARES", "PreparedDataset", "load_dataset", "write_dataset"]

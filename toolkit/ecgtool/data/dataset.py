@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import atomic_dir, read_json
-from ..errors import BadInput
+from ecgtool.core.files import atomic_dir, read_json
+from ecgtool.core.errors import BadInput
 
 REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json")
 SPLITS = ("train", "val", "test")

@@ -9,9 +9,9 @@ from typing import Any
 import click
 import numpy as np
 
-from ..errors import BadInput
-from .dataset import counts_per_split, load_dataset
-from .splits import split_overlap
+from ecgtool.core.errors import BadInput
+from ecgtool.data.dataset import counts_per_split, load_dataset
+from ecgtool.data.splits import split_overlap
 
 _PATIENT_COLUMNS = ("patient_id", "patient")
 
@@ -83,7 +83,7 @@ def _flat(value: Any) -> Any:
 
 def print_info(info: dict[str, Any]) -> None:
     """Print dataset_info() as readable tables on stdout."""
-    from .. import ui
+    from ecgtool.core import ui
 
     summary = [
         ("path", info["path"]), ("source", info["source"]), ("records", info["n_records"]),

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from ..errors import BadInput
+from ecgtool.core.errors import BadInput
 
 #: source keys of a class entry; each maps a source's own label to the class
 SOURCE_KEYS = ("snomed", "challenge", "mitdb", "ptbxl", "cinc2017")

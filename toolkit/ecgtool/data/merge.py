@@ -14,9 +14,9 @@ from typing import Sequence
 import click
 import numpy as np
 
-from ..errors import BadInput
-from ..ui import info, quiet_option
-from .dataset import load_dataset, write_dataset
+from ecgtool.core.errors import BadInput
+from ecgtool.core.ui import info, quiet_option
+from ecgtool.data.dataset import load_dataset, write_dataset
 
 
 def merge_datasets(base: str | os.PathLike, extras: Sequence[str | os.PathLike], out: str | os.PathLike,

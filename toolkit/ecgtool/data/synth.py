@@ -20,9 +20,9 @@ import click
 import numpy as np
 from scipy import signal as sps
 
-from ..errors import BadInput
-from ..ui import quiet_option
-from .classes import DEFAULT_CLASSES, PAPER_SHARES
+from ecgtool.core.errors import BadInput
+from ecgtool.core.ui import quiet_option
+from ecgtool.data.classes import DEFAULT_CLASSES, PAPER_SHARES
 
 FS = 200  #: sampling rate (Hz)
 SECONDS = 10  #: record length (s)
@@ -350,9 +350,9 @@ def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None
 
     Each file is recorded in the run's manifest.json (the dataset folder's own, unless it sits in a run).
     """
-    from ..artifacts import current_command, record_artifact
-    from .dataset import write_dataset
-    from .splits import random_split
+    from ecgtool.core.manifest import current_command, record_artifact
+    from ecgtool.data.dataset import write_dataset
+    from ecgtool.data.splits import random_split
 
     out = Path(out)
     counts = check_request(out, per_class, total, balance, overwrite)
@@ -389,7 +389,7 @@ def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None
 def synth_command(out: str, per_class: int | None, total: int | None, balance: str | None, seed: int | None,
                   overwrite: bool) -> None:
     """Write a synthetic prepared dataset of 10-s lead-II ECGs (200 Hz) for the seven rhythm classes."""
-    from .. import ui
+    from ecgtool.core import ui
 
     if per_class is not None and total is not None:
         raise BadInput(f"{out}: give --per-class or --total, not both")

@@ -18,15 +18,16 @@ from typing import Sequence
 import click
 import numpy as np
 
-from ... import ui
-from ...artifacts import read_json, record_artifact
-from ...errors import BadInput
-from ..dataset import write_dataset
-from ..labels import load_label_set
-from ..preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
-from ..splits import patient_split, random_split, split_overlap
-from . import challenge, cinc2017, mitdb, ptbxl
-from .common import ImportOptions
+from ecgtool.core import ui
+from ecgtool.core.files import read_json
+from ecgtool.core.manifest import record_artifact
+from ecgtool.core.errors import BadInput
+from ecgtool.data.dataset import write_dataset
+from ecgtool.data.labels import load_label_set
+from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
+from ecgtool.data.splits import patient_split, random_split, split_overlap
+from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl
+from ecgtool.data.importers.common import ImportOptions
 
 FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl)}
 SPLIT_KINDS = ("patient", "random", "strat-fold")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import ImportOptions, RecordWindows, headers_under, label_whole_record, require
-from .wfdb_read import read_record
+from ecgtool.data.importers.common import ImportOptions, RecordWindows, headers_under, label_whole_record, require
+from ecgtool.data.importers.wfdb_read import read_record
 
 NAME = "challenge"
 HAS_PATIENTS = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ...errors import BadInput
-from .common import ImportOptions, RecordWindows, label_whole_record, require
-from .wfdb_read import read_record
+from ecgtool.core.errors import BadInput
+from ecgtool.data.importers.common import ImportOptions, RecordWindows, label_whole_record, require
+from ecgtool.data.importers.wfdb_read import read_record
 
 NAME = "cinc2017"
 HAS_PATIENTS = False

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import LabelSet
-from ..preprocess import TARGET_FS, UnusableRecord, cut_windows, prepare
-from .wfdb_read import RawRecord
+from ecgtool.data.labels import LabelSet
+from ecgtool.data.preprocess import TARGET_FS, UnusableRecord, cut_windows, prepare
+from ecgtool.data.importers.wfdb_read import RawRecord
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from ..preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, minmax, prepare
-from .common import ImportOptions, RecordWindows, require
-from .wfdb_read import read_record
+from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, minmax, prepare
+from ecgtool.data.importers.common import ImportOptions, RecordWindows, require
+from ecgtool.data.importers.wfdb_read import read_record
 
 NAME = "mitdb"
 HAS_PATIENTS = True

@@ -12,9 +12,9 @@ import ast
 import csv
 from pathlib import Path
 
-from ...errors import BadInput
-from .common import ImportOptions, RecordWindows, label_whole_record, require
-from .wfdb_read import header_path, read_record
+from ecgtool.core.errors import BadInput
+from ecgtool.data.importers.common import ImportOptions, RecordWindows, label_whole_record, require
+from ecgtool.data.importers.wfdb_read import header_path, read_record
 
 NAME = "ptbxl"
 HAS_PATIENTS = True

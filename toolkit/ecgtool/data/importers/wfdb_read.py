@@ -18,7 +18,7 @@ from typing import Iterator
 import numpy as np
 import wfdb
 
-from ..preprocess import UnusableRecord
+from ecgtool.data.preprocess import UnusableRecord
 
 MIN_FS, MAX_FS = 50.0, 10_000.0  # Hz: ECG sampling rates outside this are a broken header
 MAX_HOURS = 48.0  # a longer record is taken for a corrupt sig_len

@@ -1,0 +1,1 @@
+"""The classical baseline: RR-interval and beat features (wfdb's detector) and a gradient-boosted classifier."""

@@ -1,0 +1,1 @@
+"""The command line (`ecgtool`): lazy dispatch to each stage's thin Click command."""

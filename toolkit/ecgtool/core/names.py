@@ -1,0 +1,50 @@
+"""Every file name ecgtool writes or looks for: one place, so no stage spells a name of its own.
+
+Model folder: WEIGHTS + CONFIG (+ METRICS, HISTORY, CURVES, CONFUSION). Run folder: MANIFEST, RUN_JSON,
+BENCH_* and REPORT_*. Exported files inside a model folder are named by the format table
+(ecgtool.export.formats), not here.
+"""
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CURVES = "training.png"
+CONFUSION = "confusion.png"
+CHECKPOINT = "checkpoint.pt"
+TEACHER_LOGITS = "teacher_logits.npy"
+
+MANIFEST = "manifest.json"
+MANIFEST_LOCK = ".manifest.lock"
+RUN_JSON = "run.json"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+BENCH_JSON = "bench.json"
+BENCH_CSV = "bench.csv"
+BENCH_MD = "bench.md"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+PIPELINE_STATE = "pipeline.json"
+
+#: prepared dataset
+DATASET_META = "meta.json"
+
+#: deploy bundle
+BUNDLE_SPEC = "model.json"
+BUNDLE_MODEL = "model.onnx"
+BUNDLE_RUNNER = "run.py"
+BUNDLE_PREPROCESS = "ecg_preprocess.py"
+PREDICTIONS = "predictions.json"
+
+#: the RR baseline's folder
+BASELINE_FEATURES = "features.npz"
+
+#: in an OpenVINO IR folder: the precision and the compile options the IR needs
+OPENVINO_SIDECAR = "ecgtool-openvino.json"
+
+#: keys of the metadata_props every ONNX file ecgtool writes carries (values are strings; the config is JSON)
+ONNX_META_CONFIG = "ecgtool.config"
+ONNX_META_FORMAT = "ecgtool.format"
+ONNX_META_PRECISION = "ecgtool.precision"
+ONNX_META_VERSION = "ecgtool.version"
+ONNX_META_SOURCE_SHA = "ecgtool.source_sha256"

@@ -1,0 +1,193 @@
+"""`package`: a deploy bundle that runs on a Raspberry Pi or a Jetson with numpy, scipy and onnxruntime.
+
+The bundle holds the ONNX model, model.json (classes, preprocessing, provenance), run.py
+(deploy/bundle_runner.py), the shared preprocessing module, requirements.txt, README.md and
+SHA256SUMS; optionally a .tar.gz of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecgtool.core import ui
+from ecgtool.core.errors import BadInput
+from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
+from ecgtool.core.manifest import find_run_root, manifest_entry, record_artifact
+from ecgtool.core.names import BUNDLE_MODEL, BUNDLE_SPEC, CONFIG, MANIFEST, METRICS, WEIGHTS
+from ecgtool.deploy import bundle_runner
+from ecgtool.deploy.predict import preprocessing_spec
+
+PRECISIONS = ("auto", "int8", "fp16", "fp32")
+REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# optional, for WFDB .hea records:\n# wfdb>=4.1\n"
+
+
+# --- package --------------------------------------------------------------------------------------
+
+
+def _onnx_of(artifact: Path, precision: str, data: str | os.PathLike | None) -> Path:
+    """The ONNX file to ship: the given .onnx, or the model folder's export at `precision` (made if missing)."""
+    from ecgtool.core.artifacts import find_config
+    from ecgtool.export import export
+    from ecgtool.export.formats import FORMATS
+    from ecgtool.export.onnx import fresh
+    from ecgtool.runtime import artifact_kind
+    from ecgtool.runtime.onnxruntime import onnx_precision
+    from ecgtool.runtime.registry import require_model_folder
+
+    kind = artifact_kind(artifact)
+    if kind == "onnxruntime":
+        import onnx
+
+        got = onnx_precision(onnx.load(str(artifact), load_external_data=False))
+        if precision != "auto" and got != precision:
+            raise BadInput(f"{artifact}: an {got} ONNX model, not {precision} (omit --precision to ship it as it is)")
+        return artifact
+    if kind != "pytorch":
+        what = f"a {kind} artifact" if kind else "not an artifact ecgtool knows"
+        raise BadInput(f"{artifact}: {what}; package takes a PyTorch model folder or an .onnx file")
+    folder = require_model_folder(artifact)
+    sources = (folder / WEIGHTS, folder / CONFIG)
+    int8 = folder / FORMATS["onnx-int8"].artifact
+    if precision == "auto":
+        precision = "int8" if fresh(int8, *sources) else "fp32"
+    fmt = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8"}[precision]
+    target = folder / FORMATS[fmt].artifact
+    if fresh(target, *sources):
+        return target
+    if precision == "int8" and data is None:
+        data = (find_config(folder).get("extra") or {}).get("dataset")
+        if not data or not Path(data).is_dir():
+            raise BadInput(f"{folder}: no fresh {target.name}; INT8 needs --data DIR for calibration")
+    export(folder, fmt, **({"data": data} if data is not None else {}))
+    return target
+
+
+def _bundle_readme(spec: dict, model_json: dict) -> str:
+    pre = spec
+    band = f"{pre['bandpass_hz'][0]}-{pre['bandpass_hz'][1]} Hz Butterworth band-pass, " if pre["bandpass_hz"] else ""
+    return f"""# ECG rhythm classifier bundle
+
+Made by ecgtool {model_json['ecgtool_version']} from `{model_json['source']['path']}` ({model_json['source']['kind']},
+SHA-256 {model_json['source']['sha256'][:16]}...). Model: `{BUNDLE_MODEL}`, {model_json['precision']} ONNX,
+input `{model_json['input']['name']}` {model_json['input']['shape']}. Classes: {', '.join(model_json['classes'])}.
+
+## Run it (Raspberry Pi, Jetson, any computer with Python 3.9+)
+
+    pip install -r requirements.txt        # numpy, scipy, onnxruntime (add wfdb for .hea records)
+    python run.py RECORD.hea               # a WFDB record (lead {pre['lead']})
+    python run.py RECORD.npy --fs 360      # a [T] or [C, T] array in mV, sampling rate in Hz
+    python run.py RECORD.csv --fs 500      # one column, or a header naming lead {pre['lead']}
+
+Output: JSON on stdout; per record, per {pre['window_s']:g}-s window: start_s, end_s, rhythm, probability and
+every class probability, then a summary (majority rhythm, per-class mean and max probability).
+Exit code 2 when no record could be read (each bad record: one line on stderr).
+On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same file.
+
+## What run.py does to a record (as in training)
+Resample to {pre['sampling_rate']} Hz (scipy resample_poly), {band}non-overlapping {pre['window_s']:g}-s windows
+({pre['window_len']} samples), min-max to [0, 1] per window; windows flatter than {pre['flat_mv']} mV are dropped.
+
+Check the files: `sha256sum -c SHA256SUMS`.
+"""
+
+
+def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: str = "auto",
+            data: str | os.PathLike | None = None, lead: str | None = None, tar: bool = False,
+            overwrite: bool = False) -> Path:
+    """Write a deploy bundle folder `out` (see module doc); returns it. `precision`: auto (INT8 if the
+    model folder has a fresh model.int8.onnx, else FP32), int8, fp16 or fp32."""
+    import onnx
+
+    from ecgtool import __version__
+    from ecgtool.core.artifacts import find_config
+    from ecgtool.runtime import artifact_kind
+    from ecgtool.runtime.onnxruntime import onnx_precision
+
+    src, out = Path(artifact), Path(out)
+    if not src.exists():
+        raise BadInput(f"{src}: no such file or folder")
+    if precision not in PRECISIONS:
+        raise BadInput(f"{precision}: unknown precision (choose from {', '.join(PRECISIONS)})")
+    if out.exists() and (out.is_file() or (any(out.iterdir()) and not overwrite)):
+        raise BadInput(f"{out}: exists and is not an empty folder (use --overwrite to replace a bundle)")
+    onnx_path = _onnx_of(src, precision, data)
+    config = find_config(onnx_path)
+    classes = list(config.get("classes") or [])
+    if not classes:
+        raise BadInput(f"{onnx_path}: its config.json names no classes; a bundle needs them")
+    spec = preprocessing_spec(config, lead)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inp = model.graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    folder_metrics = Path(onnx_path).parent / METRICS
+    metrics = {}
+    if folder_metrics.is_file():
+        m = read_json(folder_metrics)
+        metrics = {k: m[k] for k in ("macro_f1", "accuracy", "weighted_f1", "n", "split", "data") if k in m}
+        metrics["note"] = "the source PyTorch model on its test split (metrics.json)"
+    check = manifest_entry(Path(onnx_path)).get("check")
+    if check:
+        metrics["export_check"] = check  # this ONNX file against PyTorch, from the run's manifest.json
+    model_json = {
+        "model_file": BUNDLE_MODEL, "precision": onnx_precision(model), "classes": classes,
+        "input": {"name": inp.name, "shape": dims, "dtype": "float32"},
+        "output": {"name": model.graph.output[0].name, "meaning": "logits; softmax gives class probabilities"},
+        "preprocessing": spec,
+        "source": {"path": str(Path(onnx_path).resolve()), "sha256": sha256(onnx_path), "kind": artifact_kind(src),
+                   "given": str(src)},
+        "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes")},
+        "metrics": metrics, "ecgtool_version": __version__,
+    }
+    with atomic_dir(out) as tmp:
+        shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
+        write_json(tmp / BUNDLE_SPEC, model_json)
+        shutil.copyfile(Path(bundle_runner.__file__), tmp / "run.py")
+        write_text(tmp / "requirements.txt", REQUIREMENTS)
+        write_text(tmp / "README.md", _bundle_readme(spec, model_json))
+        names = sorted(p.name for p in tmp.iterdir())
+        write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))
+        for f in tmp.iterdir():  # temp files are private; a bundle is meant to be copied and read
+            os.chmod(f, 0o755 if f.name == "run.py" else 0o644)
+    _record_bundle(out, onnx_path)
+    if tar:
+        archive = out.with_name(out.name + ".tar.gz")
+        with atomic_path(archive) as t, tarfile.open(t, "w:gz") as tf:
+            tf.add(out, arcname=out.name)
+        os.chmod(archive, 0o644)
+        record_artifact(archive, parent=out / BUNDLE_MODEL, run_dir=_run_of(out, onnx_path))
+    ui.info(f"package: {out} ({model_json['precision']}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
+    return out
+
+
+def _run_of(out: Path, source: Path) -> Path:
+    """The run whose manifest.json records the bundle: the bundle's own run if it sits in one, else the source's."""
+    own = find_run_root(out)
+    return own if (own / MANIFEST).exists() else find_run_root(source)
+
+
+def _record_bundle(out: Path, source: Path) -> None:
+    run = _run_of(out, source)
+    for f in sorted(out.iterdir()):
+        record_artifact(f, parent=source if f.name == BUNDLE_MODEL else out / BUNDLE_MODEL, run_dir=run)
+
+
+@click.command("package")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to create.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="auto (default: INT8 if exported, else FP32), int8, fp16, fp32.")
+@click.option("--data", type=click.Path(path_type=Path), help="Prepared dataset, to calibrate INT8 when it is not exported yet.")
+@click.option("--lead", help="Lead run.py reads by default (default: the training set's, else II).")
+@click.option("--tar", is_flag=True, help="Also write OUT.tar.gz beside the folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
+@ui.quiet_option
+def package_command(artifact: Path, out: Path, **options: Any) -> None:
+    """Deploy bundle of ARTIFACT (model folder or .onnx) that runs with numpy, scipy and onnxruntime only."""
+    opts = {k: v for k, v in options.items() if v is not None and v is not False}
+    path = package(artifact, out, **opts)
+    click.echo(str(path))

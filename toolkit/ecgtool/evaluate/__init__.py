@@ -1,0 +1,1 @@
+"""Evaluate stage: metrics (scikit-learn) of any artifact on a dataset split, and explanations of decisions."""

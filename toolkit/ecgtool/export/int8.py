@@ -1,0 +1,94 @@
+"""The INT8 QDQ ONNX files of a model folder: ONNX Runtime's form and TensorRT's, checked and recorded.
+
+compress.quantize turns an FP32 graph into INT8; this module knows the model folder: it makes the
+FP32 ONNX first, checks the INT8 graph against PyTorch and records it in the run's manifest.
+`ecgtool quantize` is this module's command.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecgtool.compress.calibration import DEFAULT_SIZE
+from ecgtool.compress.quantize import qdq_properties, quantize_model
+from ecgtool.core import ui
+from ecgtool.core.artifacts import find_config
+from ecgtool.core.errors import BadInput
+from ecgtool.runtime.registry import require_model_folder
+from ecgtool.core.files import atomic_path
+from ecgtool.core.manifest import record_artifact, recorded_check
+from ecgtool.core.names import WEIGHTS
+from ecgtool.export.check import check_export
+from ecgtool.export.formats import FORMATS, INT8_OPTIONS, ExportFormat
+from ecgtool.export.onnx import ensure_onnx, fresh, stamp_metadata
+
+
+def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,
+                    check_limit: int = 512, symmetric: bool = False, **options: Any) -> dict:
+    """Quantise a model folder's ONNX to INT8 (`out`, default model.int8.onnx) and report what it cost.
+
+    Returns the report of compress.quantize.quantize_model; the artifact carries the model's metadata,
+    is checked against PyTorch and is recorded in the run's manifest.json.
+    """
+    folder = require_model_folder(model)
+    spec = FORMATS["tensorrt-int8" if symmetric else "onnx-int8"]
+    fp32 = ensure_onnx(folder, {"data": data, "threads": threads}, [])
+    out = Path(out) if out else folder / (spec.graph or spec.artifact)
+    report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, **options)
+    stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS)
+    check = check_export(out, folder, data, check_limit, threads)
+    if check["status"] != "ok":
+        ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
+    record_artifact(out, parent=fp32, extra={"check": check, "quantization": {k: v for k, v in report.items()
+                                                                              if k not in ("per_class_f1", "path")}})
+    return report
+
+
+def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat, force: bool = False) -> Path:
+    """The INT8 graph of `spec` (onnx-int8: ONNX Runtime's form; tensorrt-int8: TensorRT's signed form with
+    zero points 0), reused when fresh and no INT8 option was given; TensorRT's is copied from ONNX Runtime's
+    when that already has TensorRT's form."""
+    onnx_fp32 = ensure_onnx(folder, opts, files)
+    shared = folder / FORMATS["onnx-int8"].artifact
+    out = folder / (spec.graph or spec.artifact)
+    given = {k: opts[k] for k in INT8_OPTIONS if k in opts}
+    if not (given or force or opts.get("force")) and fresh(out, onnx_fp32):
+        return out
+    if out != shared and not given and fresh(shared, onnx_fp32) and qdq_properties(shared)["tensorrt_ready"]:
+        with atomic_path(out) as tmp:
+            shutil.copyfile(shared, tmp)
+        record_artifact(out, parent=shared, extra={"check": recorded_check(shared), "target": "tensorrt"})
+    else:
+        if opts.get("data") is None:
+            raise BadInput(f"{folder}: INT8 needs --data DIR (calibration set from its training split)")
+        quantize_folder(folder, opts["data"], out=out, symmetric=out != shared, threads=opts.get("threads"),
+                        check_limit=opts.get("check_limit", 512), **given)
+    files.append(out)
+    return out
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Prepared dataset (train: calibration, val: auto, test: report).")
+@click.option("--method", type=str, help="Calibration: minmax (default), entropy, percentile, or auto (best validation macro-F1).")
+@click.option("--calib-size", type=int, help=f"Records in the calibration set (default {DEFAULT_SIZE}).")
+@click.option("--per-channel/--no-per-channel", default=None, help="Per-channel weight scales (default on).")
+@click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
+@click.option("--calib-dir", type=click.Path(path_type=Path), help="Where calibration sets are kept (default calibration/).")
+@click.option("--seed", type=int, help="Seed of the calibration sample (default 0).")
+@click.option("--symmetric/--asymmetric", default=None,
+              help="Signed int8 activations with zero points 0 (TensorRT's form) or unsigned ones (default: faster on ONNX Runtime).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output file (default MODEL/model.int8.onnx).")
+@click.option("--threads", type=int, help="Threads for evaluation.")
+@ui.quiet_option
+def quantize_command(model: Path, data: Path, **options: Any) -> None:
+    """Static INT8 (QDQ) quantisation of MODEL with ONNX Runtime; reports test macro-F1 and agreement with FP32."""
+    opts = {k: v for k, v in options.items() if v is not None and v != ()}
+    r = quantize_folder(model, data, **opts)
+    ui.print_table([{"precision": "fp32", "macro_f1": r["fp32_macro_f1"], "agreement": 1.0},
+                    {"precision": "int8", "macro_f1": r["int8_macro_f1"], "agreement": r["top1_agreement"]}],
+                   title=f"{r['path']} (method {r['method']}, test n={r['n']})")

@@ -1,0 +1,126 @@
+"""PyTorch -> ONNX (FP32, the source of every other format) and ONNX FP32 -> FP16.
+
+Every ONNX file ecgtool writes carries the model's classes, its frozen preprocessing and its
+provenance in `metadata_props` (`stamp_metadata`), so a lone .onnx predicts like its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+from ecgtool import __version__
+from ecgtool.core.artifacts import find_config, model_folder_of
+from ecgtool.core.errors import BadInput
+from ecgtool.core.files import atomic_path, sha256
+from ecgtool.core.names import (CONFIG, ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
+                                 ONNX_META_VERSION, WEIGHTS)
+from ecgtool.export.formats import FORMATS, OPSET
+
+
+
+def input_shape(config: dict, data: str | os.PathLike | None = None) -> tuple[int, int]:
+    """(channels, length in samples) the exported graph takes: from config.extra, else the dataset, else 2000."""
+    extra = config.get("extra") or {}
+    length = extra.get("input_length") or extra.get("length")
+    if not length and data is not None:
+        from ecgtool.data.dataset import load_dataset
+
+        length = load_dataset(data).signals.shape[2]
+    return int(config.get("in_channels", 1)), int(length or 2000)
+
+
+def fresh(target: Path, *sources: Path) -> bool:
+    """True when `target` exists and is newer than every source (so it can be reused)."""
+    return target.exists() and all(target.stat().st_mtime >= s.stat().st_mtime for s in sources if s.exists())
+
+
+def torch2onnx(model_folder: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET,
+               length: int | None = None) -> Path:
+    """Export a model folder to FP32 ONNX (input 'input' [batch, C, L], output 'logits'; batch axis dynamic)."""
+    import torch
+
+    from ecgtool.models import load_model
+
+    if opset < 17:
+        raise BadInput(f"opset {opset}: ecgtool exports opset 17 or newer (TensorRT 10 and the QDQ tools need it)")
+    folder = model_folder_of(model_folder)
+    out = Path(out) if out else folder / FORMATS["onnx"].artifact
+    model = load_model(folder)
+    cfg = model.config.to_dict()
+    channels, default_len = input_shape(cfg)
+    dummy = torch.zeros(2, channels, length or default_len)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          do_constant_folding=True)
+    return out
+
+
+def onnx2fp16(src: str | os.PathLike, out: str | os.PathLike, keep_io_types: bool = True) -> Path:
+    """FP16 copy of an FP32 ONNX graph (float32 input/output kept by default, casts inside)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # notes about values clamped to the fp16 range
+        half = convert_float_to_float16(model, keep_io_types=keep_io_types)
+    with atomic_path(out) as tmp:
+        onnx.save(half, str(tmp))
+    return Path(out)
+
+
+def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: str, source: str | os.PathLike) -> None:
+    """Write config (classes, preprocessing, network), format, precision, ecgtool version and the
+    SHA-256 of the source (the weights the graph came from) into an ONNX file's metadata_props."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    values = {ONNX_META_CONFIG: json.dumps(config, sort_keys=True), ONNX_META_FORMAT: fmt, ONNX_META_PRECISION: precision,
+              ONNX_META_VERSION: __version__, ONNX_META_SOURCE_SHA: sha256(source)}
+    keep = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
+
+
+
+def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
+    """The folder's FP32 model.onnx, exported (and checked, stamped, recorded) unless fresh and no opset was given."""
+    from ecgtool.export.check import checked
+
+    out = folder / FORMATS["onnx"].artifact
+    sources = (folder / WEIGHTS, folder / CONFIG)
+    if opts.get("force") or not fresh(out, *sources) or "opset" in opts:
+        torch2onnx(folder, out, opset=opts.get("opset", OPSET))
+        stamp_metadata(out, find_config(folder), "onnx", "fp32", folder / WEIGHTS)
+        checked(out, folder, folder / WEIGHTS, opts)
+        files.append(out)
+    return out
+
+
+def build(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """Build an ONNX Runtime format of the table (onnx, onnx-fp16, onnx-int8) in `folder`."""
+    from ecgtool.export.check import checked
+    from ecgtool.export.int8 import ensure_int8
+
+    target = folder / spec.artifact
+    if spec.precision == "fp32":
+        return ensure_onnx(folder, {**opts, "force": True}, files)
+    if spec.precision == "int8":
+        return ensure_int8(folder, opts, files, spec, force=True)
+    src = ensure_onnx(folder, opts, files)
+    onnx2fp16(src, target)
+    stamp_metadata(target, find_config(folder), spec.name, spec.precision, folder / WEIGHTS)
+    checked(target, folder, src, opts)
+    return target

@@ -1,0 +1,57 @@
+"""ONNX (FP32 or QDQ INT8) -> OpenVINO IR; BF16 is a compile-time mode recorded in the IR folder's sidecar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ecgtool.core.files import write_json
+from ecgtool.core.names import OPENVINO_SIDECAR
+
+
+def onnx2openvino(src: str | os.PathLike, out_xml: str | os.PathLike, precision: str = "fp32") -> Path:
+    """OpenVINO IR (model.xml + model.bin) from an FP32 or QDQ INT8 ONNX file.
+
+    Weights stay FP32 in the IR (compress_to_fp16=False). BF16 is not a storage type of the IR but an
+    execution mode of the CPU plugin: the folder's sidecar JSON tells the loader to compile with
+    INFERENCE_PRECISION_HINT=bf16. INT8 comes from the QDQ pairs, which become FakeQuantize ops.
+    """
+    import openvino as ov
+
+    out_xml = Path(out_xml)
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.convert_model(str(src))
+    tmp_xml = out_xml.with_name(f".{out_xml.stem}.tmp.xml")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        os.replace(tmp_xml.with_suffix(".bin"), out_xml.with_suffix(".bin"))
+        os.replace(tmp_xml, out_xml)
+    finally:
+        for f in (tmp_xml, tmp_xml.with_suffix(".bin")):
+            f.unlink(missing_ok=True)
+    hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision]
+    write_json(out_xml.parent / OPENVINO_SIDECAR, {
+        "precision": precision, "source": Path(src).name,
+        "compile": {"INFERENCE_PRECISION_HINT": hint},
+        "note": "compile with these properties: BF16 is chosen at compile time, the IR keeps FP32 weights",
+    })
+    return out_xml
+
+
+def build(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """Build an OpenVINO format of the table: IR from the FP32 ONNX, or from the INT8 QDQ ONNX for int8."""
+    from ecgtool.core.manifest import record_artifact
+    from ecgtool.export.check import checked
+    from ecgtool.export.formats import FORMATS
+    from ecgtool.export.int8 import ensure_int8
+    from ecgtool.export.onnx import ensure_onnx
+
+    target = folder / spec.artifact
+    if spec.precision == "int8":
+        src = ensure_int8(folder, opts, files, FORMATS["onnx-int8"])
+    else:
+        src = ensure_onnx(folder, opts, files)
+    onnx2openvino(src, target, spec.precision)
+    checked(target, folder, src, opts)
+    record_artifact(target.with_suffix(".bin"), parent=src)
+    return target

@@ -1,0 +1,296 @@
+"""The 1-D pre-activation ResNet / SE-ResNet family: one block, one network class, a depth table, a registry.
+
+ResNet and SE-ResNet differ in one argument (`se`). Every depth is the same network class built from
+DEPTHS: depth -> (block kind, blocks per stage). Channel counts can be given explicitly (a "plan"),
+which is how a pruned network is rebuilt from its config.json without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ecgtool.core.artifacts import is_model_folder
+from ecgtool.core.errors import BadInput
+from ecgtool.core.names import CONFIG, WEIGHTS
+
+DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+ARCHS = ("se_resnet", "resnet")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+STEM_KERNEL = 15  # 75 ms at 200 Hz: about one QRS complex
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a network (written to config.json beside the weights)."""
+
+    arch: str = "se_resnet"
+    depth: int = 18
+    width: int = 64
+    kernel_size: int = 7
+    in_channels: int = 1
+    num_classes: int = 7
+    se_reduction: int = 16
+    dropout: float = 0.0
+    classes: list[str] | None = None
+    #: Explicit channel counts (set for pruned networks): {"stem": int, "blocks": [{"mid": [...], "out": int, "se": int, "proj": bool}]}
+    channels: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch}{self.depth}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise BadInput(f"unknown architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
+        if self.depth not in DEPTHS:
+            raise BadInput(f"unknown depth {self.depth} (choose from {', '.join(map(str, DEPTHS))})")
+        if self.width < 1 or self.kernel_size < 1 or self.in_channels < 1 or self.num_classes < 2:
+            raise BadInput(f"invalid model config: width={self.width} kernel={self.kernel_size} "
+                           f"in_channels={self.in_channels} num_classes={self.num_classes}")
+
+
+def default_plan(cfg: ModelConfig) -> dict:
+    """The unpruned channel plan: stage widths w, 2w, 4w, 8w (times 4 at the output of a bottleneck)."""
+    kind, layers = DEPTHS[cfg.depth]
+    exp = EXPANSION[kind]
+    blocks = []
+    in_ch = cfg.width
+    for stage, n in enumerate(layers):
+        mid = cfg.width * 2**stage
+        out = mid * exp
+        for i in range(n):
+            stride = 2 if (stage > 0 and i == 0) else 1
+            blocks.append({
+                "mid": [mid] * (1 if kind == "basic" else 2),
+                "out": out,
+                "se": max(4, out // cfg.se_reduction),
+                "proj": stride != 1 or in_ch != out,
+            })
+            in_ch = out
+    return {"stem": cfg.width, "blocks": blocks}
+
+
+def _strides(depth: int) -> list[int]:
+    _, layers = DEPTHS[depth]
+    return [2 if (s > 0 and i == 0) else 1 for s, n in enumerate(layers) for i in range(n)]
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (Hu et al. 2018): global average pool, bottleneck MLP, sigmoid gate."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc1 = nn.Conv1d(channels, hidden, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv1d(hidden, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016, "Identity mappings"), basic or bottleneck, SE optional."""
+
+    def __init__(self, kind: str, in_ch: int, mid: list[int], out: int, stride: int, kernel: int,
+                 se_hidden: int | None, proj: bool):
+        super().__init__()
+        pad = kernel // 2
+        if kind == "basic":
+            chans = [in_ch, mid[0], out]
+            specs = [(kernel, stride, pad), (kernel, 1, pad)]
+        else:
+            chans = [in_ch, mid[0], mid[1], out]
+            specs = [(1, 1, 0), (kernel, stride, pad), (1, 1, 0)]
+        self.bns = nn.ModuleList(nn.BatchNorm1d(c) for c in chans[:-1])
+        self.convs = nn.ModuleList(
+            nn.Conv1d(chans[i], chans[i + 1], k, stride=s, padding=p, bias=False) for i, (k, s, p) in enumerate(specs)
+        )
+        self.relu = nn.ReLU(inplace=False)
+        self.se = SqueezeExcite(out, se_hidden) if se_hidden else None
+        self.proj = nn.Conv1d(in_ch, out, 1, stride=stride, bias=False) if proj else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.relu(self.bns[0](x))
+        shortcut = self.proj(pre) if self.proj is not None else x
+        out = self.convs[0](pre)
+        for bn, conv in zip(self.bns[1:], self.convs[1:]):
+            out = conv(self.relu(bn(out)))
+        if self.se is not None:
+            out = self.se(out)
+        return out + shortcut
+
+
+class ECGResNet(nn.Module):
+    """1-D (SE-)ResNet for rhythm classification of [N, C, L] ECG windows; any L."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        kind, _ = DEPTHS[cfg.depth]
+        plan = cfg.channels or default_plan(cfg)
+        stem = plan["stem"]
+        self.stem = nn.Sequential(
+            nn.Conv1d(cfg.in_channels, stem, STEM_KERNEL, stride=2, padding=STEM_KERNEL // 2, bias=False),
+            nn.BatchNorm1d(stem),
+            nn.ReLU(inplace=True),
+            nn.MaxPool1d(3, stride=2, padding=1),
+        )
+        blocks = []
+        in_ch = stem
+        for spec, stride in zip(plan["blocks"], _strides(cfg.depth)):
+            se = spec["se"] if cfg.arch == "se_resnet" else None
+            blocks.append(PreActBlock(kind, in_ch, spec["mid"], spec["out"], stride, cfg.kernel_size, se, spec["proj"]))
+            in_ch = spec["out"]
+        self.blocks = nn.Sequential(*blocks)
+        self.head_bn = nn.BatchNorm1d(in_ch)
+        self.head_act = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_ch, cfg.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last feature map [N, C, L'] before pooling (used for explanations)."""
+        return self.head_act(self.head_bn(self.blocks(self.stem(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+def channel_plan(model: ECGResNet) -> dict:
+    """Read the channel counts a (possibly pruned) network actually has, for its config.json."""
+    blocks = []
+    for blk in model.blocks:
+        blocks.append({
+            "mid": [c.out_channels for c in blk.convs[:-1]],
+            "out": blk.convs[-1].out_channels,
+            "se": blk.se.fc1.out_channels if blk.se is not None else max(4, blk.convs[-1].out_channels // model.config.se_reduction),
+            "proj": blk.proj is not None,
+        })
+    return {"stem": model.stem[0].out_channels, "blocks": blocks}
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, Callable[..., ECGResNet]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Decorator filing a builder under `name`; a duplicate name is a programming error."""
+
+    def deco(fn: Callable[..., ECGResNet]) -> Callable[..., ECGResNet]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_model(name: str, **config: Any) -> ECGResNet:
+    """Build a registered model; options not given keep ModelConfig's defaults."""
+    if name not in _REGISTRY:
+        raise BadInput(f"unknown model {name!r} (registered: {', '.join(_REGISTRY)})")
+    return _REGISTRY[name](**config)
+
+
+def _make_builder(arch: str, depth: int) -> Callable[..., ECGResNet]:
+    def build(**config: Any) -> ECGResNet:
+        return ECGResNet(ModelConfig(arch=arch, depth=depth, **config))
+
+    build.__doc__ = f"{arch} at depth {depth}"
+    return build
+
+
+for _arch in ARCHS:
+    for _depth in DEPTHS:
+        register_model(f"{_arch}{_depth}")(_make_builder(_arch, _depth))
+
+
+def build_model(config: ModelConfig | dict) -> ECGResNet:
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
+    return ECGResNet(cfg)
+
+
+def model_stats(model: nn.Module, length: int = 2000, in_channels: int | None = None) -> dict[str, int]:
+    """Parameters and multiply-accumulates (MACs) for one [1, C, length] input, via Torch-Pruning's counter."""
+    import torch_pruning as tp
+
+    c = in_channels or getattr(getattr(model, "config", None), "in_channels", 1)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, c, length))
+    model.train(was_training)
+    return {"params": int(params), "macs": int(macs)}
+
+
+# --- model folders --------------------------------------------------------------------------------
+
+def save_model(folder: str | os.PathLike, model: ECGResNet, config: ModelConfig | None = None) -> Path:
+    """Write weights (safetensors) and config.json into a model folder, each file atomically."""
+    from safetensors.torch import save_file
+
+    from ecgtool.core.files import atomic_path, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = config or model.config
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"arch": cfg.arch, "depth": str(cfg.depth)})
+    write_json(folder / CONFIG, cfg.to_dict())
+    return folder
+
+
+def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> ECGResNet:
+    """Rebuild a network from config.json and load its safetensors weights (no unpickling)."""
+    from safetensors.torch import load_file
+
+    from ecgtool.core.files import read_json
+
+    folder = Path(folder)
+    if not is_model_folder(folder):
+        raise BadInput(f"{folder}: not a model folder (needs {CONFIG} and {WEIGHTS})")
+    model = build_model(read_json(folder / CONFIG))
+    try:
+        state = load_file(str(folder / WEIGHTS), device=map_location)
+    except Exception as exc:  # safetensors raises its own error types
+        raise BadInput(f"{folder / WEIGHTS}: cannot be read ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BadInput(f"{folder / WEIGHTS}: does not match {CONFIG} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return model

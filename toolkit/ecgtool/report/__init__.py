@@ -1,0 +1,1 @@
+"""Report stage: the size-accuracy report (HTML + markdown) and its plots."""

@@ -1,0 +1,239 @@
+"""`ecgtool report RUN`: the size-accuracy report of a benched run, as report.html (one self-contained
+file: inline CSS, PNGs as data URIs) and report.md with the PNGs beside it.
+
+It answers the question the tool exists for: which artifact to ship. `recommend` picks the smallest and
+the fastest artifact within `tolerance` macro-F1 points of the best one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from ecgtool.report import plots as plots
+from ecgtool.core.files import read_json, write_text
+from ecgtool.core.manifest import record_artifact
+from ecgtool.core.errors import BadInput
+from ecgtool.core.machine import machine_lines
+from ecgtool.core.ui import info, markdown_table, quiet_option
+
+TABLE = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1", "accuracy",
+         "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f3f7}td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}tr.failed td{color:#a00}tr.skipped td{color:#888}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.rec{background:#eef7ee;border-left:4px solid #3a3;padding:.6em 1em}
+code{background:#f4f4f4;padding:0 3px}"""
+
+
+def recommend(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
+    """The best `ok` row by macro-F1, and the smallest (size_mb) and fastest (p50_ms) rows within
+    `tolerance` macro-F1 points (percent) of it. Ties go to the higher macro-F1. Missing when no row is ok."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None]
+    if not ok:
+        return {"tolerance": tolerance, "best": None, "smallest": None, "fastest": None, "candidates": []}
+    inf = math.inf
+    best = max(ok, key=lambda r: (r["macro_f1"], -(r.get("p50_ms") or inf)))
+    threshold = best["macro_f1"] - tolerance
+    within = [r for r in ok if r["macro_f1"] >= threshold - 1e-9]
+    sized = [r for r in within if r.get("size_mb") is not None]
+    timed = [r for r in within if r.get("p50_ms") is not None]
+    return {
+        "tolerance": tolerance, "threshold": threshold, "best": best, "candidates": within,
+        "smallest": min(sized, key=lambda r: (r["size_mb"], -r["macro_f1"], r.get("p50_ms") or inf)) if sized else None,
+        "fastest": min(timed, key=lambda r: (r["p50_ms"], -r["macro_f1"], r.get("size_mb") or inf)) if timed else None,
+    }
+
+
+def _name(r: dict) -> str:
+    return f"{r['model']} {r['variant']} on {r['runtime']}"
+
+
+def recommendation_lines(rec: dict) -> list[str]:
+    """The recommendation in words, with its numbers."""
+    best = rec["best"]
+    if best is None:
+        return ["No artifact ran successfully, so there is nothing to recommend."]
+    nums = lambda r: (f"macro-F1 {r['macro_f1']:.2f} %, {r['size_mb']:.3g} MB on disk, "  # noqa: E731
+                      f"p50 {r['p50_ms']:.3g} ms at batch 1" if r.get("p50_ms") is not None else "not timed")
+    out = [f"Best macro-F1: **{_name(best)}** ({nums(best)})."]
+    for key, what in (("smallest", "Smallest"), ("fastest", "Fastest")):
+        r = rec[key]
+        if r is not None:
+            out.append(f"{what} within {rec['tolerance']:g} macro-F1 point(s) of the best: **{_name(r)}** ({nums(r)}; "
+                       f"{best['macro_f1'] - r['macro_f1']:.2f} points below the best).")
+    return out
+
+
+def recommendation_block(rows: Sequence[dict], tolerance: float = 1.0) -> list[str]:
+    """The recommendation, plus the same among the neural networks when the classical baseline wins
+    (lines indented by two spaces are sub-items)."""
+    rec = recommend(rows, tolerance)
+    lines = recommendation_lines(rec)
+    if rec["best"] is not None and rec["best"].get("arch") == "rr_baseline":
+        deep = recommend([r for r in rows if r.get("arch") != "rr_baseline"], tolerance)
+        if deep["best"] is not None:
+            lines += ["The classical baseline is best here; among the neural networks only:"]
+            lines += [f"  {line}" for line in recommendation_lines(deep)]
+    return lines
+
+
+def family_table(rows: Sequence[dict]) -> tuple[list[dict], dict | None]:
+    """SE-ResNet vs ResNet macro-F1 (%) at each depth, from the unpruned FP32 PyTorch rows; and the baseline row."""
+    base = [r for r in rows if r.get("status") == "ok" and r.get("variant") == "fp32" and r.get("runtime") == "PyTorch"]
+    depths = sorted({r["depth"] for r in base if r.get("arch") in ("se_resnet", "resnet") and r.get("depth")})
+    table = []
+    for d in depths:
+        f1 = {a: next((r["macro_f1"] for r in base if r.get("arch") == a and r.get("depth") == d), None)
+              for a in ("se_resnet", "resnet")}
+        diff = f1["se_resnet"] - f1["resnet"] if None not in f1.values() else None
+        table.append({"depth": d, **f1, "se_minus_resnet": None if diff is None else round(diff, 2)})
+    baseline = next((r for r in rows if r.get("arch") == "rr_baseline"), None)
+    return table, baseline
+
+
+def _img(path: Path) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" alt="{html.escape(path.stem)}">'
+
+
+def html_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    from ecgtool.core.ui import format_cell
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for r in rows:
+        status = str(r.get("status", "ok")).split(":")[0]
+        cls = f' class="{status}"' if status in ("failed", "skipped") else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(format_cell(r.get(c)))}</td>" for c in columns) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _md_inline(text: str) -> str:
+    """The little markdown the report's sentences use (**bold**), as HTML."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _figures(run: Path, rows: list[dict], rec: dict, classes: list[str], fam: list[dict], baseline: dict | None) -> dict:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    marked = [r for r in (rec["smallest"], rec["fastest"]) if r]
+    figs = {
+        "pareto_latency": plots.pareto_png(ok, "p50_ms", "p50 latency at batch 1 (ms, log)", run / "report_pareto_latency.png",
+                                           "macro-F1 vs latency (red circles: recommended)", marked),
+        "pareto_size": plots.pareto_png(ok, "size_mb", "size on disk (MB, log)", run / "report_pareto_size.png",
+                                        "macro-F1 vs size (red circles: recommended)", marked),
+    }
+    if fam:
+        figs["family"] = plots.family_png(fam, baseline["macro_f1"] if baseline and baseline.get("macro_f1") is not None
+                                          else None, run / "report_family.png")
+    chosen = [r for r in ok if r.get("variant") == "fp32" and r.get("runtime") in ("PyTorch", "scikit-learn")]
+    chosen += [r for r in marked if r not in chosen]
+    if chosen and classes:
+        figs["per_class"] = plots.per_class_png(chosen, classes, run / "report_per_class_f1.png")
+    conf = [(plots.label(r), r["confusion"]) for r in chosen if r.get("confusion")]
+    if conf:
+        figs["confusion"] = plots.confusion_grid_png(conf, classes, run / "report_confusion.png")
+    histories = {}
+    for r in ok:
+        folder = run / r["path"]
+        if r.get("runtime") == "PyTorch" and (folder / "history.csv").exists():
+            histories[r["model"]] = plots.read_history(folder / "history.csv")
+    if histories:
+        figs["curves"] = plots.curves_png(histories, run / "report_training_curves.png")
+    return figs
+
+
+def _dataset_rows(dataset: dict) -> tuple[list[dict], list[str]]:
+    counts = dataset.get("counts") or {}
+    splits = [s for s in ("train", "val", "test", "all") if s in counts] + [s for s in counts if s not in ("train", "val", "test", "all")]
+    rows = [{"class": c, **{s: (counts.get(s) or {}).get(c) for s in splits}} for c in dataset.get("classes") or []]
+    return rows, ["class", *splits]
+
+
+def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
+    """Write RUN/report.html (self-contained) and RUN/report.md + report_*.png from RUN/bench.json."""
+    run = Path(run)
+    if not (run / "bench.json").exists():
+        raise BadInput(f"{run / 'bench.json'}: no benchmark in this run (run `ecgtool bench {run} --data DIR` first)")
+    try:
+        bench = read_json(run / "bench.json")
+        rows, machine, dataset, settings = bench["rows"], bench["machine"], bench.get("dataset", {}), bench["settings"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{run / 'bench.json'}: not a benchmark written by `ecgtool bench` ({exc})") from None
+    if tolerance < 0:
+        raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
+    rec = recommend(rows, tolerance)
+    fam, baseline = family_table(rows)
+    classes = list(dataset.get("classes") or [])
+    figs = _figures(run, rows, rec, classes, fam, baseline)
+    fam_rows = fam + ([{"depth": "rr_baseline (classical)", "se_resnet": None, "resnet": None,
+                        "se_minus_resnet": None, "baseline": baseline.get("macro_f1")}] if baseline else [])
+    fam_cols = ["depth", "se_resnet", "resnet", "se_minus_resnet"] + (["baseline"] if baseline else [])
+    ds_rows, ds_cols = _dataset_rows(dataset)
+    settings_line = (f"{settings.get('split')} split of `{dataset.get('path')}` ({settings.get('n_eval')} records); "
+                     f"{settings.get('threads')} threads; latency at batch {settings.get('batch')}, throughput at batch "
+                     f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
+    rec_lines = recommendation_block(rows, tolerance)
+    sections: list[tuple[str, list[tuple[str, Any]]]] = [
+        ("Recommendation", [("rec", rec_lines)]),
+        ("All artifacts", [("text", settings_line), ("table", (rows, TABLE))]),
+        ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
+        ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
+         [("table", (fam_rows, fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
+        ("Per-class F1", [("fig", figs["per_class"])] if "per_class" in figs else [("text", "no per-class F1 available")]),
+        ("Confusion matrices (bench split)", [("fig", figs["confusion"])] if "confusion" in figs else [("text", "none")]),
+        ("Training curves", [("fig", figs["curves"])] if "curves" in figs else [("text", "no history.csv in this run")]),
+        ("Dataset", [("text", f"source: {dataset.get('source')}; split kind: {dataset.get('split_kind')}; "
+                              f"{dataset.get('n_records')} records at {dataset.get('sampling_rate')} Hz; counts per class per split:"),
+                     ("table", (ds_rows, ds_cols))]),
+        ("Machine", [("list", machine_lines(machine) + [f"date: {machine.get('date')}"])]),
+    ]
+    title = f"ecgtool report: {run.resolve().name}"
+    md, body = [f"# {title}", ""], [f"<h1>{html.escape(title)}</h1>"]
+    for head, parts in sections:
+        md += [f"## {head}", ""]
+        body.append(f"<h2>{html.escape(head)}</h2>")
+        for kind, val in parts:
+            if kind == "rec":  # lines indented by two spaces are sub-items
+                md += [*[f"  - {line.strip()}" if line.startswith("  ") else f"- {line}" for line in val], ""]
+                body.append('<div class="rec">' + "".join(
+                    f'<p style="margin-left:{2 if line.startswith("  ") else 0}em">{_md_inline(line.strip())}</p>'
+                    for line in val) + "</div>")
+            elif kind == "text":
+                md += [val, ""]
+                body.append(f"<p>{_md_inline(val.replace('`', ''))}</p>")
+            elif kind == "list":
+                md += [*[f"- {line}" for line in val], ""]
+                body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in val) + "</ul>")
+            elif kind == "table":
+                md += [markdown_table(*val), ""]
+                body.append(html_table(*val))
+            elif kind == "fig":
+                md += [f"![{val.stem}]({val.name})", ""]
+                body.append(_img(val))
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    out = [write_text(run / "report.html", page), write_text(run / "report.md", "\n".join(md))]
+    for p in [*figs.values(), *out]:
+        record_artifact(p, parent=run / "bench.json", run_dir=run)
+    return [*out, *figs.values()]
+
+
+@click.command("report")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--tolerance", type=float, default=None, help="Macro-F1 points below the best still acceptable [default: 1.0].")
+@quiet_option
+def report_command(run: str, tolerance: float | None) -> None:
+    """Write RUN/report.html (self-contained) and RUN/report.md from RUN/bench.json."""
+    paths = report(run, **({"tolerance": tolerance} if tolerance is not None else {}))
+    rows = read_json(Path(run) / "bench.json")["rows"]
+    for line in recommendation_block(rows, tolerance if tolerance is not None else 1.0):
+        click.echo(line.replace("**", ""))
+    info(f"figures: {', '.join(p.name for p in paths[2:])}")
+    click.echo(f"report: {paths[0]}")

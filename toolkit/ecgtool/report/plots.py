@@ -1,0 +1,186 @@
+"""The report's figures (matplotlib, Agg): Pareto plots, SE-ResNet vs ResNet, per-class F1, confusions, curves.
+
+Each function takes bench rows (dicts as in bench.json) and writes one PNG; none of them computes a metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    from ecgtool.core.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    _plt().close(fig)
+    return Path(path)
+
+
+def label(row: dict) -> str:
+    """Short point label: model, variant, runtime (e.g. `se_resnet18 int8 ORT`)."""
+    v = str(row.get("variant") or "")
+    if v.startswith("pruned") and f"-{v.split('-')[0]}" in str(row.get("model")):  # already in the model's name
+        v = v.split("-", 1)[1] if "-" in v else "fp32"
+    variant = "" if v == "fp32" else f" {v}"
+    return f"{row.get('model')}{variant} {RUNTIME_SHORT.get(row.get('runtime'), row.get('runtime'))}"
+
+
+def pareto_front(rows: Sequence[dict], x: str, y: str = "macro_f1") -> list[dict]:
+    """Rows not dominated by another (lower or equal x and higher y), sorted by x: the size/speed-accuracy front."""
+    pts = sorted((r for r in rows if r.get(x) is not None and r.get(y) is not None), key=lambda r: (r[x], -r[y]))
+    front, best = [], -math.inf
+    for r in pts:
+        if r[y] > best:
+            front.append(r)
+            best = r[y]
+    return front
+
+
+def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLike, title: str,
+               highlight: Sequence[dict] = ()) -> Path:
+    """Macro-F1 against `x` on a log axis, the Pareto front drawn as a step line, every point numbered
+    and named in a key beside the plot (names written at the points would collide in a cluster)."""
+    plt = _plt()
+    pts = sorted((r for r in rows if r.get(x) and r.get("macro_f1") is not None), key=lambda r: (r[x], -r["macro_f1"]))
+    fig, ax = plt.subplots(figsize=(12, max(5.0, 1.2 + 0.16 * len(pts))))
+    fig.subplots_adjust(left=0.07, right=0.62, bottom=0.1, top=0.92)
+    runtimes = sorted({r["runtime"] for r in pts})
+    colors = dict(zip(runtimes, plt.cm.tab10.colors))
+    for rt in runtimes:
+        sel = [r for r in pts if r["runtime"] == rt]
+        ax.scatter([r[x] for r in sel], [r["macro_f1"] for r in sel], s=36, color=colors[rt], label=rt, zorder=3)
+    for i, r in enumerate(pts, 1):
+        ax.annotate(str(i), (r[x], r["macro_f1"]), fontsize=7, xytext=(3, 3 if i % 2 else -9), textcoords="offset points")
+    front = pareto_front(pts, x)
+    if front:
+        ax.step([r[x] for r in front], [r["macro_f1"] for r in front], where="post", color="black", lw=1,
+                ls="--", label="Pareto front", zorder=2)
+    highlight = [r for i, r in enumerate(highlight) if r in pts and not any(r is h for h in highlight[:i])]
+    for r in highlight:
+        if r in pts:
+            ax.scatter([r[x]], [r["macro_f1"]], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=4,
+                       label="recommended" if r is highlight[0] else None)
+    unit = "ms" if x.endswith("_ms") else "MB" if x.endswith("_mb") else ""
+    key = "\n".join(f"{i:>2} {label(r)}: {r['macro_f1']:.1f} %, {r[x]:.3g} {unit}" for i, r in enumerate(pts, 1))
+    fig.text(0.635, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("macro-F1 (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path, 110)
+
+
+def family_png(table: Sequence[dict], baseline_f1: float | None, path: str | os.PathLike) -> Path:
+    """Grouped bars: SE-ResNet and ResNet macro-F1 at each depth; the classical baseline as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    depths = [str(t["depth"]) for t in table]
+    xs = np.arange(len(depths))
+    for off, key, name in ((-0.2, "se_resnet", "SE-ResNet"), (0.2, "resnet", "ResNet")):
+        vals = [t.get(key) if t.get(key) is not None else 0.0 for t in table]
+        bars = ax.bar(xs + off, vals, width=0.4, label=name)
+        ax.bar_label(bars, labels=[f"{v:.1f}" if t.get(key) is not None else "-" for v, t in zip(vals, table)], fontsize=8)
+    if baseline_f1 is not None:
+        ax.axhline(baseline_f1, color="gray", ls="--", label=f"rr_baseline ({baseline_f1:.1f})")
+    ax.set_xticks(xs, depths)
+    ax.set_xlabel("depth")
+    ax.set_ylabel("macro-F1 (%)")
+    ax.set_title("SE-ResNet vs ResNet (PyTorch FP32)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, 110)
+
+
+def per_class_png(rows: Sequence[dict], classes: Sequence[str], path: str | os.PathLike) -> Path:
+    """Grouped bars of per-class F1 (%) for the given rows."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(classes)), 4.5))
+    xs = np.arange(len(classes))
+    w = 0.8 / max(1, len(rows))
+    for i, r in enumerate(rows):
+        f1 = r.get("per_class_f1") or {}
+        ax.bar(xs - 0.4 + w * (i + 0.5), [f1.get(c) or 0.0 for c in classes], width=w, label=label(r))
+    ax.set_xticks(xs, classes)
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Per-class F1")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path, 110)
+
+
+def confusion_grid_png(items: Sequence[tuple[str, list]], classes: Sequence[str], path: str | os.PathLike) -> Path:
+    """One confusion matrix (counts; rows true, columns predicted) per (title, matrix)."""
+    plt = _plt()
+    n = max(1, len(items))
+    cols = min(3, n)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (title, cm) in zip(axes.flat, items):
+        cm = np.asarray(cm)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, 100)
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def curves_png(histories: dict[str, list[dict]], path: str | os.PathLike) -> Path:
+    """Training curves of every model: train (solid) and validation (dashed) loss, validation macro-F1."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    num = lambda h, k: [float(e[k]) if e.get(k) not in (None, "") else np.nan for e in h]  # noqa: E731
+    for (name, hist), color in zip(histories.items(), plt.cm.tab10.colors * 3):
+        ep = num(hist, "epoch") if hist and "epoch" in hist[0] else list(range(1, len(hist) + 1))
+        if hist and "train_loss" in hist[0]:
+            ax1.plot(ep, num(hist, "train_loss"), color=color, marker=".", label=f"{name} train")
+        if hist and "val_loss" in hist[0]:
+            ax1.plot(ep, num(hist, "val_loss"), color=color, ls="--", marker="x", label=f"{name} val")
+        if hist and "val_macro_f1" in hist[0]:
+            f1 = np.asarray(num(hist, "val_macro_f1"))
+            ax2.plot(ep, f1 * 100 if np.nanmax(f1, initial=0) <= 1 else f1, color=color, marker=".", label=name)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy")
+    ax1.set_title("loss (train solid, validation dashed)")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation macro-F1 (%)")
+    ax2.set_title("validation macro-F1")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, path, 110)

@@ -1,0 +1,59 @@
+"""What every predictor is: float32 [N, C, L] numpy batches in, float32 [N, K] logits out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Predictor(Protocol):
+    path: Path
+    kind: str  # e.g. "pytorch", "onnxruntime", "openvino", "tensorrt"
+    precision: str  # "fp32", "fp16", "bf16", "int8"
+    classes: list[str]
+    config: dict  # the model's config.json (arch, depth, width, channels, ...)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class PredictorBase:
+    """The fields every predictor shares (runtime.Predictor); each kind sets its own `kind` default."""
+
+    path: Path
+    threads: int | None = None
+    device: str = "cpu"
+    kind: str = ""
+    precision: str = "fp32"
+    config: dict = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line, at most 300 characters (for BadInput messages)."""
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def check_shape(path: Path, expected: list, got: tuple) -> None:
+    """A batch whose channel count or length differs from a static graph input is bad input."""
+    from ecgtool.core.errors import BadInput
+
+    for axis, name in ((1, "channels"), (2, "length")):
+        want = expected[axis] if len(expected) > axis else None
+        if isinstance(want, int) and len(got) > axis and got[axis] != want:
+            raise BadInput(f"{path}: expects input {name} {want}, got {got[axis]} (batch shape {tuple(got)})")
+
+
+def config_and_classes(path: Path) -> tuple[dict, list[str]]:
+    """(config.json, classes) of the model an artifact came from; ({}, []) when none is found."""
+    from ecgtool.core.artifacts import find_config
+
+    try:
+        cfg = find_config(path)
+    except Exception:  # no or unreadable config: the artifact still runs, unnamed classes
+        return {}, []
+    return cfg, list(cfg.get("classes") or [])

@@ -1,0 +1,112 @@
+"""ONNX Runtime inference of .onnx files (FP32, FP16, QDQ INT8); CPU provider, CUDA when asked."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ecgtool.core.errors import BadInput
+from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
+                                 ONNX_META_VERSION)
+from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes
+
+
+def onnx_precision(model) -> str:
+    """'int8' for a QDQ / integer graph, 'fp16' when float16 tensors carry the weights, else 'fp32'."""
+    import onnx
+
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}:
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+@dataclass
+class OnnxRuntimePredictor(PredictorBase):
+    """ONNX Runtime inference: CPU provider (CUDA when device='cuda'), `threads` intra-op threads."""
+
+    kind: str = "onnxruntime"
+
+    def __post_init__(self) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError / ValueError / OSError
+            raise BadInput(f"{self.path}: not a readable ONNX file ({one_line(exc)})") from None
+        props = {p.key: p.value for p in model.metadata_props}
+        self.precision = props.get(ONNX_META_PRECISION) or onnx_precision(model)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+            opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BadInput(f"{self.path}: device {self.device} asked but this onnxruntime has no CUDA provider")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as exc:  # ORT raises Fail / InvalidGraph / NoSuchFile
+            raise BadInput(f"{self.path}: ONNX Runtime cannot load it ({one_line(exc)})") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.input_shape = list(inp.shape)
+        self.config, self.classes = config_and_classes(self.path)
+        if not self.config:  # a lone .onnx: the model's config travels in the file's metadata
+            self.config = read_metadata(self.path).get("config", {})
+            self.classes = list(self.config.get("classes") or [])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=self.input_dtype)
+        check_shape(self.path, self.input_shape, x.shape)
+        fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        if fixed and fixed != x.shape[0]:  # a static-batch graph: run it row group by row group
+            return np.concatenate([self.predict(x[i:i + fixed]) for i in range(0, len(x), fixed)])
+        out = self.session.run(None, {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def matches(p: Path) -> bool:
+    return p.is_file() and p.suffix == ".onnx"
+
+
+def open_predictor(p: Path, **kw) -> OnnxRuntimePredictor:
+    return OnnxRuntimePredictor(p, **kw)
+
+
+def onnx_file_precision(path: str | Path) -> str:
+    """Precision of an ONNX file: what ecgtool recorded in its metadata, else read from its graph."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    return props.get(ONNX_META_PRECISION) or onnx_precision(model)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """ecgtool's metadata_props of an ONNX file: {config, format, precision, version, source_sha256} ({} if none)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not an ONNX file: no metadata
+        return {}
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_META_CONFIG not in props:
+        return {}
+    try:
+        config = json.loads(props[ONNX_META_CONFIG])
+    except ValueError:
+        return {}
+    return {"config": config, "format": props.get(ONNX_META_FORMAT), "precision": props.get(ONNX_META_PRECISION),
+            "version": props.get(ONNX_META_VERSION), "source_sha256": props.get(ONNX_META_SOURCE_SHA)}

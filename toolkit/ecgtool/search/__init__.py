@@ -1,0 +1,1 @@
+"""Search stage: family x widths x formats within a latency or size budget."""

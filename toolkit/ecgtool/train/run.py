@@ -1,0 +1,276 @@
+"""`ecgtool train`: several architectures and depths into one run folder (model folders, summary table).
+
+The per-network recipe (`fit`) lives in fit.py; this module manages the run: refusing a different run
+in --out, resuming, the classical baseline, metrics, plots, manifest and the side-by-side summary.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+import torch
+from torch import nn
+
+from ecgtool.core.files import write_text
+from ecgtool.train.augment import parse_augment
+from ecgtool.data.dataset import PreparedDataset
+from ecgtool.core.names import CHECKPOINT, RUN_JSON
+from ecgtool.train.fit import check_splits, curves_png, fit, write_history
+from ecgtool.core.ui import quiet_option
+
+BASELINE_ARCH = "rr_baseline"
+
+
+# --- several models into one run folder -----------------------------------------------------------
+
+
+
+def init_from(model: nn.Module, folder: str | os.PathLike) -> list[str]:
+    """Copy another model folder's weights into `model`; the classifier is re-initialised when the class
+    lists differ. Returns the names of the tensors left at their fresh initialisation."""
+    from ecgtool.core.errors import BadInput
+    from ecgtool.models import load_model
+
+    source = load_model(folder)
+    src = source.state_dict()
+    same_classes = list(source.config.classes or []) == list(model.config.classes or []) and \
+        source.config.num_classes == model.config.num_classes
+    state, fresh = model.state_dict(), []
+    for key, value in state.items():
+        if key.startswith("fc.") and not same_classes:
+            fresh.append(key)
+        elif key in src and src[key].shape == value.shape:
+            state[key] = src[key]
+        else:
+            got = tuple(src[key].shape) if key in src else "absent"
+            raise BadInput(f"{folder}: weights do not fit {model.config.name} at width {model.config.width} "
+                           f"({key}: {got} vs {tuple(value.shape)})")
+    model.load_state_dict(state)
+    return fresh
+
+
+def _dataset_digest(data: PreparedDataset) -> str:
+    from ecgtool.core.files import sha256
+
+    return sha256(data.root / "meta.json")
+
+
+def _summary_row(name: str, cfg_extra: dict, arch: str, depth: int, width: int, stats: dict, metrics: dict) -> dict:
+    row = {"model": name, "arch": arch, "depth": depth, "width": width, "params": stats["params"],
+           "macs": stats["macs"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+           "weighted_f1": metrics["weighted_f1"]}
+    row.update({f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()})
+    row.update({"epochs_run": cfg_extra.get("epochs_run"), "best_epoch": cfg_extra.get("best_epoch"),
+                "train_seconds": cfg_extra.get("train_seconds")})
+    return row
+
+
+def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool, write: bool = True) -> None:
+    """Refuse an output folder that holds a different run (or this one without --resume); write run.json."""
+    from ecgtool.core.files import read_json, write_json
+    from ecgtool.core.errors import BadInput
+
+    models = list(names)
+    if (out / RUN_JSON).exists():
+        prev = read_json(out / RUN_JSON)
+        diff = sorted(k for k in set(prev.get("recipe", {})) | set(recipe) if prev.get("recipe", {}).get(k) != recipe.get(k))
+        if diff:
+            raise BadInput(f"{out}: holds a different run (differs in {', '.join(diff)}); choose another --out")
+        if not resume:
+            raise BadInput(f"{out}: already holds this run; pass --resume to continue it or choose another --out")
+        models = list(dict.fromkeys([*prev.get("models", []), *names]))
+    else:
+        taken = [n for n in names if (out / n).exists()]
+        if taken:
+            raise BadInput(f"{out}: already holds {taken[0]}/ from another run; choose another --out")
+    if write:
+        write_json(out / RUN_JSON, {"recipe": recipe, "models": models})
+
+
+def train_models(
+    data: str | os.PathLike | PreparedDataset,
+    archs: Sequence[str],
+    depths: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    width: int = 64,
+    kernel_size: int = 7,
+    dropout: float = 0.0,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-4,
+    patience: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    class_weights: str | None = None,
+    sampler: str | None = None,
+    augment: str | Sequence[str] = (),
+    init: str | os.PathLike | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+    precise_bn: int = 32,
+) -> list[dict]:
+    """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
+
+    Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
+    metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
+    """
+    from ecgtool.train import distributed
+    from ecgtool.core.files import read_json, write_json
+    from ecgtool.core.manifest import record_artifact
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.core.errors import BadInput
+    from ecgtool.evaluate.metrics import confusion_png
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.models import ARCHS, DEPTHS, ModelConfig, build_model, model_stats, save_model
+    from ecgtool.core.artifacts import is_model_folder
+    from ecgtool.core.ui import info, markdown_table
+
+    dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
+    baseline = BASELINE_ARCH in archs  # the classical floor (ecgtool.baseline): no depth, no epochs
+    archs = [a for a in archs if a != BASELINE_ARCH]
+    for a in archs:
+        if a not in ARCHS:
+            raise BadInput(f"--arch: unknown architecture {a!r} (choose from {', '.join([*ARCHS, BASELINE_ARCH])})")
+    for d in depths:
+        if int(d) not in DEPTHS:
+            raise BadInput(f"--depth: unknown depth {d} (choose from {', '.join(map(str, DEPTHS))})")
+    if not (archs or baseline) or (archs and not depths):
+        raise BadInput("train: give at least one --arch and one --depth")
+    class_weights = None if class_weights in (None, "none") else class_weights
+    sampler = None if sampler in (None, "none") else sampler
+    if class_weights not in (None, "auto") or sampler not in (None, "balanced"):
+        raise BadInput(f"train: --class-weights none|auto and --sampler none|balanced (got {class_weights}, {sampler})")
+    augment = parse_augment(augment)
+    check_splits(dataset)
+    if init is not None and not is_model_folder(init):
+        raise BadInput(f"{init}: --init needs a model folder (config.json + model.safetensors)")
+    if threads:
+        torch.set_num_threads(threads)
+
+    out = Path(out)
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
+              "class_weights": class_weights, "sampler": sampler, "augment": list(augment),
+              "init": str(Path(init).resolve()) if init else None, "precise_bn": precise_bn, "width": width, "kernel_size": kernel_size,
+              "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
+              "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
+    pairs = [(a, int(d)) for a in archs for d in depths]
+    main = distributed.is_main()  # under torchrun, rank 0 alone writes; the others only train
+    _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs] + [BASELINE_ARCH] * baseline, resume, write=main)
+    distributed.barrier()
+    if main:
+        record_artifact(out / RUN_JSON, run_dir=out)
+
+    rows = []
+    if baseline and main:
+        from ecgtool.train.baseline import train_baseline
+
+        done = out / BASELINE_ARCH / "metrics.json"
+        rows.append(read_json(done)["summary"] if resume and done.exists() else train_baseline(dataset, out, seed=seed))
+    for arch, depth in pairs:
+        name = f"{arch}{depth}"
+        folder = out / name
+        if resume and (folder / "metrics.json").exists() and is_model_folder(folder):
+            info(f"{name}: already trained, skipped")
+            rows.append(read_json(folder / "metrics.json")["summary"])
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed)
+        cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
+                          in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
+                          dropout=dropout, classes=dataset.classes, extra=dict(recipe))
+        model = build_model(cfg)
+        if init is not None:
+            cfg.extra["init_fresh"] = init_from(model, init)
+        t0 = time.perf_counter()
+        model, history = fit(model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                             device=device, class_weights=class_weights, sampler=sampler, augment=augment, seed=seed,
+                             desc=name, history_path=folder / "history.csv", checkpoint_path=folder / CHECKPOINT,
+                             resume=resume, precise_bn=precise_bn)
+        if not main:
+            continue
+        best = next((h for h in history if h.get("best")), {})
+        cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
+                          "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
+        model.cpu()
+        save_model(folder, model, cfg)
+        write_history(folder / "history.csv", history)
+        curves_png(history, folder / "training.png", title=f"{name} (width {width})")
+        metrics = evaluate_artifact(folder, dataset, split="test")
+        stats = model_stats(model, length=int(dataset.signals.shape[2]))
+        metrics["summary"] = _summary_row(name, cfg.extra, arch, depth, width, stats, metrics)
+        write_json(folder / "metrics.json", metrics)
+        confusion_png(metrics["confusion_matrix"], metrics["classes"], folder / "confusion.png",
+                      title=f"{name} on {dataset.root.name}/test")
+        weights = folder / "model.safetensors"
+        record_artifact(weights, run_dir=out, parent=init, extra={"params": stats["params"], "macs": stats["macs"]})
+        for fname in ("config.json", "history.csv", "training.png", "metrics.json", "confusion.png"):
+            record_artifact(folder / fname, run_dir=out, parent=weights)
+        (folder / CHECKPOINT).unlink(missing_ok=True)
+        rows.append(metrics["summary"])
+
+    if main:
+        _write_summary(out, rows, markdown_table)
+    return rows
+
+
+def _write_summary(out: Path, rows: list[dict], markdown_table) -> None:
+    from ecgtool.core.manifest import record_artifact
+
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "summary.csv", buf.getvalue())
+    write_text(out / "summary.md", markdown_table(rows, summary_columns(rows)))
+    for f in ("summary.csv", "summary.md"):
+        record_artifact(out / f, run_dir=out)
+
+
+def summary_columns(rows: Sequence[dict]) -> list[str]:
+    """The side-by-side table (the paper's Tables 1-2): model, params, macro-F1, per-class F1."""
+    per_class = [k for k in rows[0] if k.startswith("f1_")] if rows else []
+    return ["arch", "depth", "width", "params", "macs", "accuracy", "macro_f1", *per_class]
+
+
+@click.command("train")
+@click.option("--data", "data", required=True, type=click.Path(), help="Prepared dataset folder.")
+@click.option("--arch", "archs", multiple=True, required=True, help="se_resnet, resnet or rr_baseline (repeatable).")
+@click.option("--depth", "depths", multiple=True, type=int, help="18/34/50/101/152 (repeatable; not for rr_baseline).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--width", type=click.IntRange(1), default=None, help="Base channel count (default 64).")
+@click.option("--kernel-size", type=click.IntRange(1), default=None, help="Convolution kernel (default 7).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Most epochs (default 30).")
+@click.option("--batch-size", type=click.IntRange(2), default=None, help="Records per batch (default 64).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate (default 1e-4).")
+@click.option("--patience", type=click.IntRange(1), default=None, help="Early-stopping patience in epochs (default 5).")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation (default 0).")
+@click.option("--device", default=None, help="auto (cuda if available), cpu or cuda.")
+@click.option("--class-weights", type=click.Choice(["none", "auto"]), default=None, help="auto: inverse frequency.")
+@click.option("--sampler", type=click.Choice(["none", "balanced"]), default=None, help="balanced: equal class draws.")
+@click.option("--augment", default=None, help="default, device, or a list: amplitude,baseline,noise,shift,invert,stretch.")
+@click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--precise-bn", type=click.IntRange(0), default=None,
+              help="Training batches that re-estimate BatchNorm statistics before each validation (default 32, 0 off).")
+@quiet_option
+def train_command(data: str, archs: tuple[str, ...], depths: tuple[int, ...], out: str, **options: Any) -> None:
+    """Train each --arch x --depth on a prepared dataset with the paper's recipe; compare them side by side."""
+    from ecgtool.core.ui import print_table
+
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    rows = train_models(data, archs, depths, out, **given)
+    if not rows:  # a torchrun rank other than 0
+        return
+    print_table(rows, summary_columns(rows), title=f"{out}: test split")
+    click.echo(f"wrote {Path(out) / 'summary.md'}")
