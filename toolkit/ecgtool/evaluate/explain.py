@@ -84,7 +84,7 @@ def occlusion(predict_proba: Callable[[np.ndarray], np.ndarray], x: np.ndarray, 
 def explain(predictor, x: np.ndarray, target: Sequence[int] | None = None, *, method: str = "auto", fs: float = 200,
             batch_size: int = 64) -> tuple[np.ndarray, str]:
     """(relevance [N, L], method used) for any runtime predictor; 'auto' is Grad-CAM where a PyTorch model is open."""
-    from ecgtool.deploy.bundle_runner import softmax
+    from scipy.special import softmax
 
     if method not in ("auto", "gradcam", "occlusion"):
         raise ValueError(f"explanation method must be auto, gradcam or occlusion, not {method!r}")
@@ -97,7 +97,7 @@ def explain(predictor, x: np.ndarray, target: Sequence[int] | None = None, *, me
     if method in ("auto", "gradcam") and has_features:
         return gradcam(model, x, target), "gradcam"
     span = int(round(OCCLUSION_S * fs))
-    rel = occlusion(lambda b: softmax(predictor.predict(b)), x, target, span=span,
+    rel = occlusion(lambda b: softmax(predictor.predict(b), axis=1), x, target, span=span,
                     stride=max(1, int(round(OCCLUSION_STRIDE_S * fs))), batch_size=batch_size)
     return rel, "occlusion"
 

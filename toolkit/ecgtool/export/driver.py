@@ -20,13 +20,8 @@ from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.manifest import recorded_check
-from ecgtool.export import onnx as onnx_target
-from ecgtool.export import openvino as openvino_target
-from ecgtool.export import tensorrt as tensorrt_target
 from ecgtool.export.formats import COMMON_OPTIONS, FORMATS, OPSET
-
-#: ExportFormat.target -> the module whose build(folder, spec, opts, files) makes that format
-TARGETS = {"onnx": onnx_target, "openvino": openvino_target, "tensorrt": tensorrt_target}
+from ecgtool.export.targets import TARGETS
 
 
 @dataclass
@@ -60,7 +55,7 @@ def export(model: str | Path, fmt: str, **options: Any) -> ExportResult:
         load_dataset(options["data"])  # a bad dataset is reported before anything is written
     start = time.perf_counter()
     files: list[Path] = []
-    target = TARGETS[spec.target].build(folder, spec, options, files)
+    target = TARGETS[spec.target](folder, spec, options, files)
     seconds = time.perf_counter() - start
     if target.exists():
         if target not in files:

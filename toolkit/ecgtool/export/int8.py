@@ -1,4 +1,4 @@
-"""The INT8 QDQ ONNX files of a model folder: ONNX Runtime's form and TensorRT's, checked and recorded.
+"""The intermediate ONNX files of a model folder (FP32 model.onnx) and its INT8 QDQ files: ONNX Runtime's form and TensorRT's, checked and recorded.
 
 compress.quantize turns an FP32 graph into INT8; this module knows the model folder: it makes the
 FP32 ONNX first, checks the INT8 graph against PyTorch and records it in the run's manifest.
@@ -21,10 +21,22 @@ from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.files import atomic_path
 from ecgtool.core.manifest import record_artifact, recorded_check
-from ecgtool.core.names import WEIGHTS
-from ecgtool.export.check import check_export
-from ecgtool.export.formats import FORMATS, INT8_OPTIONS, ExportFormat
-from ecgtool.export.onnx import ensure_onnx, fresh, stamp_metadata
+from ecgtool.core.names import CONFIG, WEIGHTS
+from ecgtool.export.check import check_export, checked
+from ecgtool.export.formats import FORMATS, INT8_OPTIONS, OPSET, ExportFormat
+from ecgtool.export.onnx import fresh, stamp_metadata, torch2onnx
+
+
+def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
+    """The folder's FP32 model.onnx, exported (and checked, stamped, recorded) unless fresh and no opset was given."""
+    out = folder / FORMATS["onnx"].artifact
+    sources = (folder / WEIGHTS, folder / CONFIG)
+    if opts.get("force") or not fresh(out, *sources) or "opset" in opts:
+        torch2onnx(folder, out, opset=opts.get("opset", OPSET))
+        stamp_metadata(out, find_config(folder), "onnx", "fp32", folder / WEIGHTS)
+        checked(out, folder, folder / WEIGHTS, opts)
+        files.append(out)
+    return out
 
 
 def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,

@@ -12,11 +12,11 @@ import warnings
 from pathlib import Path
 
 from ecgtool import __version__
-from ecgtool.core.artifacts import find_config, model_folder_of
+from ecgtool.core.artifacts import model_folder_of
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_path, sha256
-from ecgtool.core.names import (CONFIG, ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
-                                 ONNX_META_VERSION, WEIGHTS)
+from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
+                                 ONNX_META_VERSION)
 from ecgtool.export.formats import FORMATS, OPSET
 
 
@@ -90,37 +90,3 @@ def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: s
         entry.key, entry.value = k, v
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
-
-
-
-
-
-def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
-    """The folder's FP32 model.onnx, exported (and checked, stamped, recorded) unless fresh and no opset was given."""
-    from ecgtool.export.check import checked
-
-    out = folder / FORMATS["onnx"].artifact
-    sources = (folder / WEIGHTS, folder / CONFIG)
-    if opts.get("force") or not fresh(out, *sources) or "opset" in opts:
-        torch2onnx(folder, out, opset=opts.get("opset", OPSET))
-        stamp_metadata(out, find_config(folder), "onnx", "fp32", folder / WEIGHTS)
-        checked(out, folder, folder / WEIGHTS, opts)
-        files.append(out)
-    return out
-
-
-def build(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
-    """Build an ONNX Runtime format of the table (onnx, onnx-fp16, onnx-int8) in `folder`."""
-    from ecgtool.export.check import checked
-    from ecgtool.export.int8 import ensure_int8
-
-    target = folder / spec.artifact
-    if spec.precision == "fp32":
-        return ensure_onnx(folder, {**opts, "force": True}, files)
-    if spec.precision == "int8":
-        return ensure_int8(folder, opts, files, spec, force=True)
-    src = ensure_onnx(folder, opts, files)
-    onnx2fp16(src, target)
-    stamp_metadata(target, find_config(folder), spec.name, spec.precision, folder / WEIGHTS)
-    checked(target, folder, src, opts)
-    return target

@@ -36,22 +36,3 @@ def onnx2openvino(src: str | os.PathLike, out_xml: str | os.PathLike, precision:
         "note": "compile with these properties: BF16 is chosen at compile time, the IR keeps FP32 weights",
     })
     return out_xml
-
-
-def build(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
-    """Build an OpenVINO format of the table: IR from the FP32 ONNX, or from the INT8 QDQ ONNX for int8."""
-    from ecgtool.core.manifest import record_artifact
-    from ecgtool.export.check import checked
-    from ecgtool.export.formats import FORMATS
-    from ecgtool.export.int8 import ensure_int8
-    from ecgtool.export.onnx import ensure_onnx
-
-    target = folder / spec.artifact
-    if spec.precision == "int8":
-        src = ensure_int8(folder, opts, files, FORMATS["onnx-int8"])
-    else:
-        src = ensure_onnx(folder, opts, files)
-    onnx2openvino(src, target, spec.precision)
-    checked(target, folder, src, opts)
-    record_artifact(target.with_suffix(".bin"), parent=src)
-    return target

@@ -79,36 +79,3 @@ def build_engine(onnx_path: Path, engine_path: Path, channels: int, length: int,
     write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     write_json(Path(str(engine_path) + ENGINE_SIDECAR_SUFFIX), {"precision": precision, "source": onnx_path.name})
     return engine_path
-
-
-def build(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
-    """Write the TensorRT-ready ONNX and its trtexec script; build the engine where TensorRT and CUDA exist."""
-    from ecgtool.core.artifacts import find_config
-    from ecgtool.core.manifest import record_artifact
-    from ecgtool.core.names import WEIGHTS
-    from ecgtool.core import ui
-    from ecgtool.export.check import checked
-    from ecgtool.export.formats import trtexec_script
-    from ecgtool.export.int8 import ensure_int8
-    from ecgtool.export.onnx import ensure_onnx, input_shape, onnx2fp16, stamp_metadata
-
-    channels, length = input_shape(find_config(folder), opts.get("data"))
-    onnx_fp32 = ensure_onnx(folder, opts, files)
-    trt_onnx = folder / spec.graph
-    if spec.precision == "fp16":
-        onnx2fp16(onnx_fp32, trt_onnx)
-        stamp_metadata(trt_onnx, find_config(folder), spec.name, spec.precision, folder / WEIGHTS)
-        checked(trt_onnx, folder, onnx_fp32, opts, {"target": "tensorrt"})
-        files.append(trt_onnx)
-    elif spec.precision == "int8":
-        ensure_int8(folder, opts, files, spec)
-    script = folder / trtexec_script(spec)
-    opt_b, max_b = opts.get("opt_batch", 1), opts.get("max_batch", 64)
-    write_trtexec_script(script, trt_onnx, folder / spec.artifact, channels, length, opt_b, max_b)
-    record_artifact(script, parent=trt_onnx)
-    files.append(script)
-    ui.info(f"TensorRT-ready ONNX: {trt_onnx}; build command: {script}")
-    require_tensorrt(folder / spec.artifact)  # BadInput "skipped: ..." once the ONNX and the script exist
-    engine = build_engine(trt_onnx, folder / spec.artifact, channels, length, opt_b, max_b, precision=spec.precision)
-    checked(engine, folder, trt_onnx, opts)
-    return engine

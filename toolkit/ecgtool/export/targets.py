@@ -1,0 +1,80 @@
+"""How each target of the format table is built from a model folder: `TARGETS[spec.target](folder, spec, opts, files)`.
+
+Each builder makes the intermediate files its format needs (FP32 model.onnx, the INT8 graphs) through
+ecgtool.export.int8, converts with its target's module (onnx, openvino, tensorrt), checks the result
+against PyTorch and records it in the run's manifest. Returns the artifact's path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecgtool.core import ui
+from ecgtool.core.artifacts import find_config
+from ecgtool.core.manifest import record_artifact
+from ecgtool.core.names import WEIGHTS
+from ecgtool.export.check import checked
+from ecgtool.export.formats import FORMATS, trtexec_script
+from ecgtool.export.int8 import ensure_int8, ensure_onnx
+from ecgtool.export.onnx import input_shape, onnx2fp16, stamp_metadata
+from ecgtool.export.openvino import onnx2openvino
+from ecgtool.export.tensorrt import build_engine, write_trtexec_script
+from ecgtool.runtime.tensorrt import require_tensorrt
+
+
+def build_onnxruntime(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """Build an ONNX Runtime format of the table (onnx, onnx-fp16, onnx-int8) in `folder`."""
+
+    target = folder / spec.artifact
+    if spec.precision == "fp32":
+        return ensure_onnx(folder, {**opts, "force": True}, files)
+    if spec.precision == "int8":
+        return ensure_int8(folder, opts, files, spec, force=True)
+    src = ensure_onnx(folder, opts, files)
+    onnx2fp16(src, target)
+    stamp_metadata(target, find_config(folder), spec.name, spec.precision, folder / WEIGHTS)
+    checked(target, folder, src, opts)
+    return target
+
+
+def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """Build an OpenVINO format of the table: IR from the FP32 ONNX, or from the INT8 QDQ ONNX for int8."""
+
+    target = folder / spec.artifact
+    if spec.precision == "int8":
+        src = ensure_int8(folder, opts, files, FORMATS["onnx-int8"])
+    else:
+        src = ensure_onnx(folder, opts, files)
+    onnx2openvino(src, target, spec.precision)
+    checked(target, folder, src, opts)
+    record_artifact(target.with_suffix(".bin"), parent=src)
+    return target
+
+
+def build_tensorrt(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """Write the TensorRT-ready ONNX and its trtexec script; build the engine where TensorRT and CUDA exist."""
+
+    channels, length = input_shape(find_config(folder), opts.get("data"))
+    onnx_fp32 = ensure_onnx(folder, opts, files)
+    trt_onnx = folder / spec.graph
+    if spec.precision == "fp16":
+        onnx2fp16(onnx_fp32, trt_onnx)
+        stamp_metadata(trt_onnx, find_config(folder), spec.name, spec.precision, folder / WEIGHTS)
+        checked(trt_onnx, folder, onnx_fp32, opts, {"target": "tensorrt"})
+        files.append(trt_onnx)
+    elif spec.precision == "int8":
+        ensure_int8(folder, opts, files, spec)
+    script = folder / trtexec_script(spec)
+    opt_b, max_b = opts.get("opt_batch", 1), opts.get("max_batch", 64)
+    write_trtexec_script(script, trt_onnx, folder / spec.artifact, channels, length, opt_b, max_b)
+    record_artifact(script, parent=trt_onnx)
+    files.append(script)
+    ui.info(f"TensorRT-ready ONNX: {trt_onnx}; build command: {script}")
+    require_tensorrt(folder / spec.artifact)  # BadInput "skipped: ..." once the ONNX and the script exist
+    engine = build_engine(trt_onnx, folder / spec.artifact, channels, length, opt_b, max_b, precision=spec.precision)
+    checked(engine, folder, trt_onnx, opts)
+    return engine
+
+
+#: ExportFormat.target -> its builder
+TARGETS = {"onnx": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}
