@@ -15,7 +15,7 @@ from tiny_dataset import make_tiny_dataset
 from ecgtool.core.files import read_json
 from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
-from ecgtool.train.distill import TEACHER_LOGITS, TeacherLookup, distill, distillation_loss
+from ecgtool.train.distill import TEACHER_LOGITS, TeacherLogits, distill, distillation_loss
 from ecgtool.evaluate.artifact import evaluate_artifact
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.runtime import load
@@ -51,13 +51,13 @@ def test_loss_is_scaled_kl_at_alpha_1() -> None:
     assert float(distillation_loss(t, t, y, temperature=temp, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_teacher_lookup_finds_rows_by_signal() -> None:
-    x = np.random.default_rng(0).standard_normal((6, 1, 16)).astype(np.float32)
+def test_teacher_logits_found_by_dataset_index() -> None:
+    train_idx = np.array([3, 5, 8, 10, 11, 20])  # dataset indices of the training records
     logits = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)
-    lookup = TeacherLookup(x, logits)
-    assert torch.equal(lookup(torch.from_numpy(x[[4, 1]])), torch.from_numpy(logits[[4, 1]]))
+    lookup = TeacherLogits(train_idx, logits)
+    assert torch.equal(lookup(np.array([11, 5])), torch.from_numpy(logits[[4, 1]]))
     with pytest.raises(RuntimeError):
-        lookup(torch.zeros(1, 1, 16))
+        lookup(np.array([4]))  # not a training record
 
 
 def test_distilled_student_folder_loads_and_evaluates(teacher: tuple[Path, Path]) -> None:

@@ -39,31 +39,27 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard
 
 
-class TeacherLookup:
-    """Teacher logits of training records, found by the record's signal bytes (fit hands batches, not indices)."""
+class TeacherLogits:
+    """Teacher logits of training records by their dataset index (fit hands each batch's indices)."""
 
-    def __init__(self, signals: np.ndarray, logits: np.ndarray) -> None:
-        self._rows = {self._key(s): i for i, s in enumerate(np.asarray(signals, dtype=np.float32))}
+    def __init__(self, indices: np.ndarray, logits: np.ndarray) -> None:
+        self._row = {int(r): i for i, r in enumerate(np.asarray(indices))}
         self._logits = torch.from_numpy(np.asarray(logits, dtype=np.float32))
 
-    @staticmethod
-    def _key(row: np.ndarray) -> int:
-        return hash(np.ascontiguousarray(row, dtype=np.float32).tobytes())
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        xs = x.detach().cpu().numpy()
+    def __call__(self, idx: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         try:
-            rows = [self._rows[self._key(r)] for r in xs]
+            rows = [self._row[int(r)] for r in idx]
         except KeyError:
             raise RuntimeError("a training batch holds a record without teacher logits") from None
-        return self._logits[rows].to(x.device)
+        return self._logits[rows].to(device)
 
 
-def make_loss_fn(lookup: Callable[[torch.Tensor], torch.Tensor], temperature: float, alpha: float) -> Callable:
-    """A `fit.fit` loss_fn(model, x, y, criterion) computing the distillation loss of a batch."""
+def make_loss_fn(teacher: TeacherLogits, temperature: float, alpha: float) -> Callable:
+    """A `fit.fit` loss_fn(model, x, y, criterion, idx) computing the distillation loss of a batch."""
 
-    def loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Any) -> torch.Tensor:
-        return distillation_loss(model(x), lookup(x), y, temperature, alpha, getattr(criterion, "weight", None))
+    def loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: Any, idx: np.ndarray) -> torch.Tensor:
+        return distillation_loss(model(x), teacher(idx, x.device), y, temperature, alpha,
+                                 getattr(criterion, "weight", None))
 
     return loss_fn
 
@@ -156,7 +152,7 @@ def distill(
     teacher_seconds = time.perf_counter() - t0
     if logits.shape != (len(train_idx), len(ds.classes)):
         raise BadInput(f"{teacher}: gives logits of shape {logits.shape}, expected ({len(train_idx)}, {len(ds.classes)})")
-    lookup = TeacherLookup(ds.signals[train_idx], logits)
+    teacher_logits = TeacherLogits(train_idx, logits)
 
     teacher_file = _teacher_file(teacher)
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
@@ -170,7 +166,7 @@ def distill(
     start = time.perf_counter()
     model, history = fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device,
                          class_weights=None if class_weights == "none" else class_weights, seed=seed,
-                         desc=f"distil {student}", loss_fn=make_loss_fn(lookup, temperature, alpha))
+                         desc=f"distil {student}", loss_fn=make_loss_fn(teacher_logits, temperature, alpha))
     best = next((h for h in history if h.get("best")), {})
     model.config.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
                                "best_val_loss": best.get("val_loss"),

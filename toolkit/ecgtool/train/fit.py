@@ -134,10 +134,14 @@ def recalibrate_bn(model: nn.Module, data: PreparedDataset, idx: np.ndarray, bat
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, x: torch.Tensor,
-               y: torch.Tensor, loss_fn: Any = None) -> float:
-    """One optimisation step on one batch; returns the batch's mean loss."""
+               y: torch.Tensor, loss_fn: Any = None, idx: np.ndarray | None = None) -> float:
+    """One optimisation step on one batch; returns the batch's mean loss.
+
+    `loss_fn(model, x, y, criterion, idx)` replaces cross-entropy; `idx` are the batch's record indices
+    in the dataset (distillation takes the teacher's logits by index, whatever augmentation did to x).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, x, y, criterion) if loss_fn else criterion(model(x), y)
+    loss = loss_fn(model, x, y, criterion, idx) if loss_fn else criterion(model(x), y)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -226,7 +230,7 @@ def fit(
                 x, y = _batch(data, idx, dev)
                 if augmenter is not None:
                     x = augmenter(x, gen)
-                running += train_step(net, optimizer, criterion, x, y, loss_fn) * len(y)
+                running += train_step(net, optimizer, criterion, x, y, loss_fn, idx) * len(y)
                 seen += len(y)
                 bar.advance()
             if precise_bn > 0:
