@@ -242,25 +242,3 @@ def test_cli_evaluate_corrupt_baseline_exits_2(trained, small_data, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", str(folder), "--data", str(small_data)])
     assert res.exit_code == 2
     assert "features.npz" in res.output
-
-
-def test_feature_memo_returns_the_same_rows_without_recomputing(monkeypatch):
-    from ecgtool.baseline import features as rr_features
-
-    rng = np.random.default_rng(7)
-    x = np.stack([regular(rng)[None], irregular(rng)[None]])
-    rr_features.clear_memo()
-    first = rr_features.extract_features(x, FS, memo=True)
-
-    def fail(*a, **k):
-        raise AssertionError("recomputed a memoised window")
-
-    monkeypatch.setattr(rr_features, "window_features", fail)
-    again = rr_features.extract_features(x, FS, memo=True)
-    np.testing.assert_array_equal(np.nan_to_num(first), np.nan_to_num(again))
-    again[0, 0] = -1  # callers get copies, the memo is untouched
-    assert rr_features.extract_features(x, FS, memo=True)[0, 0] == first[0, 0]
-    with pytest.raises(AssertionError):
-        rr_features.extract_features(x[:, :, ::-1].copy(), FS, memo=True)  # different bytes are computed afresh
-    with pytest.raises(AssertionError):
-        rr_features.extract_features(x, FS)  # the default (and the runtime predictor) always computes

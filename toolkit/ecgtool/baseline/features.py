@@ -8,8 +8,6 @@ at 200 Hz on one core.
 
 from __future__ import annotations
 
-import hashlib
-import struct
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -190,12 +188,10 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress: bool = True,
-                     indices: np.ndarray | None = None, memo: bool = False) -> np.ndarray:
+                     indices: np.ndarray | None = None) -> np.ndarray:
     """Feature matrix [N, len(FEATURE_NAMES)] float32 of windows [N, C, L] (one channel used).
 
-    `indices` selects windows of a (memory-mapped) array without loading the others. `memo=True`
-    reuses features of windows already seen in this process (off by default, and never used by the
-    runtime predictor, so that bench times the real beat detection, not a cache hit).
+    `indices` selects windows of a (memory-mapped) array without loading the others.
     """
     from ecgtool.core.ui import progress_bar
 
@@ -208,32 +204,10 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
     with progress_bar("RR features", len(rows)) if progress and len(rows) >= 64 else _no_bar() as bar:
         for n, i in enumerate(rows):
             sig = np.asarray(signals[i, channel], dtype=np.float32)
-            feats[n] = cached_window_features(sig, fs) if memo else window_features(sig, fs)
+            feats[n] = window_features(sig, fs)
             if bar is not None:
                 bar.advance()
     return feats
-
-
-#: Opt-in memo of window_features keyed by a hash of the window's bytes, for experiments that score
-#: several baselines on the same records in one process.
-_MEMO: dict[bytes, np.ndarray] = {}
-MEMO_MAX = 200_000  # entries (~150 B each)
-
-
-def cached_window_features(sig: np.ndarray, fs: float) -> np.ndarray:
-    """window_features of a float32 window, from the in-process memo when the same bytes were seen."""
-    key = hashlib.blake2b(sig.tobytes() + struct.pack("<d", float(fs)), digest_size=16).digest()
-    vec = _MEMO.get(key)
-    if vec is None:
-        vec = window_features(sig, fs)
-        if len(_MEMO) >= MEMO_MAX:
-            _MEMO.clear()
-        _MEMO[key] = vec
-    return vec.copy()
-
-
-def clear_memo() -> None:
-    _MEMO.clear()
 
 
 @contextmanager

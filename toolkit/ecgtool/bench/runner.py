@@ -14,9 +14,7 @@ over a second (the row says which batch).
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
 import os
 import random
 import time
@@ -27,7 +25,8 @@ import click
 import numpy as np
 
 from ecgtool.core.manifest import find_run_root, record_artifact
-from ecgtool.core.files import read_json, write_json, write_text
+from ecgtool.core.files import read_json, write_csv, write_json, write_text
+from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.core.errors import BadInput
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
@@ -350,10 +349,6 @@ def csv_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
 def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, dataset: dict) -> list[Path]:
     """Write bench.json, bench.csv and bench.md into `out` (atomically) and record them in its manifest."""
     flat, columns = csv_rows(rows)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(flat)
     md = ["# Benchmark", "", *[f"- {line}" for line in machine_lines(machine)],
           f"- Data: {dataset['path']} split {settings['split']} ({settings['n_eval']} records); F1 and accuracy in %",
           f"- Timing: latency at batch {settings['batch']} (p50/p95 ms, {settings['warmup']} warm-up runs, >= "
@@ -362,8 +357,8 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
           f"- Date: {machine['date']}", "", markdown_table(rows, TABLE_COLUMNS)]
-    paths = [write_json(out / "bench.json", {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),
-             write_text(out / "bench.csv", buf.getvalue()), write_text(out / "bench.md", "\n".join(md))]
+    paths = [write_json(out / BENCH_JSON, {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),
+             write_csv(out / BENCH_CSV, flat, columns), write_text(out / BENCH_MD, "\n".join(md))]
     for p in paths:
         record_artifact(p, run_dir=out)
     return paths

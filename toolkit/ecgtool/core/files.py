@@ -1,30 +1,34 @@
-"""Atomic file writes, hashes and the run manifest (manifest.json) that lists every artifact."""
+"""Atomic file writes, JSON/CSV, hashes: every file ecgtool writes goes through here.
+
+Files are written to a temporary name beside the target and renamed, so an interrupted run never
+leaves a half file under the final name; the next write into a folder removes temporary files that a
+killed process left behind.
+"""
 
 from __future__ import annotations
 
-import datetime as _dt
+import csv
 import hashlib
+import io
 import json
 import os
-import shlex
 import shutil
-import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-MANIFEST = "manifest.json"
+#: a temporary file or folder older than this (s) belongs to a process that is gone
+STALE_TMP_S = 3600.0
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-
-    An interrupted run therefore never leaves a half-written file under the final name.
-    """
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -39,13 +43,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; if the block succeeds it replaces `path` whole.
-
-    A dataset, a pruned model or a bundle is therefore either complete or absent, never half there.
-    """
+    """Yield a temporary folder beside `path`; if the block succeeds it replaces `path` whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_temporaries(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it owner-only; these folders are ordinary shared data
     try:
         yield tmp
@@ -55,6 +57,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_TMP_S) -> None:
+    """Remove `.NAME.*.tmp` files and `.NAME.*.tmpdir` folders that a killed write left in `folder`."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.startswith(".") and e.name.endswith((".tmp", ".tmpdir"))):
+            continue
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime < older_than_s:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            pass
 
 
 def _umask() -> int:
@@ -82,6 +105,21 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(fh)
 
 
+def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """Rows as CSV text (header from `columns`, else every key in first-seen order; missing cells empty)."""
+    buf = io.StringIO()
+    columns = list(columns or dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: r.get(c) for c in columns})
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+    return write_text(path, csv_text(rows, columns))
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
@@ -102,70 +140,3 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def current_command() -> str:
-    """The command line that is running now, for the manifest."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("ecgtool", "__main__.py")):
-        argv[0] = "ecgtool"
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def find_run_root(path: str | os.PathLike) -> Path:
-    """The run folder of an artifact: the nearest ancestor holding manifest.json, else its model folder's parent."""
-    p = Path(path).resolve()
-    start = p if p.is_dir() else p.parent
-    for cand in [start, *start.parents]:
-        if (cand / MANIFEST).exists():
-            return cand
-    return start.parent if (start / "config.json").exists() else start
-
-
-def record_artifact(
-    path: str | os.PathLike,
-    *,
-    parent: str | os.PathLike | None = None,
-    command: str | None = None,
-    run_dir: str | os.PathLike | None = None,
-    extra: dict | None = None,
-) -> dict:
-    """Add (or refresh) one artifact in its run's manifest.json with SHA-256, size, parent and command."""
-    path = Path(path).resolve()
-    run = Path(run_dir).resolve() if run_dir else find_run_root(path)
-    manifest_path = run / MANIFEST
-    manifest = read_json(manifest_path) if manifest_path.exists() else {"artifacts": {}}
-    rel = os.path.relpath(path, run)
-    entry = {
-        "sha256": sha256(path),
-        "size_bytes": path.stat().st_size,
-        "parent": os.path.relpath(Path(parent).resolve(), run) if parent else None,
-        "command": command if command is not None else current_command(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if extra:
-        entry.update(extra)
-    manifest["artifacts"][rel] = entry
-    write_json(manifest_path, manifest)
-    return entry
-
-
-def verify_manifest(run_dir: str | os.PathLike) -> list[dict]:
-    """Check every artifact listed in a run's manifest; one row per artifact with status ok/missing/changed."""
-    from ecgtool.core.errors import BadInput
-
-    run = Path(run_dir)
-    manifest_path = run / MANIFEST
-    if not manifest_path.exists():
-        raise BadInput(f"{manifest_path}: no manifest.json in this run folder")
-    rows = []
-    for rel, entry in read_json(manifest_path)["artifacts"].items():
-        p = run / rel
-        if not p.exists():
-            status = "missing"
-        elif p.stat().st_size != entry["size_bytes"] or sha256(p) != entry["sha256"]:
-            status = "changed"
-        else:
-            status = "ok"
-        rows.append({"artifact": rel, "status": status, "sha256": entry["sha256"]})
-    return rows

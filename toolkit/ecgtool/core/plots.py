@@ -16,11 +16,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write `fig` as PNG to `path` atomically and close it."""
+def save_figure(fig, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Write `fig` as PNG to `path` atomically (at `dpi`, else the figure's own) and close it."""
     from ecgtool.core.files import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi or "figure")
     pyplot().close(fig)
     return Path(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import click
 
@@ -15,10 +15,6 @@ _QUIET = bool(os.environ.get("ECGTOOL_QUIET"))
 def set_quiet(value: bool) -> None:
     global _QUIET
     _QUIET = bool(value)
-
-
-def is_quiet() -> bool:
-    return _QUIET
 
 
 def _quiet_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -70,16 +66,6 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
 
     with prog:
         yield _Bar()
-
-
-def track(items: Iterable, description: str, total: int | None = None) -> Iterator:
-    """Iterate with a progress bar."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with progress_bar(description, total) as bar:
-        for item in items:
-            yield item
-            bar.advance()
 
 
 def format_cell(value: Any, digits: int = 4) -> str:

@@ -7,7 +7,6 @@ records.csv, splits.json, meta.json, and skipped.csv when an importer skipped an
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ecgtool.core.files import atomic_dir, read_json
+from ecgtool.core.files import atomic_dir, read_json, write_csv
 from ecgtool.core.errors import BadInput
 
 REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json")
@@ -164,13 +163,4 @@ def _reason_counts(skipped: Sequence[dict]) -> dict[str, int]:
 
 
 def _write_csv(path: Path, rows: Sequence[dict]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in fields:
-                fields.append(k)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields or ["record_id"])
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buf.getvalue(), encoding="utf-8")
+    write_csv(path, rows, None if rows else ["record_id"])

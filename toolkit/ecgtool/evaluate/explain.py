@@ -119,12 +119,9 @@ def top_spans(relevance: np.ndarray, fs: float, *, offset_s: float = 0.0, k: int
 def relevance_png(path: str | os.PathLike, window: np.ndarray, relevance: np.ndarray, fs: float, start_s: float,
                   title: str, method: str = "") -> Path:
     """The window's trace (first lead, black) over its relevance as a red band (darker: more relevant); written atomically."""
-    import matplotlib
+    from ecgtool.core.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ecgtool.core.files import atomic_path
+    plt = pyplot()
 
     trace = np.asarray(window)[0] if np.ndim(window) == 2 else np.asarray(window)
     t = start_s + np.arange(len(trace)) / fs
@@ -141,7 +138,5 @@ def relevance_png(path: str | os.PathLike, window: np.ndarray, relevance: np.nda
     ax.set_title(f"{title}  [{method}]" if method else title, fontsize=10)
     fig.colorbar(band, ax=ax, pad=0.01, label="relevance")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)

@@ -13,26 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ecgtool.core.plots import pyplot, save_figure
+
 RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike, dpi: int) -> Path:
-    """Write a figure as PNG atomically and close it."""
-    from ecgtool.core.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    _plt().close(fig)
-    return Path(path)
 
 
 def label(row: dict) -> str:
@@ -59,7 +42,7 @@ def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLik
                highlight: Sequence[dict] = ()) -> Path:
     """Macro-F1 against `x` on a log axis, the Pareto front drawn as a step line, every point numbered
     and named in a key beside the plot (names written at the points would collide in a cluster)."""
-    plt = _plt()
+    plt = pyplot()
     pts = sorted((r for r in rows if r.get(x) and r.get("macro_f1") is not None), key=lambda r: (r[x], -r["macro_f1"]))
     fig, ax = plt.subplots(figsize=(12, max(5.0, 1.2 + 0.16 * len(pts))))
     fig.subplots_adjust(left=0.07, right=0.62, bottom=0.1, top=0.92)
@@ -88,12 +71,12 @@ def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLik
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)
 
 
 def family_png(table: Sequence[dict], baseline_f1: float | None, path: str | os.PathLike) -> Path:
     """Grouped bars: SE-ResNet and ResNet macro-F1 at each depth; the classical baseline as a line."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     depths = [str(t["depth"]) for t in table]
     xs = np.arange(len(depths))
@@ -109,12 +92,12 @@ def family_png(table: Sequence[dict], baseline_f1: float | None, path: str | os.
     ax.set_title("SE-ResNet vs ResNet (PyTorch FP32)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)
 
 
 def per_class_png(rows: Sequence[dict], classes: Sequence[str], path: str | os.PathLike) -> Path:
     """Grouped bars of per-class F1 (%) for the given rows."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(classes)), 4.5))
     xs = np.arange(len(classes))
     w = 0.8 / max(1, len(rows))
@@ -127,12 +110,12 @@ def per_class_png(rows: Sequence[dict], classes: Sequence[str], path: str | os.P
     ax.set_title("Per-class F1")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)
 
 
 def confusion_grid_png(items: Sequence[tuple[str, list]], classes: Sequence[str], path: str | os.PathLike) -> Path:
     """One confusion matrix (counts; rows true, columns predicted) per (title, matrix)."""
-    plt = _plt()
+    plt = pyplot()
     n = max(1, len(items))
     cols = min(3, n)
     nrows = math.ceil(n / cols)
@@ -151,7 +134,7 @@ def confusion_grid_png(items: Sequence[tuple[str, list]], classes: Sequence[str]
         ax.set_ylabel("true", fontsize=8)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path, 100)
+    return save_figure(fig, path, 100)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -161,7 +144,7 @@ def read_history(path: Path) -> list[dict]:
 
 def curves_png(histories: dict[str, list[dict]], path: str | os.PathLike) -> Path:
     """Training curves of every model: train (solid) and validation (dashed) loss, validation macro-F1."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     num = lambda h, k: [float(e[k]) if e.get(k) not in (None, "") else np.nan for e in h]  # noqa: E731
     for (name, hist), color in zip(histories.items(), plt.cm.tab10.colors * 3):
@@ -183,4 +166,4 @@ def curves_png(histories: dict[str, list[dict]], path: str | os.PathLike) -> Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    return _save(fig, path, 110)
+    return save_figure(fig, path, 110)

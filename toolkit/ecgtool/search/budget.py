@@ -13,8 +13,6 @@ largest distinct models are trained on the data and ranked by validation macro-F
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import tempfile
@@ -187,7 +185,7 @@ def search(
     import torch
 
     from ecgtool.core.manifest import record_artifact
-    from ecgtool.core.files import write_json, write_text
+    from ecgtool.core.files import write_csv, write_json, write_text
     from ecgtool.data.dataset import load_dataset
     from ecgtool.models import ARCHS, DEPTHS
     from ecgtool.core.ui import markdown_table
@@ -224,11 +222,7 @@ def search(
                 "epochs": epochs if train_top else None, "lr": lr if train_top else None, "data": str(ds.root),
                 "input_length": int(ds.signals.shape[2]),
                 "ranked_by": "val_macro_f1" if train_top and fitting else "macs"}
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["rank", *COLUMNS, "arch", "depth"], extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(ordered)
-    write_text(out / "search.csv", buf.getvalue())
+    write_csv(out / "search.csv", ordered, ["rank", *COLUMNS, "arch", "depth"])
     write_json(out / "search.json", {"settings": settings, "recommended": fitting[0] if fitting else None,
                                      "candidates": ordered})
     write_text(out / "search.md", _markdown(settings, fitting, ordered, markdown_table))

@@ -12,8 +12,6 @@ wrong reason; the trained parameters are unchanged by it.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecgtool.core.files import atomic_path, write_text
+from ecgtool.core.files import atomic_path, write_csv
 from ecgtool.train.augment import build_augment, parse_augment
 from ecgtool.data.dataset import PreparedDataset
 from ecgtool.core.ui import progress_bar
@@ -108,11 +106,7 @@ def validate(model: nn.Module, data: PreparedDataset, idx: np.ndarray, criterion
 
 
 def write_history(path: str | os.PathLike, history: Sequence[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_text(path, buf.getvalue())
+    write_csv(path, history, HISTORY_FIELDS)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -264,10 +258,9 @@ def fit(
 
 def curves_png(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Training curve: train and validation loss (left axis) and validation macro-F1 (right axis)."""
-    import matplotlib
+    from ecgtool.core.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
@@ -288,9 +281,7 @@ def curves_png(history: Sequence[dict], path: str | os.PathLike, title: str = ""
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return Path(path)
 
 

@@ -5,8 +5,6 @@ in --out, resuming, the classical baseline, metrics, plots, manifest and the sid
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from pathlib import Path
@@ -16,10 +14,10 @@ import click
 import torch
 from torch import nn
 
-from ecgtool.core.files import write_text
+from ecgtool.core.files import write_csv, write_text
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset
-from ecgtool.core.names import CHECKPOINT, RUN_JSON
+from ecgtool.core.names import CHECKPOINT, RUN_JSON, SUMMARY_CSV, SUMMARY_MD
 from ecgtool.train.fit import check_splits, curves_png, fit, write_history
 from ecgtool.core.ui import quiet_option
 
@@ -224,14 +222,9 @@ def _write_summary(out: Path, rows: list[dict], markdown_table) -> None:
 
     if not rows:
         return
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "summary.csv", buf.getvalue())
-    write_text(out / "summary.md", markdown_table(rows, summary_columns(rows)))
-    for f in ("summary.csv", "summary.md"):
+    write_csv(out / SUMMARY_CSV, rows)
+    write_text(out / SUMMARY_MD, markdown_table(rows, summary_columns(rows)))
+    for f in (SUMMARY_CSV, SUMMARY_MD):
         record_artifact(out / f, run_dir=out)
 
 
