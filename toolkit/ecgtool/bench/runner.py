@@ -30,7 +30,7 @@ from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.core.errors import BadInput
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
-from ecgtool.core.ui import info, markdown_table, print_table, progress_bar, quiet_option
+from ecgtool.core.ui import as_percent, info, markdown_table, print_table, progress_bar, quiet_option
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
 THROUGHPUT_CALL_S = 1.0  # longest single call for throughput; slow artifacts get a smaller batch
@@ -150,9 +150,9 @@ def _metrics(pred: Any, x: np.ndarray, y: np.ndarray, classes: list[str], batch:
     per_class = m.get("per_class") or {}
     f1 = {c: (per_class[c]["f1"] if isinstance(per_class, dict) else per_class[i]["f1"]) for i, c in enumerate(classes)} \
         if per_class else {}
-    pct = lambda v: None if v is None else round(100 * float(v), 2)  # noqa: E731
-    return {"macro_f1": pct(m["macro_f1"]), "weighted_f1": pct(m["weighted_f1"]), "accuracy": pct(m["accuracy"]),
-            "per_class_f1": {c: pct(v) for c, v in f1.items()},
+    frac = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
+    return {"macro_f1": frac(m["macro_f1"]), "weighted_f1": frac(m["weighted_f1"]), "accuracy": frac(m["accuracy"]),
+            "per_class_f1": {c: frac(v) for c, v in f1.items()},
             "confusion": np.asarray(m.get("confusion_matrix", m.get("confusion", []))).tolist()}
 
 
@@ -181,7 +181,7 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None 
           seed: int = 0) -> list[dict]:
     """Bench every runnable artifact under `paths` (RUN folders or artifacts) on `data` (a prepared dataset).
 
-    One row per artifact: status, params, MACs, size on disk (MB), macro-F1 / weighted F1 / accuracy (%) on
+    One row per artifact: status, params, MACs, size on disk (MB), macro-F1 / weighted F1 / accuracy (fractions in [0, 1]) on
     `split` (first `max_eval` records), latency p50/p95 (ms) at `batch`, throughput (samples/s) at
     `throughput_batch`, peak memory (MB), load time (ms). A failing artifact becomes a `failed: ...` row.
     With `out`, writes bench.csv, bench.json and bench.md there and records them in its manifest.
@@ -356,7 +356,7 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           f"dropped); throughput at batch {settings['throughput_batch']} (samples/s; smaller where one call would "
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
-          f"- Date: {machine['date']}", "", markdown_table(rows, TABLE_COLUMNS)]
+          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows), TABLE_COLUMNS)]
     paths = [write_json(out / BENCH_JSON, {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),
              write_csv(out / BENCH_CSV, flat, columns), write_text(out / BENCH_MD, "\n".join(md))]
     for p in paths:
@@ -386,5 +386,5 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
     machine = read_json(target / "bench.json")["machine"]
     for line in machine_lines(machine):
         click.echo(line)
-    print_table(rows, TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
+    print_table(as_percent(rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")

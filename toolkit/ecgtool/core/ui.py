@@ -68,6 +68,20 @@ def progress_bar(description: str, total: int | None) -> Iterator[Any]:
         yield _Bar()
 
 
+#: columns that hold a fraction in [0, 1] in files and APIs and are shown in %
+PERCENT_COLUMNS = ("macro_f1", "weighted_f1", "accuracy", "val_macro_f1", "test_macro_f1")
+
+
+def as_percent(rows: Sequence[dict], columns: Sequence[str] = PERCENT_COLUMNS) -> list[dict]:
+    """Copies of `rows` for display: fractions in `columns` (and f1_<class> columns) as % with 2 decimals."""
+    def pct(k: str, v: Any) -> Any:
+        if (k in columns or k.startswith("f1_")) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return round(100.0 * v, 2)
+        return v
+
+    return [{k: pct(k, v) for k, v in r.items()} for r in rows]
+
+
 def format_cell(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"

@@ -26,7 +26,7 @@ import click
 from ecgtool.core.files import read_json, write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
-from ecgtool.core.ui import info, print_table, quiet_option
+from ecgtool.core.ui import as_percent, info, print_table, quiet_option
 
 STATE = "pipeline.json"
 STEPS = ("data", "train", "prune", "quantize", "export", "bench", "report")
@@ -261,7 +261,7 @@ def pipeline_command(config: str | None, out: str, show_config: bool) -> None:
     from ecgtool.bench.runner import SCREEN_COLUMNS
 
     rows = read_json(Path(out) / "bench.json")["rows"]
-    print_table(rows, SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
+    print_table(as_percent(rows), SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
                 "all columns in bench.md)")
     steps = ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in result["steps"].items())
     click.echo(f"steps: {steps}; total {result['seconds']:.0f} s")

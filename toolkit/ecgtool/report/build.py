@@ -21,7 +21,7 @@ from ecgtool.core.files import read_json, write_text
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
 from ecgtool.core.machine import machine_lines
-from ecgtool.core.ui import info, markdown_table, quiet_option
+from ecgtool.core.ui import as_percent, info, markdown_table, quiet_option
 
 TABLE = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1", "accuracy",
          "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
@@ -32,15 +32,19 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}.rec{background:#eef7ee;b
 code{background:#f4f4f4;padding:0 3px}"""
 
 
+#: family-table columns holding macro-F1 fractions, shown in %
+FAMILY_PERCENT = ("se_resnet", "resnet", "se_minus_resnet", "baseline")
+
+
 def recommend(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
     """The best `ok` row by macro-F1, and the smallest (size_mb) and fastest (p50_ms) rows within
-    `tolerance` macro-F1 points (percent) of it. Ties go to the higher macro-F1. Missing when no row is ok."""
+    `tolerance` macro-F1 points (percentage points; macro_f1 itself is a fraction) of it. Ties go to the higher macro-F1. Missing when no row is ok."""
     ok = [r for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None]
     if not ok:
         return {"tolerance": tolerance, "best": None, "smallest": None, "fastest": None, "candidates": []}
     inf = math.inf
     best = max(ok, key=lambda r: (r["macro_f1"], -(r.get("p50_ms") or inf)))
-    threshold = best["macro_f1"] - tolerance
+    threshold = best["macro_f1"] - tolerance / 100.0
     within = [r for r in ok if r["macro_f1"] >= threshold - 1e-9]
     sized = [r for r in within if r.get("size_mb") is not None]
     timed = [r for r in within if r.get("p50_ms") is not None]
@@ -60,14 +64,14 @@ def recommendation_lines(rec: dict) -> list[str]:
     best = rec["best"]
     if best is None:
         return ["No artifact ran successfully, so there is nothing to recommend."]
-    nums = lambda r: (f"macro-F1 {r['macro_f1']:.2f} %, {r['size_mb']:.3g} MB on disk, "  # noqa: E731
+    nums = lambda r: (f"macro-F1 {100 * r['macro_f1']:.2f} %, {r['size_mb']:.3g} MB on disk, "  # noqa: E731
                       f"p50 {r['p50_ms']:.3g} ms at batch 1" if r.get("p50_ms") is not None else "not timed")
     out = [f"Best macro-F1: **{_name(best)}** ({nums(best)})."]
     for key, what in (("smallest", "Smallest"), ("fastest", "Fastest")):
         r = rec[key]
         if r is not None:
             out.append(f"{what} within {rec['tolerance']:g} macro-F1 point(s) of the best: **{_name(r)}** ({nums(r)}; "
-                       f"{best['macro_f1'] - r['macro_f1']:.2f} points below the best).")
+                       f"{100 * (best['macro_f1'] - r['macro_f1']):.2f} points below the best).")
     return out
 
 
@@ -85,7 +89,7 @@ def recommendation_block(rows: Sequence[dict], tolerance: float = 1.0) -> list[s
 
 
 def family_table(rows: Sequence[dict]) -> tuple[list[dict], dict | None]:
-    """SE-ResNet vs ResNet macro-F1 (%) at each depth, from the unpruned FP32 PyTorch rows; and the baseline row."""
+    """SE-ResNet vs ResNet macro-F1 (fractions) at each depth, from the unpruned FP32 PyTorch rows; and the baseline row."""
     base = [r for r in rows if r.get("status") == "ok" and r.get("variant") == "fp32" and r.get("runtime") == "PyTorch"]
     depths = sorted({r["depth"] for r in base if r.get("arch") in ("se_resnet", "resnet") and r.get("depth")})
     table = []
@@ -93,7 +97,7 @@ def family_table(rows: Sequence[dict]) -> tuple[list[dict], dict | None]:
         f1 = {a: next((r["macro_f1"] for r in base if r.get("arch") == a and r.get("depth") == d), None)
               for a in ("se_resnet", "resnet")}
         diff = f1["se_resnet"] - f1["resnet"] if None not in f1.values() else None
-        table.append({"depth": d, **f1, "se_minus_resnet": None if diff is None else round(diff, 2)})
+        table.append({"depth": d, **f1, "se_minus_resnet": None if diff is None else round(diff, 6)})
     baseline = next((r for r in rows if r.get("arch") == "rr_baseline"), None)
     return table, baseline
 
@@ -182,10 +186,10 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
     rec_lines = recommendation_block(rows, tolerance)
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
-        ("All artifacts", [("text", settings_line), ("table", (rows, TABLE))]),
+        ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), TABLE))]),
         ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
-         [("table", (fam_rows, fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
+         [("table", (as_percent(fam_rows, FAMILY_PERCENT), fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
         ("Per-class F1", [("fig", figs["per_class"])] if "per_class" in figs else [("text", "no per-class F1 available")]),
         ("Confusion matrices (bench split)", [("fig", figs["confusion"])] if "confusion" in figs else [("text", "none")]),
         ("Training curves", [("fig", figs["curves"])] if "curves" in figs else [("text", "no history.csv in this run")]),

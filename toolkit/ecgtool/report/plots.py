@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from ecgtool.core.plots import pyplot, save_figure
+from ecgtool.core.ui import as_percent
 
 RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl"}
 
@@ -43,6 +44,7 @@ def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLik
     """Macro-F1 against `x` on a log axis, the Pareto front drawn as a step line, every point numbered
     and named in a key beside the plot (names written at the points would collide in a cluster)."""
     plt = pyplot()
+    rows, highlight = as_percent(rows), as_percent(highlight)  # macro_f1 is a fraction; the plot shows %
     pts = sorted((r for r in rows if r.get(x) and r.get("macro_f1") is not None), key=lambda r: (r[x], -r["macro_f1"]))
     fig, ax = plt.subplots(figsize=(12, max(5.0, 1.2 + 0.16 * len(pts))))
     fig.subplots_adjust(left=0.07, right=0.62, bottom=0.1, top=0.92)
@@ -57,11 +59,11 @@ def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLik
     if front:
         ax.step([r[x] for r in front], [r["macro_f1"] for r in front], where="post", color="black", lw=1,
                 ls="--", label="Pareto front", zorder=2)
-    highlight = [r for i, r in enumerate(highlight) if r in pts and not any(r is h for h in highlight[:i])]
+    highlight = [r for i, r in enumerate(highlight) if r in pts and r not in highlight[:i]]
     for r in highlight:
         if r in pts:
             ax.scatter([r[x]], [r["macro_f1"]], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=4,
-                       label="recommended" if r is highlight[0] else None)
+                       label="recommended" if r == highlight[0] else None)
     unit = "ms" if x.endswith("_ms") else "MB" if x.endswith("_mb") else ""
     key = "\n".join(f"{i:>2} {label(r)}: {r['macro_f1']:.1f} %, {r[x]:.3g} {unit}" for i, r in enumerate(pts, 1))
     fig.text(0.635, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
@@ -75,8 +77,10 @@ def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLik
 
 
 def family_png(table: Sequence[dict], baseline_f1: float | None, path: str | os.PathLike) -> Path:
-    """Grouped bars: SE-ResNet and ResNet macro-F1 at each depth; the classical baseline as a line."""
+    """Grouped bars: SE-ResNet and ResNet macro-F1 (fractions, shown in %) at each depth; the baseline as a line."""
     plt = pyplot()
+    table = as_percent(table, ("se_resnet", "resnet"))
+    baseline_f1 = None if baseline_f1 is None else 100.0 * baseline_f1
     fig, ax = plt.subplots(figsize=(7, 4.5))
     depths = [str(t["depth"]) for t in table]
     xs = np.arange(len(depths))
@@ -96,14 +100,14 @@ def family_png(table: Sequence[dict], baseline_f1: float | None, path: str | os.
 
 
 def per_class_png(rows: Sequence[dict], classes: Sequence[str], path: str | os.PathLike) -> Path:
-    """Grouped bars of per-class F1 (%) for the given rows."""
+    """Grouped bars of per-class F1 (fractions in the rows, shown in %) for the given rows."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(classes)), 4.5))
     xs = np.arange(len(classes))
     w = 0.8 / max(1, len(rows))
     for i, r in enumerate(rows):
         f1 = r.get("per_class_f1") or {}
-        ax.bar(xs - 0.4 + w * (i + 0.5), [f1.get(c) or 0.0 for c in classes], width=w, label=label(r))
+        ax.bar(xs - 0.4 + w * (i + 0.5), [100.0 * (f1.get(c) or 0.0) for c in classes], width=w, label=label(r))
     ax.set_xticks(xs, classes)
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(0, 105)
@@ -155,7 +159,7 @@ def curves_png(histories: dict[str, list[dict]], path: str | os.PathLike) -> Pat
             ax1.plot(ep, num(hist, "val_loss"), color=color, ls="--", marker="x", label=f"{name} val")
         if hist and "val_macro_f1" in hist[0]:
             f1 = np.asarray(num(hist, "val_macro_f1"))
-            ax2.plot(ep, f1 * 100 if np.nanmax(f1, initial=0) <= 1 else f1, color=color, marker=".", label=name)
+            ax2.plot(ep, f1 * 100, color=color, marker=".", label=name)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy")
     ax1.set_title("loss (train solid, validation dashed)")
