@@ -72,7 +72,7 @@ class _Page(HTMLParser):
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     run, data, rows = benched_run(tmp_path_factory)
-    return run, rows, report(run, tolerance=1.0)
+    return run, rows, report(run, tolerance=1.0).paths
 
 
 def test_report_html_is_self_contained_with_a_row_per_artifact(reported):

@@ -53,6 +53,6 @@ def benched_run(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
 
     if "run" not in _CACHE:
         run, data = make_run(tmp_path_factory.mktemp("tiny"))
-        _CACHE["rows"] = bench([run], data, out=run, **BENCH_OPTIONS)
+        _CACHE["rows"] = bench([run], data, out=run, **BENCH_OPTIONS).rows
         _CACHE["run"], _CACHE["data"] = run, data
     return _CACHE["run"], _CACHE["data"], _CACHE["rows"]

@@ -15,6 +15,7 @@ over a second (the row says which batch).
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass, field
 import os
 import random
 import time
@@ -25,7 +26,7 @@ import click
 import numpy as np
 
 from ecgtool.core.manifest import find_run_root, record_artifact
-from ecgtool.core.files import read_json, write_csv, write_json, write_text
+from ecgtool.core.files import write_csv, write_json, write_text
 from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.core.errors import BadInput
@@ -175,14 +176,25 @@ def _gpu_call_without_copies(pred: Any, x: np.ndarray) -> Callable[[], Any] | No
 
 # --- the benchmark ------------------------------------------------------------------------------------
 
+@dataclass
+class BenchResult:
+    """What `bench` measured: one row per artifact, the machine, the settings, the dataset, files written."""
+
+    rows: list[dict]
+    machine: dict
+    settings: dict
+    dataset: dict
+    paths: list[Path] = field(default_factory=list)
+
+
 def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None = 2, batch: int = 1,
           throughput_batch: int = 64, warmup: int = 10, min_runs: int = 30, min_time_s: float = 0.5,
           split: str = "test", max_eval: int | None = None, device: str = "cpu", out: str | os.PathLike | None = None,
-          seed: int = 0) -> list[dict]:
+          seed: int = 0) -> BenchResult:
     """Bench every runnable artifact under `paths` (RUN folders or artifacts) on `data` (a prepared dataset).
 
-    One row per artifact: status, params, MACs, size on disk (MB), macro-F1 / weighted F1 / accuracy (fractions in [0, 1]) on
-    `split` (first `max_eval` records), latency p50/p95 (ms) at `batch`, throughput (samples/s) at
+    One row per artifact: status, params, MACs, size on disk (MB), macro-F1 / weighted F1 / accuracy (fractions
+    in [0, 1]) on `split` (first `max_eval` records), latency p50/p95 (ms) at `batch`, throughput (samples/s) at
     `throughput_batch`, peak memory (MB), load time (ms). A failing artifact becomes a `failed: ...` row.
     With `out`, writes bench.csv, bench.json and bench.md there and records them in its manifest.
     """
@@ -204,74 +216,104 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None 
     run_root = Path(out).resolve() if out else _default_out(paths)
     if threads:
         torch.set_num_threads(threads)
+    rows = _describe_all(candidates, run_root, x.shape[-1])
+    load_start = _load_average()
+    with progress_bar("bench", total=2 * len(rows) + 2) as bar:
+        preds = _open_all(rows, candidates, threads, device, x1, bar)
+        _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
+        _time_all(rows, preds, x, x1, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
+                  min_runs=min_runs, min_time_s=min_time_s, device=device, seed=seed, bar=bar)
+    del preds
+    gc.collect()
+    settings = {"data": str(Path(ds.root).resolve()), "split": split, "n_eval": n, "threads": threads,
+                "batch": batch, "throughput_batch": throughput_batch, "warmup": warmup, "min_runs": min_runs,
+                "min_time_s": min_time_s, "device": device, "seed": seed}
+    machine = {**machine_info(threads, device), "load_start": load_start, "load_end": _load_average()}
+    result = BenchResult(rows, machine, settings, _dataset_summary(ds))
+    if out is not None:
+        result.paths = write_bench(run_root, rows, machine, settings, result.dataset)
+    return result
+
+
+def _describe_all(candidates: list[dict], run_root: Path, length: int) -> list[dict]:
     rows = [describe(c, run_root) for c in candidates]
     for row, cand in zip(rows, candidates):
         try:
-            row.update(params_macs(cand["path"], x.shape[-1]))
+            row.update(params_macs(cand["path"], length))
         except Exception as exc:
             row.update(params=None, macs=None)
             info(f"{cand['path']}: parameters/MACs not counted ({_reason(exc)})")
-    load_start = _load_average()
+    return rows
+
+
+def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, device: str, x1: np.ndarray,
+              bar: Any) -> dict[str, Any]:
+    """Open every runnable artifact (load time and memory measured); key: the row's index as a string."""
+    import torch
+
     no_cuda = device.startswith("cuda") and not torch.cuda.is_available()
     preds: dict[str, Any] = {}
-    with progress_bar("bench", total=2 * len(rows) + 2) as bar:
-        kinds_seen: set[str] = set()
-        for i, (row, cand) in enumerate(zip(rows, candidates)):
-            bar.update(f"load {row['model']} {row['variant']} {row['runtime']}")
-            if cand["trt"]:
-                row["status"] = tensorrt_skip_reason()
-            elif no_cuda:
-                row["status"] = "skipped: no CUDA device"
-            else:
+    kinds_seen: set[str] = set()
+    for i, (row, cand) in enumerate(zip(rows, candidates)):
+        bar.update(f"load {row['model']} {row['variant']} {row['runtime']}")
+        if cand["trt"]:
+            row["status"] = tensorrt_skip_reason()
+        elif no_cuda:
+            row["status"] = "skipped: no CUDA device"
+        else:
+            pred = _load_measured(row, cand["path"], threads, device, x1)
+            if pred is not None and cand["kind"] not in kinds_seen and row["load_ms"] < SLOW_LOAD_MS:
+                # the first load of a kind imports its libraries: measure the load again without them
+                del pred
                 pred = _load_measured(row, cand["path"], threads, device, x1)
-                if pred is not None and cand["kind"] not in kinds_seen and row["load_ms"] < SLOW_LOAD_MS:
-                    # the first load of a kind imports its libraries: measure the load again without them
-                    del pred
-                    pred = _load_measured(row, cand["path"], threads, device, x1)
-                if pred is not None:
-                    preds[str(i)] = pred
-                    kinds_seen.add(cand["kind"])
-            bar.advance()
-        for key, pred in list(preds.items()):
-            row = rows[int(key)]
-            bar.update(f"F1 {row['model']} {row['variant']} {row['runtime']}")
-            try:
-                row.update(_metrics(pred, x, y, ds.classes, throughput_batch))
-            except Exception as exc:
-                row["status"] = f"failed: {_reason(exc)}"
-                del preds[key]
-            bar.advance()
-        bar.update(f"latency at batch {batch} (round-robin)")
-        max_time_s = max(3.0, 5 * min_time_s)
-        lat, errs = time_round_robin({k: (lambda p=p: p.predict(x1)) for k, p in preds.items()}, warmup=warmup,
-                                     min_runs=min_runs, min_time_s=min_time_s, max_time_s=max_time_s, seed=seed)
-        _fill_latency(rows, lat, errs, "p50_ms", "p95_ms")
-        if device.startswith("cuda"):
-            calls = {k: c for k, p in preds.items() if (c := _gpu_call_without_copies(p, x1)) is not None}
-            lat_gpu, errs_gpu = time_round_robin(calls, warmup=warmup, min_runs=min_runs, min_time_s=min_time_s,
-                                                 max_time_s=max_time_s, seed=seed)
-            _fill_latency(rows, lat_gpu, errs_gpu, "p50_ms_no_copy", "p95_ms_no_copy")
+            if pred is not None:
+                preds[str(i)] = pred
+                kinds_seen.add(cand["kind"])
         bar.advance()
-        bar.update(f"throughput at batch {throughput_batch}")
-        batches = {k: _throughput_batch(rows[int(k)], throughput_batch, batch) for k in preds if k not in errs}
-        tp, errs = time_round_robin({k: (lambda p=p, b=b: p.predict(x[np.arange(b) % n])) for (k, p), b in
-                                     zip(preds.items(), batches.values()) if k in batches},
-                                    warmup=1, min_runs=3, min_time_s=min_time_s / 2, max_time_s=max_time_s, seed=seed)
-        for key, t in tp.items():
-            rows[int(key)]["throughput_batch"] = batches[key]
-            rows[int(key)]["throughput_sps"] = round(batches[key] / float(np.median(clip_outliers(t))))
-        for key, msg in errs.items():
-            rows[int(key)]["status"] = f"failed: {msg}"
+    return preds
+
+
+def _score_all(rows: list[dict], preds: dict[str, Any], x: np.ndarray, y: np.ndarray, classes: list[str],
+               batch: int, bar: Any) -> None:
+    """F1 of every open artifact; one that fails to predict becomes a failed row and leaves `preds`."""
+    for key, pred in list(preds.items()):
+        row = rows[int(key)]
+        bar.update(f"F1 {row['model']} {row['variant']} {row['runtime']}")
+        try:
+            row.update(_metrics(pred, x, y, classes, batch))
+        except Exception as exc:
+            row["status"] = f"failed: {_reason(exc)}"
+            del preds[key]
         bar.advance()
-    del preds
-    gc.collect()
-    if out is not None:
-        settings = {"data": str(Path(ds.root).resolve()), "split": split, "n_eval": n, "threads": threads,
-                    "batch": batch, "throughput_batch": throughput_batch, "warmup": warmup, "min_runs": min_runs,
-                    "min_time_s": min_time_s, "device": device, "seed": seed}
-        machine = {**machine_info(threads, device), "load_start": load_start, "load_end": _load_average()}
-        write_bench(run_root, rows, machine, settings, _dataset_summary(ds))
-    return rows
+
+
+def _time_all(rows: list[dict], preds: dict[str, Any], x: np.ndarray, x1: np.ndarray, *, batch: int,
+              throughput_batch: int, warmup: int, min_runs: int, min_time_s: float, device: str, seed: int,
+              bar: Any) -> None:
+    """Latency at `batch` and throughput at `throughput_batch`, every artifact timed round-robin."""
+    n = len(x)
+    bar.update(f"latency at batch {batch} (round-robin)")
+    max_time_s = max(3.0, 5 * min_time_s)
+    lat, errs = time_round_robin({k: (lambda p=p: p.predict(x1)) for k, p in preds.items()}, warmup=warmup,
+                                 min_runs=min_runs, min_time_s=min_time_s, max_time_s=max_time_s, seed=seed)
+    _fill_latency(rows, lat, errs, "p50_ms", "p95_ms")
+    if device.startswith("cuda"):
+        calls = {k: c for k, p in preds.items() if (c := _gpu_call_without_copies(p, x1)) is not None}
+        lat_gpu, errs_gpu = time_round_robin(calls, warmup=warmup, min_runs=min_runs, min_time_s=min_time_s,
+                                             max_time_s=max_time_s, seed=seed)
+        _fill_latency(rows, lat_gpu, errs_gpu, "p50_ms_no_copy", "p95_ms_no_copy")
+    bar.advance()
+    bar.update(f"throughput at batch {throughput_batch}")
+    batches = {k: _throughput_batch(rows[int(k)], throughput_batch, batch) for k in preds if k not in errs}
+    tp, errs = time_round_robin({k: (lambda p=p, b=b: p.predict(x[np.arange(b) % n])) for (k, p), b in
+                                 zip(preds.items(), batches.values()) if k in batches},
+                                warmup=1, min_runs=3, min_time_s=min_time_s / 2, max_time_s=max_time_s, seed=seed)
+    for key, t in tp.items():
+        rows[int(key)]["throughput_batch"] = batches[key]
+        rows[int(key)]["throughput_sps"] = round(batches[key] / float(np.median(clip_outliers(t))))
+    for key, msg in errs.items():
+        rows[int(key)]["status"] = f"failed: {msg}"
+    bar.advance()
 
 
 def _load_average() -> float | None:
@@ -382,9 +424,8 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
     """Bench RUN folders or artifacts side by side: status, size, F1, latency, throughput, memory."""
     options = {k: v for k, v in options.items() if v is not None}
     target = Path(out) if out else _default_out(paths)
-    rows = bench(paths, data, out=target, **options)
-    machine = read_json(target / "bench.json")["machine"]
-    for line in machine_lines(machine):
+    result = bench(paths, data, out=target, **options)
+    for line in machine_lines(result.machine):
         click.echo(line)
-    print_table(as_percent(rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
+    print_table(as_percent(result.rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")

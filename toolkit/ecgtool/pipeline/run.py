@@ -189,7 +189,7 @@ def _step_bench(cfg: dict, out: Path, resume: bool) -> list[Path]:
 def _step_report(cfg: dict, out: Path, resume: bool) -> list[Path]:
     from ecgtool.report.build import report
 
-    return report(out, **(cfg.get("report") or {}))
+    return report(out, **(cfg.get("report") or {})).paths
 
 
 STEP_FUNCS: dict[str, Callable[[dict, Path, bool], list[Path]]] = {

@@ -12,14 +12,16 @@ import html
 import math
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import click
 
-from ecgtool.report import plots as plots
+from ecgtool.report import plots
 from ecgtool.core.files import read_json, write_text
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
+from ecgtool.core.names import BENCH_JSON, HISTORY, REPORT_HTML, REPORT_MD
 from ecgtool.core.machine import machine_lines
 from ecgtool.core.ui import as_percent, info, markdown_table, quiet_option
 
@@ -146,8 +148,8 @@ def _figures(run: Path, rows: list[dict], rec: dict, classes: list[str], fam: li
     histories = {}
     for r in ok:
         folder = run / r["path"]
-        if r.get("runtime") == "PyTorch" and (folder / "history.csv").exists():
-            histories[r["model"]] = plots.read_history(folder / "history.csv")
+        if r.get("runtime") == "PyTorch" and (folder / HISTORY).exists():
+            histories[r["model"]] = plots.read_history(folder / HISTORY)
     if histories:
         figs["curves"] = plots.curves_png(histories, run / "report_training_curves.png")
     return figs
@@ -160,18 +162,37 @@ def _dataset_rows(dataset: dict) -> tuple[list[dict], list[str]]:
     return rows, ["class", *splits]
 
 
-def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
-    """Write RUN/report.html (self-contained) and RUN/report.md + report_*.png from RUN/bench.json."""
-    run = Path(run)
-    if not (run / "bench.json").exists():
-        raise BadInput(f"{run / 'bench.json'}: no benchmark in this run (run `ecgtool bench {run} --data DIR` first)")
+@dataclass
+class ReportResult:
+    """What `report` wrote (report.html, report.md, the figures) and its recommendation, line by line."""
+
+    html: Path
+    markdown: Path
+    figures: list[Path]
+    recommendation: list[str]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.html, self.markdown, *self.figures]
+
+
+def read_bench(run: Path) -> dict:
+    """RUN/bench.json as written by `ecgtool bench` (BadInput when missing or not one)."""
+    path = run / BENCH_JSON
+    if not path.exists():
+        raise BadInput(f"{path}: no benchmark in this run (run `ecgtool bench {run} --data DIR` first)")
     try:
-        bench = read_json(run / "bench.json")
-        rows, machine, dataset, settings = bench["rows"], bench["machine"], bench.get("dataset", {}), bench["settings"]
+        bench = read_json(path)
+        for key in ("rows", "machine", "settings"):
+            bench[key]
     except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"{run / 'bench.json'}: not a benchmark written by `ecgtool bench` ({exc})") from None
-    if tolerance < 0:
-        raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
+        raise BadInput(f"{path}: not a benchmark written by `ecgtool bench` ({exc})") from None
+    return bench
+
+
+def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str]) -> tuple[list, dict]:
+    """The report's sections [(heading, [(kind, value)])] and its figures, from a bench.json."""
+    rows, machine, dataset, settings = bench["rows"], bench["machine"], bench.get("dataset", {}), bench["settings"]
     rec = recommend(rows, tolerance)
     fam, baseline = family_table(rows)
     classes = list(dataset.get("classes") or [])
@@ -183,7 +204,6 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
     settings_line = (f"{settings.get('split')} split of `{dataset.get('path')}` ({settings.get('n_eval')} records); "
                      f"{settings.get('threads')} threads; latency at batch {settings.get('batch')}, throughput at batch "
                      f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
-    rec_lines = recommendation_block(rows, tolerance)
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
         ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), TABLE))]),
@@ -198,7 +218,11 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
                      ("table", (ds_rows, ds_cols))]),
         ("Machine", [("list", machine_lines(machine) + [f"date: {machine.get('date')}"])]),
     ]
-    title = f"ecgtool report: {run.resolve().name}"
+    return sections, figs
+
+
+def _render(title: str, sections: list) -> tuple[str, str]:
+    """(markdown, self-contained HTML) of the sections."""
     md, body = [f"# {title}", ""], [f"<h1>{html.escape(title)}</h1>"]
     for head, parts in sections:
         md += [f"## {head}", ""]
@@ -223,10 +247,22 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
                 body.append(_img(val))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    out = [write_text(run / "report.html", page), write_text(run / "report.md", "\n".join(md))]
+    return "\n".join(md), page
+
+
+def report(run: str | os.PathLike, tolerance: float = 1.0) -> ReportResult:
+    """Write RUN/report.html (self-contained) and RUN/report.md + report_*.png from RUN/bench.json."""
+    run = Path(run)
+    bench = read_bench(run)
+    if tolerance < 0:
+        raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
+    rec_lines = recommendation_block(bench["rows"], tolerance)
+    sections, figs = _sections(run, bench, tolerance, rec_lines)
+    md, page = _render(f"ecgtool report: {run.resolve().name}", sections)
+    out = [write_text(run / REPORT_HTML, page), write_text(run / REPORT_MD, md)]
     for p in [*figs.values(), *out]:
-        record_artifact(p, parent=run / "bench.json", run_dir=run)
-    return [*out, *figs.values()]
+        record_artifact(p, parent=run / BENCH_JSON, run_dir=run)
+    return ReportResult(out[0], out[1], list(figs.values()), rec_lines)
 
 
 @click.command("report")
@@ -235,9 +271,8 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> list[Path]:
 @quiet_option
 def report_command(run: str, tolerance: float | None) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md from RUN/bench.json."""
-    paths = report(run, **({"tolerance": tolerance} if tolerance is not None else {}))
-    rows = read_json(Path(run) / "bench.json")["rows"]
-    for line in recommendation_block(rows, tolerance if tolerance is not None else 1.0):
+    result = report(run, **({"tolerance": tolerance} if tolerance is not None else {}))
+    for line in result.recommendation:
         click.echo(line.replace("**", ""))
-    info(f"figures: {', '.join(p.name for p in paths[2:])}")
-    click.echo(f"report: {paths[0]}")
+    info(f"figures: {', '.join(p.name for p in result.figures)}")
+    click.echo(f"report: {result.html}")
