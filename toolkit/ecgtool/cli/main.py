@@ -80,9 +80,16 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ecgtool")
+@click.option("--no-verify", is_flag=True, help="Use artifacts even when they differ from their run's manifest.json.")
 @quiet_option
-def main() -> None:
+def main(no_verify: bool) -> None:
     """ecgtool: train, prune, quantise, compile and benchmark ECG rhythm classifiers for edge devices."""
+    if no_verify:
+        from ecgtool.core.manifest import set_verify
+        from ecgtool.core.ui import warn
+
+        set_verify(False)
+        warn("--no-verify: artifacts are used even where they differ from their manifest.json")
 
 
 @click.group("data", cls=LazyGroup, commands=DATA_COMMANDS)

@@ -126,7 +126,7 @@ def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | Non
     from ecgtool.evaluate.artifact import predict_batches
     from ecgtool.runtime import load
 
-    return predict_batches(load(path, threads=threads), signals, idx, 256, desc=desc)
+    return predict_batches(load(path, threads=threads, verify=False), signals, idx, 256, desc=desc)
 
 
 def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None) -> dict:

@@ -107,18 +107,65 @@ def record_artifact(
 
 
 def verify_manifest(run_dir: str | os.PathLike) -> list[dict]:
-    """Check every artifact listed in a run's manifest; one row per artifact with status ok/missing/changed."""
+    """Check every artifact listed in a run's manifest; one row per artifact with status ok/missing/changed.
+
+    Only regular files inside the run folder are read (a listed path that leaves the run, a link or a
+    device is reported, never opened), and a file is hashed only when its size matches the entry, so a
+    manifest cannot make `verify` read without bound.
+    """
     run = Path(run_dir)
     if not (run / MANIFEST).exists():
         raise BadInput(f"{run / MANIFEST}: no manifest.json in this run folder")
+    root = run.resolve()
     rows = []
     for rel, entry in read_manifest(run)["artifacts"].items():
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        size = entry.get("size_bytes") if isinstance(entry, dict) else None
         p = run / rel
-        if not p.exists():
+        if not isinstance(sha, str) or not isinstance(size, int):
+            status = "malformed entry"
+        elif os.path.isabs(rel) or os.path.normpath(rel).startswith(".."):
+            status = "outside the run folder"
+        elif p.is_symlink() or (p.exists() and not p.is_file()):
+            status = "not a regular file"
+        elif not p.exists():
             status = "missing"
-        elif p.stat().st_size != entry["size_bytes"] or sha256(p) != entry["sha256"]:
+        elif not p.resolve().is_relative_to(root):
+            status = "outside the run folder"
+        elif p.stat().st_size != size or sha256(p) != sha:
             status = "changed"
         else:
             status = "ok"
-        rows.append({"artifact": rel, "status": status, "sha256": entry["sha256"]})
+        rows.append({"artifact": rel, "status": status, "sha256": sha})
     return rows
+
+
+#: whether artifacts inside a run are checked against the manifest before use (`ecgtool --no-verify` turns it off)
+_VERIFY = {"on": not os.environ.get("ECGTOOL_NO_VERIFY")}
+
+
+def set_verify(on: bool) -> None:
+    _VERIFY["on"] = bool(on)
+
+
+def verify_artifact(path: str | os.PathLike) -> None:
+    """Refuse (BadInput) an artifact inside a run whose file(s) differ from their manifest entry.
+
+    Files the manifest does not list (an artifact outside any run, a file made by hand) are not checked.
+    """
+    if not _VERIFY["on"]:
+        return
+    from ecgtool.core.artifacts import shipped_files
+
+    p = Path(path).resolve()
+    run = find_run_root(p)
+    if not (run / MANIFEST).is_file():
+        return
+    listed = read_manifest(run)["artifacts"]
+    for f in shipped_files(p):
+        entry = listed.get(os.path.relpath(f.resolve(), run))
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue
+        if not f.is_file() or f.stat().st_size != entry.get("size_bytes") or sha256(f) != entry["sha256"]:
+            raise BadInput(f"{f}: differs from its SHA-256 in {run / MANIFEST} (tampered or edited?); "
+                           "refusing to use it (`ecgtool --no-verify ...` runs it anyway)")

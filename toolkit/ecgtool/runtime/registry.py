@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from ecgtool.core.errors import BadInput
+from ecgtool.core.manifest import verify_artifact
 from ecgtool.runtime import baseline, onnxruntime, openvino, pytorch, tensorrt
 from ecgtool.runtime.base import Predictor
 
@@ -33,8 +34,12 @@ def artifact_kind(path: str | os.PathLike) -> str | None:
     return None
 
 
-def load(path: str | os.PathLike, **options) -> Predictor:
-    """Open any artifact for inference. Options (threads, device, ...) go to the matching backend."""
+def load(path: str | os.PathLike, *, verify: bool = True, **options) -> Predictor:
+    """Open any artifact for inference. Options (threads, device, ...) go to the matching backend.
+
+    Inside a run the artifact's files are first checked against manifest.json (`verify=False` for a
+    file the caller has just written and not recorded yet).
+    """
     p = Path(path)
     if not p.exists():
         raise BadInput(f"{p}: no such file or folder")
@@ -42,6 +47,8 @@ def load(path: str | os.PathLike, **options) -> Predictor:
     if kind is None:
         raise BadInput(f"{p}: not an artifact ecgtool can run (expected a model folder, .onnx, OpenVINO .xml "
                        "or TensorRT .engine)")
+    if verify:
+        verify_artifact(p)
     return BACKENDS[kind].open_predictor(p, **options)
 
 
