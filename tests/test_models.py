@@ -60,3 +60,18 @@ def test_save_and_load_round_trip_with_explicit_channel_plan(tmp_path):
     x = torch.randn(1, 1, 400)
     assert torch.allclose(loaded(x), model(x), atol=1e-6)
 
+
+
+def test_saved_weights_are_byte_identical_across_saves(tmp_path):
+    """Hashes in manifests are reproducible: the same weights give the same safetensors bytes."""
+    from safetensors import safe_open
+
+    from ecgtool.models import get_model, load_model, save_model
+
+    model = get_model("se_resnet18", width=8)
+    a, b = save_model(tmp_path / "a", model), save_model(tmp_path / "b", model)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    with safe_open(str(a / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"arch": "se_resnet", "depth": "18"}
+    again = load_model(a)
+    assert all((x == y).all() for x, y in zip(model.state_dict().values(), again.state_dict().values()))

@@ -248,3 +248,20 @@ def test_torchrun_two_processes_gloo(tiny, tmp_path):
     history = (out / "resnet18" / "history.csv").read_text().strip().splitlines()
     assert len(history) == 4
     assert read_json(out / "resnet18" / "metrics.json")["n"] == len(load_dataset(tiny).indices("test"))
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", "pickle"])
+def test_resume_refuses_a_corrupt_or_pickled_checkpoint_in_one_line(tiny, tmp_path, content):
+    from pathlib import PurePosixPath
+
+    from ecgtool.core.errors import BadInput
+
+    ckpt = tmp_path / "ck.pt"
+    if content == "pickle":  # a pickle holding an object, not tensors: weights_only refuses it
+        torch.save({"model": PurePosixPath("/etc/passwd")}, ckpt)
+    else:
+        ckpt.write_bytes(content)
+    with pytest.raises(BadInput, match="not a checkpoint ecgtool wrote") as info:
+        fit(get_model("se_resnet18", width=8), load_dataset(tiny), **dict(FAST, epochs=1), checkpoint_path=ckpt,
+            resume=True)
+    assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)

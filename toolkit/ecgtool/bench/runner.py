@@ -29,7 +29,7 @@ from ecgtool.core.manifest import find_run_root, record_artifact
 from ecgtool.core.files import write_csv, write_json, write_text
 from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
-from ecgtool.core.errors import BadInput
+from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.core.ui import as_percent, info, markdown_table, print_table, progress_bar, quiet_option
 
@@ -429,3 +429,5 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
         click.echo(line)
     print_table(as_percent(result.rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")
+    if not any(r["status"] == "ok" for r in result.rows):
+        raise EcgtoolError(f"{paths[0]}: no artifact ran (see the status column)")

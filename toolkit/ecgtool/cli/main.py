@@ -76,6 +76,10 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("ecgtool: interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:  # an output path that cannot be written (/proc/..., /dev/null/x, a full disk)
+            where = exc.filename or "ecgtool"
+            click.secho(f"ecgtool: error: {where}: {exc.strerror or exc}", err=True, fg="red")
+            sys.exit(2)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -260,19 +260,40 @@ def model_stats(model: nn.Module, length: int = 2000, in_channels: int | None = 
 # --- model folders --------------------------------------------------------------------------------
 
 def save_model(folder: str | os.PathLike, model: ECGResNet, config: ModelConfig | None = None) -> Path:
-    """Write weights (safetensors) and config.json into a model folder, each file atomically."""
-    from safetensors.torch import save_file
+    """Write weights (safetensors) and config.json into a model folder, each file atomically.
 
-    from ecgtool.core.files import atomic_path, write_json
+    The same weights give the same bytes (so hashes are reproducible): see `safetensors_bytes`.
+    """
+    from ecgtool.core.files import write_bytes, write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = config or model.config
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"arch": cfg.arch, "depth": str(cfg.depth)})
+    write_bytes(folder / WEIGHTS, safetensors_bytes(state, {"arch": cfg.arch, "depth": str(cfg.depth)}))
     write_json(folder / CONFIG, cfg.to_dict())
     return folder
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file with its metadata in sorted key order.
+
+    safetensors serialises `__metadata__` from a hash map, so its key order (and the file's hash) varies
+    from run to run; the tensors' header is already ordered. The metadata is therefore added here to
+    the header safetensors wrote, with sorted keys, padded with spaces to 8 bytes as the format allows.
+    """
+    import json
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save(state)
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(sorted(metadata.items()))
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
 
 
 def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> ECGResNet:

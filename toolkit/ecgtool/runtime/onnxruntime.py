@@ -85,10 +85,14 @@ def open_predictor(p: Path, **kw) -> OnnxRuntimePredictor:
 
 
 def onnx_file_precision(path: str | Path) -> str:
-    """Precision of an ONNX file: what ecgtool recorded in its metadata, else read from its graph."""
+    """Precision of an ONNX file: what ecgtool recorded in its metadata, else read from its graph ("unknown"
+    for a file ONNX cannot parse; loading it then reports why)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # DecodeError, OSError, ...
+        return "unknown"
     props = {p.key: p.value for p in model.metadata_props}
     return props.get(ONNX_META_PRECISION) or onnx_precision(model)
 

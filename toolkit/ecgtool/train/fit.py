@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_path, write_csv
 from ecgtool.train.augment import build_augment, parse_augment
 from ecgtool.data.dataset import PreparedDataset
@@ -31,7 +32,6 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accura
 
 def check_splits(data: PreparedDataset) -> None:
     """BadInput when train or val is empty, or a class of val/test never occurs in train (names it)."""
-    from ecgtool.core.errors import BadInput
 
     for name in ("train", "val"):
         if len(data.indices(name)) < 2:
@@ -46,8 +46,6 @@ def check_splits(data: PreparedDataset) -> None:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` -> cuda when available, else cpu."""
-    from ecgtool.core.errors import BadInput
-
     from ecgtool.train import distributed
 
     if device == "auto":
@@ -107,6 +105,18 @@ def validate(model: nn.Module, data: PreparedDataset, idx: np.ndarray, criterion
 
 def write_history(path: str | os.PathLike, history: Sequence[dict]) -> None:
     write_csv(path, history, HISTORY_FIELDS)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint ecgtool wrote, read without unpickling code (weights_only); BadInput for anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt zip, a pickle with code, a truncated file: all refused the same way
+        kind = "holds objects other than tensors" if "weights_only" in str(exc) else "unreadable or corrupt"
+        raise BadInput(f"{path}: not a checkpoint ecgtool wrote ({kind}); delete it to train from the start") from None
+    if not isinstance(state, dict):
+        raise BadInput(f"{path}: not a checkpoint ecgtool wrote; delete it to train from the start")
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -195,13 +205,17 @@ def fit(
     start_epoch = 1
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     if ckpt and resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        best = {"loss": float(state["best_loss"]), "epoch": int(state["best_epoch"]), "state": state["best_state"],
-                "bad": int(state["bad_epochs"])}
-        history = [dict(h) for h in state["history"]]
-        start_epoch = int(state["epoch"]) + 1
+        state = read_checkpoint(ckpt)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            best = {"loss": float(state["best_loss"]), "epoch": int(state["best_epoch"]), "state": state["best_state"],
+                    "bad": int(state["bad_epochs"])}
+            history = [dict(h) for h in state["history"]]
+            start_epoch = int(state["epoch"]) + 1
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise BadInput(f"{ckpt}: does not match this model and recipe ({type(exc).__name__}); "
+                           "delete it to train from the start") from None
         if best["bad"] >= patience:
             start_epoch = epochs + 1  # it had already stopped early
 
