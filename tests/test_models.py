@@ -75,3 +75,26 @@ def test_saved_weights_are_byte_identical_across_saves(tmp_path):
         assert f.metadata() == {"arch": "se_resnet", "depth": "18"}
     again = load_model(a)
     assert all((x == y).all() for x, y in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("key,value", [("width", 10_000), ("kernel_size", 10_000_000), ("num_classes", 1),
+                                       ("width", "64"), ("dropout", 1.5), ("se_reduction", 0), ("in_channels", True),
+                                       ("classes", ["A"] * 7), ("extra", {"sampling_rate": 1e9}),
+                                       ("extra", {"input_length": -5}), ("channels", {"stem": 8, "blocks": []})])
+def test_absurd_config_values_are_refused_naming_the_key(tmp_path, key, value):
+    """config.json has bounds: a hostile or broken one is one clear line (exit 2), not a 4 GB allocation."""
+    import json
+
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main
+    from ecgtool.models import get_model, save_model
+
+    folder = save_model(tmp_path / "m", get_model("se_resnet18", width=8))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    r = CliRunner().invoke(main, ["--no-verify", "export", str(folder), "--format", "onnx"])
+    assert r.exit_code == 2, r.output
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("ecgtool: error:")]
+    assert len(line) == 1 and "config.json" in line[0] and key.split("_")[0] in line[0]

@@ -57,19 +57,66 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """A validated config from a dict (config.json); BadInput naming the key for anything out of bounds."""
+        if not isinstance(d, dict):
+            raise BadInput(f"model config: expected a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            cfg = cls(**{k: v for k, v in d.items() if k in known})
+        except TypeError as exc:
+            raise BadInput(f"model config: {exc}") from None
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
+        """Bounds on every field, so that a hostile config.json cannot ask for a 10^4-wide or 10^7-kernel net."""
         if self.arch not in ARCHS:
             raise BadInput(f"unknown architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
         if self.depth not in DEPTHS:
             raise BadInput(f"unknown depth {self.depth} (choose from {', '.join(map(str, DEPTHS))})")
-        if self.width < 1 or self.kernel_size < 1 or self.in_channels < 1 or self.num_classes < 2:
-            raise BadInput(f"invalid model config: width={self.width} kernel={self.kernel_size} "
-                           f"in_channels={self.in_channels} num_classes={self.num_classes}")
+        for key, (lo, hi) in CONFIG_BOUNDS.items():
+            _check_int(key, getattr(self, key), lo, hi)
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise BadInput(f"model config: dropout = {self.dropout!r}: must be a number in [0, 1)")
+        if self.classes is not None:
+            if (not isinstance(self.classes, list) or len(self.classes) != self.num_classes
+                    or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in self.classes)
+                    or len(set(self.classes)) != len(self.classes)):
+                raise BadInput(f"model config: classes must be {self.num_classes} distinct names of 1-64 characters")
+        if not isinstance(self.extra, dict):
+            raise BadInput("model config: extra must be an object")
+        for key, (lo, hi) in EXTRA_BOUNDS.items():
+            value = self.extra.get(key)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or not lo <= value <= hi):
+                raise BadInput(f"model config: extra.{key} = {value!r}: must be a number in [{lo:g}, {hi:g}]")
+        if self.channels is not None:
+            _check_plan(self.channels, len(_strides(self.depth)))
+
+
+#: inclusive bounds of the integer fields of ModelConfig
+CONFIG_BOUNDS = {"width": (1, 1024), "kernel_size": (1, 255), "in_channels": (1, 16), "num_classes": (2, 256),
+                 "se_reduction": (1, 1024)}
+#: bounds of the recipe facts in `extra` that size inputs (samples, Hz)
+EXTRA_BOUNDS = {"input_length": (16, 200_000), "length": (16, 200_000), "sampling_rate": (50, 10_000)}
+MAX_CHANNELS = 8192
+
+
+def _check_int(key: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise BadInput(f"model config: {key} = {value!r}: must be an integer in [{lo}, {hi}]")
+
+
+def _check_plan(plan: Any, n_blocks: int) -> None:
+    """A pruned network's channel plan: the depth's number of blocks, every count in [1, MAX_CHANNELS]."""
+    if not isinstance(plan, dict) or not isinstance(plan.get("blocks"), list) or len(plan["blocks"]) != n_blocks:
+        raise BadInput(f"model config: channels must hold a stem and {n_blocks} blocks")
+    _check_int("channels.stem", plan.get("stem"), 1, MAX_CHANNELS)
+    for i, b in enumerate(plan["blocks"]):
+        if not isinstance(b, dict) or not isinstance(b.get("mid"), list):
+            raise BadInput(f"model config: channels.blocks[{i}] must be an object with a mid list")
+        for c in [*b["mid"], b.get("out"), b.get("se")]:
+            _check_int(f"channels.blocks[{i}]", c, 1, MAX_CHANNELS)
 
 
 def default_plan(cfg: ModelConfig) -> dict:
@@ -305,7 +352,14 @@ def load_model(folder: str | os.PathLike, map_location: str = "cpu") -> ECGResNe
     folder = Path(folder)
     if not is_model_folder(folder):
         raise BadInput(f"{folder}: not a model folder (needs {CONFIG} and {WEIGHTS})")
-    model = build_model(read_json(folder / CONFIG))
+    try:
+        config = read_json(folder / CONFIG)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{folder / CONFIG}: not readable JSON ({type(exc).__name__})") from None
+    try:
+        model = build_model(config)
+    except BadInput as exc:
+        raise BadInput(f"{folder / CONFIG}: {exc}") from None
     try:
         state = load_file(str(folder / WEIGHTS), device=map_location)
     except Exception as exc:  # safetensors raises its own error types
