@@ -9,8 +9,8 @@ it takes NaN natively, so a window with 0 or 1 detected beats still gets a predi
 Persistence, without pickle (DESIGN: weights load without unpickling untrusted code): the model
 folder stores the *training features and labels* (`features.npz`, plain float/int arrays, read with
 allow_pickle=False) and the classifier's hyper-parameters (`config.json`). Loading refits the
-classifier deterministically (fixed random_state, no early stopping, one thread; for the 3,561
-MIT-BIH training windows 2.6 s on a 2-core machine at load average 1.5, 22.5 s at load 14). That is cheap, safe, needs no extra dependency, and keeps the exact scikit-learn
+classifier deterministically (fixed random_state, no early stopping, one thread; load times in
+benchmarks/RESULTS.md). That is cheap, safe, needs no extra dependency, and keeps the exact scikit-learn
 model; a fingerprint of the training-set probabilities in config.json detects a refit that differs
 (e.g. another scikit-learn version) and warns. The alternative, skl2onnx, would add a dependency for
 a model whose costly part (R-peak detection) runs in Python anyway.

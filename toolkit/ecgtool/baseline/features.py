@@ -2,8 +2,8 @@
 premature beats, QRS width, P wave and PR interval, atrial activity after QRST cancellation.
 
 Every feature is NaN where it is undefined (e.g. RR features with fewer than 2 beats), never an error,
-so a flat line or a window without detectable beats still yields a row. About 6 ms per 10-s window
-at 200 Hz on one core.
+so a flat line or a window without detectable beats still yields a row. Cost per window: the
+baseline's `feature_ms_per_window` in its metrics.json; figures in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

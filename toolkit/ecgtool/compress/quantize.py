@@ -3,8 +3,8 @@
 `onnx2int8` runs `quant_pre_process` and then `quantize_static` with a calibration reader over a
 class-stratified calibration set from the training split (ecgtool.calibration). Two forms:
 - model.int8.onnx (default, `symmetric=False`): ONNX Runtime's own form, unsigned int8 activations
-  with zero points and signed symmetric weights. On this CPU ONNX Runtime ran it about 4.5x faster than
-  the signed symmetric form (se_resnet18 width 64, batch 1; see benchmarks/RESULTS.md), so it ships for ORT.
+  with zero points and signed symmetric weights; ONNX Runtime runs it faster than the signed symmetric
+  form (ratio in benchmarks/RESULTS.md), so it ships for ORT.
 - model.trt-int8.onnx (`symmetric=True`): signed int8 activations and weights, zero points 0, float
   biases: the only INT8 QDQ form TensorRT accepts.
 `quantize_model` drives it for a model folder, can try every calibration method and keep the best on
