@@ -26,6 +26,7 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -m hostile
 
 clean:
 	rm -rf demo .pytest_cache

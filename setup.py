@@ -28,7 +28,7 @@ setup(
     ],
     extras_require={
         "tensorrt": ["tensorrt>=10.0"],
-        "dev": ["pytest>=7"],
+        "dev": ["pytest>=7", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["ecgtool=ecgtool.cli.main:main"]},
 )

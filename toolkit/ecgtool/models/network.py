@@ -70,9 +70,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Bounds on every field, so that a hostile config.json cannot ask for a 10^4-wide or 10^7-kernel net."""
-        if self.arch not in ARCHS:
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
             raise BadInput(f"unknown architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
-        if self.depth not in DEPTHS:
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth not in DEPTHS:
             raise BadInput(f"unknown depth {self.depth} (choose from {', '.join(map(str, DEPTHS))})")
         for key, (lo, hi) in CONFIG_BOUNDS.items():
             _check_int(key, getattr(self, key), lo, hi)
