@@ -15,12 +15,11 @@ from ecgtool.bench.discover import discover
 from ecgtool.core.artifacts import shipped_files
 from ecgtool.cli.main import main
 from ecgtool.data.classes import DEFAULT_CLASSES
-from tiny_run import benched_run
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return benched_run(tmp_path_factory)
+def tiny(benched):
+    return benched
 
 
 def _row(rows, model, variant, runtime):

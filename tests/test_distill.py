@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from compress_fixtures import trained_run
+from conftest import copy_trained
 from tiny_dataset import make_tiny_dataset
 
 from ecgtool.core.files import read_json
@@ -24,8 +24,8 @@ FAST = {"width": 8, "epochs": 1, "batch_size": 32, "device": "cpu", "patience": 
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return trained_run(tmp_path_factory.mktemp("distill"))
+def teacher(tmp_path_factory: pytest.TempPathFactory, trained_source: Path) -> tuple[Path, Path]:
+    return copy_trained(trained_source, tmp_path_factory.mktemp("distill"))
 
 
 def _logits(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from compress_fixtures import LENGTH, trained_run
+from conftest import copy_trained
+from tiny_dataset import LENGTH
 
 from ecgtool import runtime
 from ecgtool.core.files import read_json, sha256
@@ -21,8 +22,8 @@ from ecgtool.models import get_model, list_models, save_model
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return trained_run(tmp_path_factory.mktemp("export"))
+def trained(tmp_path_factory, trained_source):
+    return copy_trained(trained_source, tmp_path_factory.mktemp("export"))
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from compress_fixtures import trained_run
+from conftest import copy_trained
 
 from ecgtool import runtime
 from ecgtool.export import export
@@ -22,8 +22,8 @@ def _needs_tensorrt() -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return trained_run(tmp_path_factory.mktemp("gpu"))
+def run(tmp_path_factory, trained_source):
+    return copy_trained(trained_source, tmp_path_factory.mktemp("gpu"))
 
 
 def _test_batch(data) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from compress_fixtures import trained_run
+from conftest import copy_trained
 
 from ecgtool.core.files import read_json
 from ecgtool.compress.calibration import CalibrationReader, calibration_set, stratified_sample
@@ -19,8 +19,8 @@ from ecgtool.export.int8 import quantize_folder
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return trained_run(tmp_path_factory.mktemp("quant"))
+def trained(tmp_path_factory, trained_source):
+    return copy_trained(trained_source, tmp_path_factory.mktemp("quant"))
 
 
 def test_stratified_sample_keeps_class_shares():

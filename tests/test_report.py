@@ -10,7 +10,6 @@ from click.testing import CliRunner
 from ecgtool.cli.main import main
 from ecgtool.report.build import recommend, report
 from ecgtool.report.plots import pareto_front
-from tiny_run import benched_run
 
 
 def _r(model, variant, f1, size, p50, status="ok", runtime="ONNX Runtime"):
@@ -70,8 +69,8 @@ class _Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory):
-    run, data, rows = benched_run(tmp_path_factory)
+def reported(benched):
+    run, data, rows = benched
     return run, rows, report(run, tolerance=1.0).paths
 
 

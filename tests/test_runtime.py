@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from compress_fixtures import LENGTH, trained_run
+from conftest import copy_trained
+from tiny_dataset import LENGTH
 
 from ecgtool import runtime
 from ecgtool.core.errors import BadInput
@@ -21,8 +22,8 @@ ARTIFACTS = {  # path in the model folder -> (kind, precision, tolerance on max 
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    folder, data = trained_run(tmp_path_factory.mktemp("runtime"))
+def exported(tmp_path_factory, trained_source):
+    folder, data = copy_trained(trained_source, tmp_path_factory.mktemp("runtime"))
     for fmt in ("onnx", "onnx-fp16", "openvino-fp32", "openvino-bf16", "openvino-int8"):
         export(folder, fmt, data=data, calib_size=42, calib_dir=folder.parent / "calib") if fmt.endswith("int8") \
             else export(folder, fmt, data=data)

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from compress_fixtures import LENGTH, trained_run
+from conftest import copy_trained
+from tiny_dataset import LENGTH
 from onnx import numpy_helper
 
 from ecgtool.core.files import read_json
@@ -30,8 +31,8 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def trt_exports(tmp_path_factory):
-    folder, data = trained_run(tmp_path_factory.mktemp("trt"))
+def trt_exports(tmp_path_factory, trained_source):
+    folder, data = copy_trained(trained_source, tmp_path_factory.mktemp("trt"))
     results = {}
     for fmt in ("tensorrt-int8", "tensorrt-fp16", "tensorrt-fp32"):
         r = CliRunner().invoke(main, ["export", str(folder), "--format", fmt, "--data", str(data), "--calib-size", "42",

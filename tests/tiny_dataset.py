@@ -12,6 +12,10 @@ from ecgtool.data.dataset import write_dataset
 from ecgtool.data.splits import random_split
 
 
+#: samples per window of the tiny datasets the compression tests use
+LENGTH = 256
+
+
 def make_tiny_dataset(path: Path, per_class: int = 20, length: int = 256, fs: float = 100.0,
                       classes: Sequence[str] = DEFAULT_CLASSES, seed: int = 0, splits: dict | None = None,
                       shuffle_val_labels: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""A tiny benched run shared by the bench, report and pipeline tests (built once per test session).
+"""A tiny run for the bench, report and pipeline tests (benched once per session by conftest's `benched`).
 
 Seven classes of short, easily separable signals; se_resnet18 and resnet18 at width 8 for one epoch;
 ONNX export of se_resnet18, a TensorRT-ready copy of it, and a deliberately corrupt INT8 ONNX.
@@ -16,7 +16,6 @@ from ecgtool.data.dataset import write_dataset
 from ecgtool.data.splits import random_split
 
 LENGTH = 400
-_CACHE: dict = {}
 
 
 def make_dataset(out: Path, per_class: int = 12, seed: int = 0) -> Path:
@@ -45,14 +44,3 @@ def make_run(root: Path) -> tuple[Path, Path]:
 
 
 BENCH_OPTIONS = dict(threads=1, warmup=2, min_runs=5, min_time_s=0.05, throughput_batch=16)
-
-
-def benched_run(tmp_path_factory) -> tuple[Path, Path, list[dict]]:
-    """The tiny run after `bench` (rows returned), built once per session."""
-    from ecgtool.bench.runner import bench
-
-    if "run" not in _CACHE:
-        run, data = make_run(tmp_path_factory.mktemp("tiny"))
-        _CACHE["rows"] = bench([run], data, out=run, **BENCH_OPTIONS).rows
-        _CACHE["run"], _CACHE["data"] = run, data
-    return _CACHE["run"], _CACHE["data"], _CACHE["rows"]

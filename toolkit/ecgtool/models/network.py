@@ -98,7 +98,7 @@ class ModelConfig:
 CONFIG_BOUNDS = {"width": (1, 1024), "kernel_size": (1, 255), "in_channels": (1, 16), "num_classes": (2, 256),
                  "se_reduction": (1, 1024)}
 #: bounds of the recipe facts in `extra` that size inputs (samples, Hz)
-EXTRA_BOUNDS = {"input_length": (16, 200_000), "length": (16, 200_000), "sampling_rate": (50, 10_000)}
+EXTRA_BOUNDS = {"input_length": (16, 200_000), "length": (16, 200_000), "sampling_rate": (1, 10_000)}
 MAX_CHANNELS = 8192
 
 
