@@ -12,6 +12,7 @@ import torch
 from tiny_dataset import make_tiny_dataset
 
 from ecgtool.data.dataset import load_dataset
+from ecgtool.data.preprocess import spec_from_meta
 from ecgtool.models import get_model, save_model
 
 LENGTH = 256
@@ -28,7 +29,8 @@ def make_trained_run(root: Path, name: str = "se_resnet18", epochs: int = 30, se
     x_np, y_np = ds.split("train")
     x, y = torch.from_numpy(np.asarray(x_np)), torch.from_numpy(y_np)
     torch.manual_seed(seed)
-    model = get_model(name, width=WIDTH, classes=ds.classes, extra={"input_length": LENGTH})
+    model = get_model(name, width=WIDTH, classes=ds.classes, preprocessing=spec_from_meta(ds.meta),
+                      extra={"input_length": LENGTH})
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=epochs * -(-len(x) // 32))
     model.train()
