@@ -186,7 +186,7 @@ def _record_bundle(out: Path, source: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to create.")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="auto (default: INT8 if exported, else FP32), int8, fp16, fp32.")
 @click.option("--data", type=click.Path(path_type=Path), help="Prepared dataset, to calibrate INT8 when it is not exported yet.")
-@click.option("--lead", help="Lead run.py reads by default (default: the training set's, else II).")
+@click.option("--lead", help="Lead run.py reads by default (default: the model's, else II).")
 @click.option("--tar", is_flag=True, help="Also write OUT.tar.gz beside the folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @ui.quiet_option
