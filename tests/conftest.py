@@ -23,13 +23,15 @@ def trained_source(tmp_path_factory) -> Path:
     from tiny_dataset import LENGTH, make_tiny_dataset
 
     from ecgtool.data.dataset import load_dataset
+    from ecgtool.data.preprocess import spec_from_meta
     from ecgtool.models import get_model, save_model
     from ecgtool.train.fit import fit
 
     root = tmp_path_factory.mktemp("trained")
     ds = load_dataset(make_tiny_dataset(root / "data", per_class=20, length=LENGTH, seed=0))
     torch.manual_seed(0)
-    model = get_model("se_resnet18", width=8, classes=ds.classes, extra={"input_length": LENGTH})
+    model = get_model("se_resnet18", width=8, classes=ds.classes, preprocessing=spec_from_meta(ds.meta),
+                      extra={"input_length": LENGTH})
     model, _ = fit(model, ds, epochs=30, batch_size=32, lr=1e-2, patience=30, device="cpu", seed=0, precise_bn=0)
     save_model(root / "run" / "se_resnet18", model)
     return root

@@ -27,6 +27,21 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return _CACHE["model"], _CACHE["data"]
 
 
+def bandpassed_dataset(out: Path, per_class: int = 6, seed: int = 1) -> Path:
+    """Synthetic 10-s windows band-passed 0.5-40 Hz as an importer with --bandpass does, with its meta.json."""
+    from ecgtool.data.dataset import load_dataset, write_dataset
+    from ecgtool.data.preprocess import bandpass, describe, minmax
+    from ecgtool.data.splits import random_split
+    from ecgtool.data.synth import write_synthetic_dataset
+
+    raw = load_dataset(write_synthetic_dataset(out.with_name(out.name + "-raw"), per_class=per_class, seed=seed))
+    signals = np.stack([minmax(bandpass(np.asarray(s, dtype=np.float64))) for s in raw.signals])
+    records = [{"record_id": f"b{i}", "patient_id": f"b{i}", "label": raw.classes[k]} for i, k in enumerate(raw.labels)]
+    return write_dataset(out, signals, raw.labels, raw.classes, records, random_split(raw.labels, seed),
+                         {"sampling_rate": 200, "seconds": 10, "lead": "II", "source": "synthetic, band-passed",
+                          "split": "random", "preprocessing": describe(True)})
+
+
 def record_360(folder: Path, data: Path, idx: tuple[int, ...] = (0, 40, 100)) -> dict[str, Path]:
     """A 30-s record (three synthetic windows joined) at 360 Hz in mV, as .npy, .csv and WFDB; paths by kind."""
     import wfdb

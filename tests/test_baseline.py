@@ -115,6 +115,7 @@ def test_trains_above_chance_and_writes_a_model_folder(trained):
     assert not (folder / "model.safetensors").exists()  # the PyTorch loader must not claim it
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["arch"] == "rr_baseline" and cfg["classes"] == ["Normal", "AF", "SB"]
+    assert cfg["preprocessing"]["classes"] == cfg["classes"] and cfg["preprocessing"]["window_len"] == cfg["length"]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["macro_f1"] == pytest.approx(row["macro_f1"])
     assert set(metrics["per_class"]) == {"Normal", "AF", "SB"}

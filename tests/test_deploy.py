@@ -1,10 +1,13 @@
-"""`ecgtool predict` and `ecgtool package`: input formats, preprocessing parity, the torch-free bundle."""
+"""`ecgtool predict` and `ecgtool package`: input formats, preprocessing parity, the torch-free bundle,
+and the preprocessing travelling with the model (config.json, ONNX metadata), not with the dataset."""
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,58 +17,82 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import shared_data
-from deploy_fixtures import record_360, trained
+from deploy_fixtures import bandpassed_dataset, record_360, trained
 from ecgtool.deploy import bundle_runner
 from ecgtool.cli.main import main as cli
+from ecgtool.core.names import BUNDLE_PREPROCESS
+from ecgtool.data import preprocess
+from ecgtool.data.preprocess import SPEC_KEYS, make_spec, spec_from_meta
 from ecgtool.deploy.package import package
 from ecgtool.deploy.predict import predict, prepare_windows, preprocessing_spec
 from ecgtool.core.errors import BadInput
 
-#: runs a bundle's run.py in a fresh interpreter where importing torch or ecgtool fails
-BLOCKED_RUN = """
+#: a fresh interpreter where importing torch or ecgtool fails, in a bundle folder
+BLOCK = """
 import importlib.abc, runpy, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('torch', 'ecgtool'):
             raise ImportError(name + ' is not available on the device')
 sys.meta_path.insert(0, Block())
+"""
+#: runs a bundle's run.py there
+BLOCKED_RUN = BLOCK + """
 sys.argv = ['run.py'] + sys.argv[1:]
 try:
     runpy.run_path('run.py', run_name='__main__')
 finally:
     assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'ecgtool')]
 """
+#: saves the windows run.py's Bundle cuts from record argv[1] at argv[2] Hz to argv[3] (.npy)
+BLOCKED_WINDOWS = BLOCK + """
+import numpy as np
+bundle = runpy.run_path('run.py', run_name='bundle_run')['Bundle']('.')
+np.save(sys.argv[3], bundle.windows(sys.argv[1], float(sys.argv[2]))[0])
+assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'ecgtool')]
+"""
 
 
-def run_bundle(bundle: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCKED_RUN, *args], cwd=bundle, capture_output=True, text=True,
+def run_bundle(bundle: Path, *args: str, script: str = BLOCKED_RUN) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=bundle, capture_output=True, text=True,
                           timeout=120)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from ecgtool.export import torch2onnx
+    from ecgtool.export import export
 
     folder, data = trained(tmp_path_factory)
     if not (folder / "model.onnx").exists():
-        torch2onnx(folder)
+        export(folder, "onnx", data=data)  # stamped with the config (and its preprocessing spec)
     recs = record_360(tmp_path_factory.mktemp("records"), data)
     return folder, data, recs
 
 
 def _spec(band: bool) -> dict:
-    return {**preprocessing_spec({}), "bandpass_hz": [0.5, 40.0] if band else None}
+    return make_spec(bandpass_hz=[0.5, 40.0] if band else None)
+
+
+def _standalone_preprocess(tmp_path: Path):
+    """ecgtool/data/preprocess.py loaded the way a bundle loads its copy: a top-level module, no ecgtool package."""
+    path = tmp_path / BUNDLE_PREPROCESS
+    shutil.copyfile(preprocess.__file__, path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("fs,band", [(360, False), (500, True), (250, False), (200, True)])
-def test_runner_preprocessing_matches_ecgtool(fs, band):
+def test_runner_preprocessing_matches_ecgtool(fs, band, tmp_path):
     rng = np.random.default_rng(fs)
     t = np.arange(int(30.3 * fs)) / fs
     sig = (np.sin(2 * np.pi * 1.2 * t) ** 31 + 0.3 * np.sin(2 * np.pi * 0.2 * t) + 0.05 * rng.standard_normal(len(t)))
     if not band:  # a flat last stretch: both drop that window (a band-pass would ring into it)
         sig[int(19 * fs):] = 0.2
     a, sa, da = prepare_windows(sig[None], fs, _spec(band))
-    b, sb, db = bundle_runner.preprocess(sig[None], fs, _spec(band))
+    assert bundle_runner.pre is preprocess  # inside ecgtool the runner uses the package's module itself
+    b, sb, db = _standalone_preprocess(tmp_path).windows_for_spec(sig[None], fs, _spec(band))
     assert da == db and [d["start_s"] for d in da] == ([] if band else [20.0])
     assert sa == sb == ([0, 2000, 4000] if band else [0, 2000])
     assert a.shape == (len(sa), 1, 2000)
@@ -73,17 +100,93 @@ def test_runner_preprocessing_matches_ecgtool(fs, band):
     assert a.min() == 0 and a.max() == 1
 
 
-def test_spec_reads_training_config_and_dataset_meta(setup, tmp_path):
+def test_spec_is_frozen_in_config_and_onnx_metadata(setup, tmp_path):
+    from ecgtool import __version__
     from ecgtool.core.artifacts import find_config
+    from ecgtool.core.files import read_json
+    from ecgtool.runtime.onnxruntime import read_metadata
 
     folder, data, _ = setup
-    spec = preprocessing_spec(find_config(folder))
+    config = find_config(folder)
+    assert tuple(config["preprocessing"]) == SPEC_KEYS
+    assert config["preprocessing"] == spec_from_meta(read_json(data / "meta.json"))
+    spec = preprocessing_spec(config)
     assert (spec["sampling_rate"], spec["window_len"], spec["window_s"], spec["lead"]) == (200, 2000, 10, "II")
-    assert spec["bandpass_hz"] is None and "meta.json" in spec["from"]  # synthetic data: no band-pass
+    assert spec["bandpass_hz"] is None and spec["normalisation"] == "minmax"  # synthetic data: no band-pass
+    assert spec["classes"] == config["classes"] == ["Normal", "AF", "AFL", "FAB", "SB", "ST", "PVC"]
+    meta = read_metadata(folder / "model.onnx")
+    assert meta["config"]["preprocessing"] == meta["preprocessing"] == config["preprocessing"]
+    assert meta["version"] == __version__
+    assert meta["source_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_old_config_without_spec_gets_paper_defaults_not_the_dataset(tmp_path, capsys):
+    """A config from before specs were frozen: its own rate and length, else the paper's; the dataset
+    meta.json its recipe points to is not read (it may be gone, or moved, or another dataset by now)."""
     (tmp_path / "meta.json").write_text(json.dumps({"lead": "MLII", "preprocessing": {"bandpass": "Butterworth"}}))
     spec = preprocessing_spec({"in_channels": 1, "extra": {"dataset": str(tmp_path), "sampling_rate": 100,
-                                                            "input_length": 500}})
-    assert (spec["sampling_rate"], spec["window_s"], spec["lead"], spec["bandpass_hz"]) == (100, 5, "MLII", [0.5, 40.0])
+                                                            "input_length": 500}}, source="old-model")
+    assert (spec["sampling_rate"], spec["window_s"], spec["lead"], spec["bandpass_hz"]) == (100, 5, "II", None)
+    assert capsys.readouterr().err.count("old-model: no preprocessing spec") == 1
+    spec = preprocessing_spec({}, lead="MLII")
+    assert (spec["sampling_rate"], spec["window_len"], spec["lead"]) == (200, 2000, "MLII")
+
+
+@pytest.fixture(scope="module")
+def moved_bandpassed(tmp_path_factory, setup):
+    """A model trained on a band-passed dataset, predicted on, then its run moved and the dataset deleted."""
+    from ecgtool.train.run import train_models
+
+    _, _, recs = setup
+    root = tmp_path_factory.mktemp("bandpassed")
+    data = bandpassed_dataset(root / "data")
+    train_models(data, ["se_resnet"], [18], root / "run", width=8, epochs=1, batch_size=32, device="cpu")
+    before = predict(root / "run" / "se_resnet18", [recs["npy"]], fs=360)
+    shutil.move(root / "run", root / "elsewhere")
+    shutil.rmtree(data)
+    return root / "elsewhere" / "se_resnet18", before, recs
+
+
+def _probs(res: list[dict]) -> np.ndarray:
+    return np.array([[list(w["probabilities"].values()) for w in r["windows"]] for r in res])
+
+
+def test_model_predicts_the_same_once_moved_and_its_dataset_deleted(moved_bandpassed):
+    from ecgtool.core.artifacts import find_config
+    from ecgtool.runtime import load
+
+    folder, before, recs = moved_bandpassed
+    assert find_config(folder)["preprocessing"]["bandpass_hz"] == [0.5, 40.0]
+    after = predict(folder, [recs["npy"]], fs=360)
+    assert np.array_equal(_probs(after), _probs(before)) and len(after[0]["windows"]) == 3
+    # the band-pass matters: the same model fed unfiltered windows answers differently
+    predictor = load(folder)
+    spec = preprocessing_spec(find_config(folder))
+    filtered = prepare_windows(np.load(recs["npy"])[None], 360, spec)[0]
+    unfiltered = prepare_windows(np.load(recs["npy"])[None], 360, {**spec, "bandpass_hz": None})[0]
+    assert not np.allclose(predictor.predict(filtered), predictor.predict(unfiltered), atol=1e-3)
+
+
+def test_lone_onnx_predicts_like_its_folder(moved_bandpassed, tmp_path):
+    from ecgtool.export import export
+
+    folder, before, recs = moved_bandpassed
+    export(folder, "onnx")  # no --data: the dataset is gone, the check runs on random inputs
+    lone = tmp_path / "alone" / "model.onnx"
+    lone.parent.mkdir()
+    shutil.copyfile(folder / "model.onnx", lone)
+    in_folder = predict(folder / "model.onnx", [recs["npy"], recs["wfdb"]], fs=360)
+    alone = predict(lone, [recs["npy"], recs["wfdb"]], fs=360)
+    assert np.array_equal(_probs(alone), _probs(in_folder))
+    np.testing.assert_allclose(_probs(alone)[:1], _probs(before), atol=1e-4)  # ONNX Runtime vs PyTorch
+    r = CliRunner().invoke(cli, ["predict", str(lone), str(recs["npy"]), "--fs", "360", "-q"])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(_probs(json.loads(r.stdout)["records"]), _probs(alone[:1]))
+    bundle = package(lone, tmp_path / "bundle")
+    assert _check_bundle(bundle)["preprocessing"]["bandpass_hz"] == [0.5, 40.0]
+    proc = run_bundle(bundle, str(recs["npy"]), "--fs", "360")
+    assert proc.returncode == 0, proc.stderr
+    _compare(json.loads(proc.stdout), alone[:1], atol=1e-6)
 
 
 def test_predict_same_answer_from_every_format(setup):
@@ -139,18 +242,25 @@ def test_predict_explain_writes_spans_and_pngs(setup, tmp_path):
 
 def _check_bundle(bundle: Path) -> dict:
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"model.onnx", "model.json", "run.py", "requirements.txt", "README.md", "SHA256SUMS"}
+    assert names == {"model.onnx", "model.json", "run.py", BUNDLE_PREPROCESS, "requirements.txt", "README.md", "SHA256SUMS"}
+    assert (bundle / BUNDLE_PREPROCESS).read_bytes() == Path(preprocess.__file__).read_bytes()  # one implementation
     for line in (bundle / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     assert set((bundle / "requirements.txt").read_text().split("\n")[:3]) >= {"numpy>=1.22", "scipy>=1.8", "onnxruntime>=1.16"}
-    imported = set()
-    for node in ast.walk(ast.parse((bundle / "run.py").read_text())):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert imported - set(sys.stdlib_module_names) == {"numpy", "scipy", "onnxruntime", "wfdb"}
+    imported = {}
+    for name in ("run.py", BUNDLE_PREPROCESS):
+        imported[name] = set()
+        for node in ast.walk(ast.parse((bundle / name).read_text())):
+            if isinstance(node, ast.Import):
+                imported[name] |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported[name].add(node.module.split(".")[0])
+    # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
+    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool", Path(BUNDLE_PREPROCESS).stem}
+    assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
+    assert ((imported["run.py"] | imported[BUNDLE_PREPROCESS]) - set(sys.stdlib_module_names)
+            - {"ecgtool", Path(BUNDLE_PREPROCESS).stem}) == {"numpy", "scipy", "onnxruntime", "wfdb"}
     return json.loads((bundle / "model.json").read_text())
 
 
@@ -186,6 +296,13 @@ def test_package_runs_without_torch_and_matches_predict(setup, tmp_path):
     assert next(v for k, v in manifest.items() if k.endswith("bundle.tar.gz"))["parent"].endswith("bundle/model.onnx")
     proc = run_bundle(bundle, str(tmp_path / "missing.npy"), "--fs", "360")
     assert proc.returncode == 2
+    from ecgtool.deploy.predict import read_input
+
+    for kind in ("npy", "wfdb"):  # the bundle's windows, cut where torch and ecgtool cannot import, are ecgtool's
+        proc = run_bundle(bundle, str(recs[kind]), "360", str(tmp_path / f"{kind}.npy"), script=BLOCKED_WINDOWS)
+        assert proc.returncode == 0, proc.stderr
+        ours = prepare_windows(*read_input(recs[kind], 360, "II", 1), meta["preprocessing"])[0]
+        assert ours.shape == (3, 1, 2000) and np.array_equal(np.load(tmp_path / f"{kind}.npy"), ours)
 
 
 def test_package_int8_bundle(setup, tmp_path):

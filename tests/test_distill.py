@@ -15,6 +15,7 @@ from tiny_dataset import make_tiny_dataset
 from ecgtool.core.files import read_json
 from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
+from ecgtool.data.preprocess import spec_from_meta
 from ecgtool.train.distill import TEACHER_LOGITS, TeacherLogits, distill, distillation_loss
 from ecgtool.evaluate.artifact import evaluate_artifact
 from ecgtool.core.artifacts import is_model_folder
@@ -69,6 +70,7 @@ def test_distilled_student_folder_loads_and_evaluates(teacher: tuple[Path, Path]
     assert cfg["arch"] == "resnet" and cfg["width"] == 8
     assert cfg["extra"]["teacher_sha256"] and cfg["extra"]["temperature"] == 4.0 and cfg["extra"]["alpha"] == 0.7
     ds = load_dataset(data)
+    assert cfg["preprocessing"] == spec_from_meta(ds.meta) and cfg["preprocessing"]["window_len"] == 256
     cached = np.load(out / TEACHER_LOGITS)
     expect = load(folder).predict(np.asarray(ds.signals[np.sort(ds.indices("train"))]))
     np.testing.assert_allclose(cached, expect, atol=1e-4)

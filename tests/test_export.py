@@ -12,13 +12,14 @@ from click.testing import CliRunner
 from conftest import copy_trained
 from tiny_dataset import LENGTH
 
-from ecgtool import runtime
+from ecgtool import __version__, runtime
 from ecgtool.core.files import read_json, sha256
 from ecgtool.cli.main import main
 from ecgtool.core.errors import BadInput
 from ecgtool.export.formats import FORMATS
 from ecgtool.export import export, torch2onnx
 from ecgtool.models import get_model, list_models, save_model
+from ecgtool.runtime.onnxruntime import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,12 @@ def test_exports_are_checked_and_recorded(trained):
     assert manifest["se_resnet18/model.fp16.onnx"]["parent"] == "se_resnet18/model.onnx"
     assert manifest["se_resnet18/model.onnx"]["check"]["max_abs_diff"] < 1e-4
     assert manifest["se_resnet18/openvino-bf16/model.xml"]["check"]["precision"] == "bf16"
+    config = read_json(folder / "config.json")
+    for rel in ("model.onnx", "model.fp16.onnx"):  # the spec, the ecgtool version and the source's SHA-256
+        meta = read_metadata(folder / rel)
+        assert meta["config"]["preprocessing"] == meta["preprocessing"] == config["preprocessing"]
+        assert meta["preprocessing"]["window_len"] == LENGTH
+        assert meta["version"] == __version__ and meta["source_sha256"] == sha256(folder / "model.safetensors")
     sidecar = json.loads((folder / "openvino-bf16" / "ecgtool-openvino.json").read_text())
     assert sidecar["compile"]["INFERENCE_PRECISION_HINT"] == "bf16"
 

@@ -119,7 +119,11 @@ def tiny_run(tmp_path):
     data = write_dataset(tmp_path / "data", signals, labels, CLASSES, records, random_split(labels, seed=0),
                          {"sampling_rate": 200, "source": "test"})
     torch.manual_seed(0)
-    model = get_model("se_resnet18", width=16, classes=CLASSES, extra={"input_length": LENGTH, "sampling_rate": 200})
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.data.preprocess import spec_from_meta
+
+    model = get_model("se_resnet18", width=16, classes=CLASSES, preprocessing=spec_from_meta(load_dataset(data).meta),
+                      extra={"input_length": LENGTH, "sampling_rate": 200})
     save_model(tmp_path / "run" / "se_resnet18", model)
     return tmp_path / "run" / "se_resnet18", data
 
@@ -136,6 +140,8 @@ def test_prune_command_end_to_end(tiny_run):
     assert cfg["channels"]["stem"] == 8 and cfg["extra"]["ratio"] == 0.5
     assert cfg["extra"]["fine_tune_epochs_run"] == 1 and cfg["extra"]["parent"] == str(model_dir)
     assert cfg["extra"]["input_length"] == LENGTH  # export and predict read the input shape from here
+    parent = json.loads((model_dir / "config.json").read_text())
+    assert cfg["preprocessing"] == parent["preprocessing"] and cfg["preprocessing"]["window_len"] == LENGTH
     from ecgtool.export import input_shape
 
     assert input_shape(cfg) == (1, LENGTH)
@@ -189,6 +195,7 @@ def test_prune_artifact_taylor_global_without_fine_tuning(tiny_run, tmp_path):
     out = tmp_path / "run" / "small"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["extra"]["importance"] == "taylor" and cfg["extra"]["scope"] == "global" and cfg["extra"]["steps"] == 2
+    assert cfg["preprocessing"] == json.loads((model_dir / "config.json").read_text())["preprocessing"]
     assert not (out / "history.csv").exists() and result["fine_tune"]["epochs_run"] == 0
     # without fine-tuning the BatchNorm statistics are re-estimated, not the parent's kept channels
     parent_mean = load_model(model_dir).head_bn.running_mean

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from ecgtool.core.files import read_json, sha256
 from ecgtool.cli.main import main
 from ecgtool.data.dataset import load_dataset
+from ecgtool.data.preprocess import spec_from_meta
 from ecgtool.core.errors import BadInput
 from ecgtool.evaluate.artifact import evaluate_artifact
 from ecgtool.models import get_model, load_model, save_model
@@ -116,6 +117,10 @@ def test_train_cli_writes_run_folder_and_side_by_side_table(trained_run, tiny):
         assert cfg["classes"] == load_dataset(tiny).classes and cfg["width"] == 8
         assert cfg["extra"]["epochs"] == 6 and cfg["extra"]["lr"] == 3e-3 and cfg["extra"]["augment"] == []
         assert cfg["extra"]["input_length"] == 256 and cfg["extra"]["sampling_rate"] == 100.0
+        # the preprocessing is frozen into the model (not looked up in the dataset later) and round-trips
+        assert cfg["preprocessing"] == spec_from_meta(load_dataset(tiny).meta)
+        assert (cfg["preprocessing"]["sampling_rate"], cfg["preprocessing"]["window_len"]) == (100, 256)
+        assert load_model(folder).config.preprocessing == cfg["preprocessing"]
         assert len((folder / "history.csv").read_text().strip().splitlines()) == 1 + cfg["extra"]["epochs_run"]
         stored = read_json(folder / "metrics.json")
         assert stored["macro_f1"] == pytest.approx(evaluate_artifact(folder, tiny)["macro_f1"])

@@ -44,6 +44,8 @@ OPENVINO_SIDECAR = "ecgtool-openvino.json"
 
 #: keys of the metadata_props every ONNX file ecgtool writes carries (values are strings; the config is JSON)
 ONNX_META_CONFIG = "ecgtool.config"
+#: the preprocessing spec alone (also inside the config), for readers that do not know ecgtool configs
+ONNX_META_PREPROCESSING = "ecgtool.preprocessing"
 ONNX_META_FORMAT = "ecgtool.format"
 ONNX_META_PRECISION = "ecgtool.precision"
 ONNX_META_VERSION = "ecgtool.version"

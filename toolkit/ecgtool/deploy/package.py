@@ -1,8 +1,10 @@
 """`package`: a deploy bundle that runs on a Raspberry Pi or a Jetson with numpy, scipy and onnxruntime.
 
-The bundle holds the ONNX model, model.json (classes, preprocessing, provenance), run.py
-(deploy/bundle_runner.py), the shared preprocessing module, requirements.txt, README.md and
-SHA256SUMS; optionally a .tar.gz of it.
+The bundle holds the ONNX model, model.json (classes, the preprocessing spec the model froze at
+training time, provenance), run.py (deploy/bundle_runner.py), ecg_preprocess.py (a copy of
+data/preprocess.py, the one preprocessing implementation), requirements.txt, README.md and
+SHA256SUMS; optionally a .tar.gz of it. The spec comes from the artifact alone (config.json, or a
+lone .onnx's metadata), never from the training dataset.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
 from ecgtool.core.manifest import find_run_root, manifest_entry, record_artifact
-from ecgtool.core.names import BUNDLE_MODEL, BUNDLE_SPEC, CONFIG, MANIFEST, METRICS, WEIGHTS
+from ecgtool.core.names import (BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER, BUNDLE_SPEC, CONFIG, MANIFEST, METRICS,
+                                WEIGHTS)
+from ecgtool.data import preprocess
 from ecgtool.deploy import bundle_runner
-from ecgtool.deploy.predict import preprocessing_spec
+from ecgtool.deploy.predict import artifact_config, preprocessing_spec
 
 PRECISIONS = ("auto", "int8", "fp16", "fp32")
 REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# optional, for WFDB .hea records:\n# wfdb>=4.1\n"
@@ -105,7 +109,6 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
     import onnx
 
     from ecgtool import __version__
-    from ecgtool.core.artifacts import find_config
     from ecgtool.runtime import artifact_kind
     from ecgtool.runtime.onnxruntime import onnx_precision
 
@@ -117,11 +120,11 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
     if out.exists() and (out.is_file() or (any(out.iterdir()) and not overwrite)):
         raise BadInput(f"{out}: exists and is not an empty folder (use --overwrite to replace a bundle)")
     onnx_path = _onnx_of(src, precision, data)
-    config = find_config(onnx_path)
+    config = artifact_config(onnx_path)
     classes = list(config.get("classes") or [])
     if not classes:
-        raise BadInput(f"{onnx_path}: its config.json names no classes; a bundle needs them")
-    spec = preprocessing_spec(config, lead)
+        raise BadInput(f"{onnx_path}: neither a config.json nor its metadata names the classes; a bundle needs them")
+    spec = preprocessing_spec(config, lead, source=onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
     inp = model.graph.input[0]
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
@@ -147,13 +150,14 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
     with atomic_dir(out) as tmp:
         shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
         write_json(tmp / BUNDLE_SPEC, model_json)
-        shutil.copyfile(Path(bundle_runner.__file__), tmp / "run.py")
+        shutil.copyfile(Path(bundle_runner.__file__), tmp / BUNDLE_RUNNER)
+        shutil.copyfile(Path(preprocess.__file__), tmp / BUNDLE_PREPROCESS)
         write_text(tmp / "requirements.txt", REQUIREMENTS)
         write_text(tmp / "README.md", _bundle_readme(spec, model_json))
         names = sorted(p.name for p in tmp.iterdir())
         write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))
         for f in tmp.iterdir():  # temp files are private; a bundle is meant to be copied and read
-            os.chmod(f, 0o755 if f.name == "run.py" else 0o644)
+            os.chmod(f, 0o755 if f.name == BUNDLE_RUNNER else 0o644)
     _record_bundle(out, onnx_path)
     if tar:
         archive = out.with_name(out.name + ".tar.gz")
@@ -182,7 +186,7 @@ def _record_bundle(out: Path, source: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle folder to create.")
 @click.option("--precision", type=click.Choice(PRECISIONS), help="auto (default: INT8 if exported, else FP32), int8, fp16, fp32.")
 @click.option("--data", type=click.Path(path_type=Path), help="Prepared dataset, to calibrate INT8 when it is not exported yet.")
-@click.option("--lead", help="Lead run.py reads by default (default: the training set's, else II).")
+@click.option("--lead", help="Lead run.py reads by default (default: the model's, else II).")
 @click.option("--tar", is_flag=True, help="Also write OUT.tar.gz beside the folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @ui.quiet_option

@@ -1,8 +1,8 @@
 """Use a trained artifact on new records (`predict`).
 
 `predict` reads WFDB records (.hea; Challenge .hea + .mat too), .npy arrays and CSV columns,
-preprocesses them exactly as the training set was (the artifact's config and its dataset's meta.json
-say the rate, window length, band-pass and lead), runs any artifact kind through `runtime.load` and
+preprocesses them exactly as the training set was (the spec the artifact carries: config.json's
+"preprocessing", or a lone .onnx's metadata -- rate, window length, band-pass, lead), runs any artifact kind through `runtime.load` and
 returns per-window rhythms with class probabilities and a record summary; with `explain` it adds the
 most relevant time spans of each window (Grad-CAM or occlusion, see explain.py) and a PNG per window.
 """
@@ -19,62 +19,71 @@ import numpy as np
 
 from ecgtool.deploy import bundle_runner
 from ecgtool.core import ui
-from ecgtool.core.files import read_json, write_json
-from ecgtool.core.manifest import record_artifact
-from ecgtool.data.preprocess import BAND_HZ, FLAT_MV, TARGET_FS, WINDOW_LEN, UnusableRecord, bandpass, check_finite, minmax, resample, window_starts
 from ecgtool.core.errors import BadInput
-
+from ecgtool.core.files import write_json
+from ecgtool.core.manifest import record_artifact
+from ecgtool.data import preprocess
+from ecgtool.data.preprocess import TARGET_FS, WINDOW_S, UnusableRecord, is_wfdb_path, make_spec
 
 
 # --- preprocessing as in training -----------------------------------------------------------------
 
 
-def _dataset_meta(path: str | None) -> dict:
-    if not path or not (Path(path) / "meta.json").is_file():
-        return {}
-    try:
-        return read_json(Path(path) / "meta.json")
-    except (OSError, ValueError):
-        return {}
+def artifact_config(path: str | os.PathLike, config: dict | None = None) -> dict:
+    """The config an artifact carries: `config` (or config.json beside it or in a parent folder); for an
+    .onnx file the preprocessing stamped into its own metadata_props wins, and a lone .onnx's whole
+    config comes from there. {} when it has neither."""
+    from ecgtool.runtime.base import config_and_classes
+    from ecgtool.runtime.onnxruntime import read_metadata
+
+    p = Path(path)
+    if config is None:
+        config, _ = config_and_classes(p)
+    if p.is_file() and p.suffix == ".onnx":
+        own = read_metadata(p).get("config") or {}
+        if not config:
+            return own
+        if isinstance(own.get("preprocessing"), dict):
+            return {**config, "preprocessing": own["preprocessing"]}
+    return config
 
 
-def preprocessing_spec(config: dict, lead: str | None = None) -> dict:
-    """How records must be prepared for this model: rate (Hz), window (s, samples), band-pass, lead.
+def preprocessing_spec(config: dict, lead: str | None = None, *, source: str | os.PathLike | None = None) -> dict:
+    """How records must be prepared for this model (see ecgtool.data.preprocess.SPEC_KEYS).
 
-    Read from config.json's training recipe (sampling_rate, input_length) and the training dataset's
-    meta.json (preprocessing, lead) when it is still there; else the paper's 200 Hz, 10 s, lead II.
+    The spec the model froze into its config.json at training time (and that every export repeats in
+    its metadata), never a path back to the training data. A config from before specs were frozen
+    gets the paper's defaults (its own recorded rate and window length where it has them), with a
+    warning naming `source`. `lead` overrides the spec's lead.
     """
-    extra = {**config, **(config.get("extra") or {})}  # the baseline keeps these at the top level
-    meta = _dataset_meta(extra.get("dataset"))
-    fs = float(extra.get("sampling_rate") or meta.get("sampling_rate") or TARGET_FS)
-    length = int(extra.get("input_length") or round(float(meta.get("seconds") or 0) * fs) or WINDOW_LEN)
-    pre = meta.get("preprocessing")
-    band = isinstance(pre, dict) and bool(pre.get("bandpass"))
-    meta_lead = meta.get("lead")
-    default_lead = meta_lead if isinstance(meta_lead, str) and meta_lead and " " not in meta_lead else "II"
-    return {
-        "sampling_rate": int(fs) if fs.is_integer() else fs,
-        "window_s": round(length / fs, 6),
-        "window_len": length,
-        "channels": int(config.get("in_channels") or 1),
-        "lead": lead or default_lead,
-        "resample": "scipy.signal.resample_poly, padtype line",
-        "bandpass_hz": list(BAND_HZ) if band else None,
-        "bandpass_order": 4,
-        "normalisation": "min-max to [0, 1] per window and lead",
-        "flat_mv": FLAT_MV,
-        "window_policy": "all",
-        "from": "config.json + dataset meta.json" if meta else "config.json (dataset meta.json not found)",
-    }
+    spec = config.get("preprocessing")
+    if isinstance(spec, dict) and spec.get("sampling_rate") and spec.get("window_len"):
+        spec = dict(spec)
+    else:
+        extra = {**config, **(config.get("extra") or {})}  # the baseline keeps these at the top level
+        fs = extra.get("sampling_rate") or TARGET_FS
+        spec = make_spec(sampling_rate=fs, window_len=int(extra.get("input_length") or extra.get("length")
+                                                           or round(WINDOW_S * float(fs))),
+                         channels=int(config.get("in_channels") or 1), classes=config.get("classes"))
+        ui.warn(f"{source or 'the model'}: no preprocessing spec in its config (trained before ecgtool froze one); "
+                f"assuming the paper's: {spec['sampling_rate']:g} Hz, {spec['window_s']:g}-s windows, lead "
+                f"{spec['lead']}, no band-pass, min-max per window")
+    if lead:
+        spec["lead"] = lead
+    return spec
 
 
 def read_input(path: str | os.PathLike, fs: float | None, lead: str, channels: int) -> tuple[np.ndarray, float]:
-    """(signal [C, T] in mV, Hz) of a WFDB record, .npy or .csv; UnusableRecord with the reason if bad."""
+    """(signal [C, T] in mV, Hz) of a WFDB record, .npy or .csv; UnusableRecord with the reason if bad.
+
+    WFDB records go through the importers' checked reader (header sanity, lead selection); .npy and
+    .csv through the shared reader the bundle uses.
+    """
     from ecgtool.data.importers.wfdb_read import read_header, read_record
 
     p = Path(path)
-    base = p.with_suffix("") if p.suffix == ".hea" else p
-    if p.suffix == ".hea" or (p.suffix not in (".npy", ".csv") and base.with_name(base.name + ".hea").exists()):
+    if is_wfdb_path(p):
+        base = p.with_suffix("") if p.suffix == ".hea" else p
         want = "all" if channels > 1 else lead
         try:
             raw = read_record(base, want)
@@ -85,32 +94,12 @@ def read_input(path: str | os.PathLike, fs: float | None, lead: str, channels: i
         if raw.signal.shape[0] != channels:
             raise UnusableRecord(f"{raw.signal.shape[0]} lead(s), the model takes {channels}")
         return raw.signal, raw.fs
-    try:
-        return bundle_runner.read_record(p, fs, lead, channels)
-    except bundle_runner.RecordError as exc:
-        raise UnusableRecord(str(exc)) from None
+    return preprocess.read_record(p, fs, lead, channels)
 
 
 def prepare_windows(signal: np.ndarray, fs: float, spec: dict) -> tuple[np.ndarray, list[int], list[dict]]:
-    """ecgtool.data.preprocess on one record: (windows [n, C, L] float32, starts at the model rate, dropped)."""
-    target, length = spec["sampling_rate"], int(spec["window_len"])
-    x = np.atleast_2d(np.asarray(signal, dtype=np.float64))
-    check_finite(x)
-    if x.shape[-1] / fs < length / target - 1e-9:
-        raise UnusableRecord(f"too short: {x.shape[-1] / fs:.2f} s < {length / target:g} s window")
-    x = resample(x, fs, target)
-    if spec.get("bandpass_hz"):
-        x = bandpass(x, target, tuple(spec["bandpass_hz"]), int(spec.get("bandpass_order", 4)))
-    kept, starts, dropped = [], [], []
-    for s in window_starts(x.shape[-1], spec.get("window_policy", "all"), length):
-        try:
-            kept.append(minmax(x[:, s:s + length]))
-            starts.append(s)
-        except UnusableRecord as exc:
-            dropped.append({"start_s": s / target, "reason": str(exc)})
-    if not kept:
-        raise UnusableRecord(dropped[0]["reason"] if dropped else "too short after resampling")
-    return np.stack(kept), starts, dropped
+    """One record prepared as `spec` says: (windows [n, C, L] float32, starts at the model rate, dropped)."""
+    return preprocess.windows_for_spec(signal, fs, spec)
 
 
 # --- predict --------------------------------------------------------------------------------------
@@ -126,7 +115,9 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
     """`predict` with an open predictor: one dict per record (or {"record", "error"} for a bad one)."""
     from ecgtool.evaluate import explain as xai
 
-    spec = {**preprocessing_spec(predictor.config or {}, lead), "window_policy": window_policy}
+    source = getattr(predictor, "path", None)
+    config = artifact_config(source, predictor.config or {}) if source else (predictor.config or {})
+    spec = {**preprocessing_spec(config, lead, source=source), "window_policy": window_policy}
     classes = list(predictor.classes) or [f"class_{i}" for i in range(int((predictor.config or {}).get("num_classes", 0)))]
     fs_model, length = spec["sampling_rate"], int(spec["window_len"])
     method = ("auto" if explain is True else explain) if explain else None
@@ -195,7 +186,7 @@ def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("records", nargs=-1, required=True)
 @click.option("--fs", type=float, help="Sampling rate (Hz) of .npy / .csv records.")
-@click.option("--lead", help="Lead to read (default: the training set's, else II); a row index for .npy.")
+@click.option("--lead", help="Lead to read (default: the model's, else II); a row index for .npy.")
 @click.option("--window-policy", type=click.Choice(["all", "first"]), help="Every full window (default) or the first.")
 @click.option("--explain", "explain", is_flag=True, help="Add the most relevant time spans per window (+ PNGs with --out).")
 @click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto: Grad-CAM for PyTorch folders, else occlusion.")

@@ -15,16 +15,17 @@ from ecgtool import __version__
 from ecgtool.core.artifacts import model_folder_of
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_path, sha256
-from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
-                                 ONNX_META_VERSION)
+from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION,
+                                 ONNX_META_PREPROCESSING, ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
 from ecgtool.export.formats import FORMATS, OPSET
 
 
 
 def input_shape(config: dict, data: str | os.PathLike | None = None) -> tuple[int, int]:
-    """(channels, length in samples) the exported graph takes: from config.extra, else the dataset, else 2000."""
+    """(channels, length in samples) the exported graph takes: from the config's preprocessing spec or
+    extra, else the dataset, else 2000."""
     extra = config.get("extra") or {}
-    length = extra.get("input_length") or extra.get("length")
+    length = (config.get("preprocessing") or {}).get("window_len") or extra.get("input_length") or extra.get("length")
     if not length and data is not None:
         from ecgtool.data.dataset import load_dataset
 
@@ -82,6 +83,8 @@ def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: s
     model = onnx.load(str(path), load_external_data=False)
     values = {ONNX_META_CONFIG: json.dumps(config, sort_keys=True), ONNX_META_FORMAT: fmt, ONNX_META_PRECISION: precision,
               ONNX_META_VERSION: __version__, ONNX_META_SOURCE_SHA: sha256(source)}
+    if isinstance(config.get("preprocessing"), dict):
+        values[ONNX_META_PREPROCESSING] = json.dumps(config["preprocessing"], sort_keys=True)
     keep = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

@@ -46,6 +46,9 @@ class ModelConfig:
     classes: list[str] | None = None
     #: Explicit channel counts (set for pruned networks): {"stem": int, "blocks": [{"mid": [...], "out": int, "se": int, "proj": bool}]}
     channels: dict | None = None
+    #: The preprocessing spec frozen at training time (ecgtool.data.preprocess.SPEC_KEYS); not used to build
+    #: the network, carried so the model folder and its exports predict the same without the training data.
+    preprocessing: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @property

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_SOURCE_SHA,
-                                 ONNX_META_VERSION)
+from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_PREPROCESSING,
+                                 ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
 from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes
 
 
@@ -98,7 +98,8 @@ def onnx_file_precision(path: str | Path) -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """ecgtool's metadata_props of an ONNX file: {config, format, precision, version, source_sha256} ({} if none)."""
+    """ecgtool's metadata_props of an ONNX file: {config, preprocessing, format, precision, version,
+    source_sha256} ({} if none)."""
     import onnx
 
     try:
@@ -112,5 +113,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
         config = json.loads(props[ONNX_META_CONFIG])
     except ValueError:
         return {}
-    return {"config": config, "format": props.get(ONNX_META_FORMAT), "precision": props.get(ONNX_META_PRECISION),
+    try:
+        spec = json.loads(props[ONNX_META_PREPROCESSING]) if ONNX_META_PREPROCESSING in props else None
+    except ValueError:
+        spec = None
+    return {"config": config, "preprocessing": spec, "format": props.get(ONNX_META_FORMAT), "precision": props.get(ONNX_META_PRECISION),
             "version": props.get(ONNX_META_VERSION), "source_sha256": props.get(ONNX_META_SOURCE_SHA)}

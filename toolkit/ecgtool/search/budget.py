@@ -88,6 +88,7 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
     import torch
 
     from ecgtool.compress.calibration import calibration_set
+    from ecgtool.data.preprocess import spec_from_meta
     from ecgtool.models import get_model, model_stats, save_model
     from ecgtool.runtime import load
     from ecgtool.core.ui import progress_bar
@@ -99,7 +100,8 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
         for depth in depths:
             for width in widths:
                 model = get_model(f"{arch}{depth}", width=width, in_channels=channels, num_classes=k,
-                                  classes=data.classes, extra={"input_length": length})
+                                  classes=data.classes, preprocessing=spec_from_meta(data.meta),
+                                  extra={"input_length": length})
                 specs.append((arch, depth, width, model_stats(model, length=length, in_channels=channels)))
     calibration = None
     if "onnx-int8" in formats:
@@ -124,6 +126,7 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
                             torch.manual_seed(0)
                             save_model(folder, get_model(f"{arch}{depth}", width=width, in_channels=channels,
                                                          num_classes=k, classes=data.classes,
+                                                         preprocessing=spec_from_meta(data.meta),
                                                          extra={"input_length": length}))
                         artifact = _materialise(fmt, folder, length, calibration)
                         row["size_mb"] = size_on_disk_mb(artifact)

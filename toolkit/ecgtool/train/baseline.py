@@ -13,6 +13,7 @@ from ecgtool.baseline.classifier import ARCH, DEFAULT_PARAMS, FEATURES_FILE, RRB
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.names import CONFIG, CONFUSION, METRICS
+from ecgtool.data.preprocess import spec_from_meta
 
 
 def _lead_channel(dataset) -> int:
@@ -63,7 +64,8 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
               "feature_ms_per_window": round(feat_ms, 3), "fit_seconds": round(fit_s, 3)}
     result["summary"] = summary_row(name, result, seconds)
     extra = {"in_channels": int(dataset.signals.shape[1]), "length": int(dataset.signals.shape[2]),
-             "data": str(dataset.root), "train_counts": dataset.meta.get("counts", {}).get("train")}
+             "data": str(dataset.root), "train_counts": dataset.meta.get("counts", {}).get("train"),
+             "preprocessing": spec_from_meta(dataset.meta)}
     save_baseline(folder, model, feats["train"], y_train, extra=extra)
     write_json(folder / METRICS, result)
     confusion_png(metrics["test"]["confusion_matrix"], dataset.classes, folder / CONFUSION,

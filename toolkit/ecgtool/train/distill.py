@@ -118,6 +118,7 @@ def distill(
     from ecgtool.core.files import sha256, write_json
     from ecgtool.data.dataset import load_dataset
     from ecgtool.evaluate.artifact import evaluate_artifact, predict_batches
+    from ecgtool.data.preprocess import spec_from_meta
     from ecgtool.models import get_model, list_models, model_stats, save_model
     from ecgtool.core.artifacts import is_model_folder
     from ecgtool.runtime import load
@@ -162,7 +163,7 @@ def distill(
           "alpha": alpha, "teacher_kind": pred.kind, "teacher_precision": pred.precision}
     torch.manual_seed(seed)
     model = get_model(student, width=width, in_channels=channels, num_classes=len(ds.classes), classes=ds.classes,
-                      extra={**recipe, **kd})
+                      preprocessing=spec_from_meta(ds.meta), extra={**recipe, **kd})
     start = time.perf_counter()
     model, history = fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device,
                          class_weights=None if class_weights == "none" else class_weights, seed=seed,

@@ -17,6 +17,7 @@ from torch import nn
 from ecgtool.core.files import write_csv, write_text
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset
+from ecgtool.data.preprocess import spec_from_meta
 from ecgtool.core.names import CHECKPOINT, RUN_JSON, SUMMARY_CSV, SUMMARY_MD
 from ecgtool.train.fit import check_splits, curves_png, fit, write_history
 from ecgtool.core.ui import quiet_option
@@ -181,7 +182,8 @@ def train_models(
         torch.manual_seed(seed)
         cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
                           in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
-                          dropout=dropout, classes=dataset.classes, extra=dict(recipe))
+                          dropout=dropout, classes=dataset.classes, preprocessing=spec_from_meta(dataset.meta),
+                          extra=dict(recipe))
         model = build_model(cfg)
         if init is not None:
             cfg.extra["init_fresh"] = init_from(model, init)

@@ -2,14 +2,13 @@
 
 Headers and signals are parsed by `wfdb`; this module only checks what wfdb would otherwise trip
 over or allocate blindly (a header claiming a huge length, a missing or truncated signal file, a
-sampling rate of 0, non-UTF-8 bytes) and works around one real-world quirk: early PhysioNet/CinC
-Challenge headers name the record with its `.mat` suffix on the first line, which wfdb rejects.
+sampling rate of 0, non-UTF-8 bytes). The one real-world quirk it works around (early PhysioNet/CinC
+Challenge headers name the record with its `.mat` suffix) is fixed by ecgtool.data.preprocess.fixed_header,
+which the deploy bundle uses too.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterator
 import numpy as np
 import wfdb
 
-from ecgtool.data.preprocess import UnusableRecord
+from ecgtool.data.preprocess import UnusableRecord, fixed_header
 
 MIN_FS, MAX_FS = 50.0, 10_000.0  # Hz: ECG sampling rates outside this are a broken header
 MAX_HOURS = 48.0  # a longer record is taken for a corrupt sig_len
@@ -62,34 +61,9 @@ def _header_text(record: Path) -> str:
 
 @contextmanager
 def _readable(record: Path) -> Iterator[Path]:
-    """A record path wfdb can read: the original, or a corrected copy of the header in a temp folder.
-
-    The Challenge quirk `E07500.mat 12 500 5000` on the first line is rewritten to `E07500 ...`;
-    the signal files are linked (or copied) beside the corrected header.
-    """
-    text = _header_text(record)
-    lines = text.splitlines()
-    first_i = next(i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#"))
-    tokens = lines[first_i].split()
-    name = tokens[0].split("/")[0]
-    if name == record.name or not name.startswith(record.name + "."):
-        yield record
-        return
-    tokens[0] = record.name + tokens[0][len(name):]
-    lines[first_i] = " ".join(tokens)
-    with tempfile.TemporaryDirectory(prefix="ecgtool-hea-") as tmp:
-        (Path(tmp) / f"{record.name}.hea").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        for ln in lines[first_i + 1:]:
-            parts = ln.split()
-            if not parts or ln.lstrip().startswith("#"):
-                continue
-            src, dst = record.parent / parts[0], Path(tmp) / parts[0]
-            if src.exists() and not dst.exists() and "/" not in parts[0]:
-                try:
-                    os.symlink(src.resolve(), dst)
-                except OSError:
-                    dst.write_bytes(src.read_bytes())
-        yield Path(tmp) / record.name
+    """A record path wfdb can read, after this module's header checks (the fix-up is preprocess.fixed_header)."""
+    with fixed_header(record, _header_text(record)) as path:
+        yield path
 
 
 def read_header(record: Path) -> wfdb.Record:
