@@ -375,9 +375,9 @@ STEP_FUNCS: dict[str, Callable[[dict, Path, bool], list[Path]]] = {
 
 PROBE_S = 2.0  # seconds of timed training steps
 #: quantize + export + bench + report of one compressed model (and its pruned versions), rough: a fixed part
-#: (bench's minimum timing, library loads) and a part that scales with the probe (the default job: ~40 s at
-#: ~3 ms per record)
-REST_S = (20.0, 7.0)
+#: (bench's minimum timing, library loads) and a part that scales with the probe (the default job: 136 s at
+#: 7.3 ms per record, 1 thread, load 4-5)
+REST_S = (20.0, 16.0)
 
 
 def probe_ms_per_record(width: int, length: int, channels: int, classes: int, batch_size: int,
