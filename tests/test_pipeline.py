@@ -76,3 +76,61 @@ def test_default_config_is_the_documented_job():
     assert cfg["train"]["baseline"] and "synth" in cfg["data"]
     assert set(cfg["quantize"]["precisions"]) == {"int8", "fp16"} and len(cfg["prune"]["ratios"]) == 1
     assert {"tensorrt-fp16", "tensorrt-int8", "openvino-int8"} <= set(cfg["export"]["formats"])
+
+
+@pytest.mark.parametrize("text, key, hint", [
+    ("train: {epoch: 3}\n", "train.epoch", "did you mean epochs?"),
+    ("train: {archs: [se_resent]}\n", "train.archs", "did you mean se_resnet?"),
+    ("export: {formats: [onnx-int9]}\n", "export.formats", "did you mean onnx-int8?"),
+    ("train: {depths: [19]}\n", "train.depths", "did you mean 18?"),
+    ("bench: {thread: 1}\n", "bench.thread", "did you mean threads?"),
+    ("prune: {ratio: [0.5]}\n", "prune.ratio", "did you mean ratios?"),
+])
+def test_a_misspelt_key_or_value_exits_2_in_one_line_before_any_step(tmp_path, text, key, hint):
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["pipeline", "--config", str(cfg), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ecgtool: error: ") and str(cfg) in lines[0], res.output
+    assert key in lines[0] and hint in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_valid_keys_come_from_the_step_functions():
+    from ecgtool.pipeline.run import section_keys
+
+    keys = section_keys()
+    assert {"lr", "patience", "epochs", "width", "budget_s", "archs"} <= set(keys["train"])
+    assert {"importance", "ratios", "epochs"} <= set(keys["prune"]) and "model_dir" not in keys["prune"]
+    assert {"threads", "warmup", "min_runs"} <= set(keys["bench"]) and "paths" not in keys["bench"]
+
+
+def test_shared_defaults_reach_the_pipeline_train_and_bench():
+    import inspect
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.train import defaults as D
+    from ecgtool.train.fit import fit
+    from ecgtool.train.run import train_models
+
+    cfg = load_config(None)
+    assert (cfg["train"]["lr"], cfg["train"]["patience"], cfg["train"]["batch_size"]) == (D.LR, D.PATIENCE, D.BATCH_SIZE)
+    assert cfg["train"]["threads"] == cfg["bench"]["threads"] == D.THREADS
+    for fn in (fit, train_models):
+        params = inspect.signature(fn).parameters
+        assert (params["lr"].default, params["patience"].default) == (D.LR, D.PATIENCE)
+    assert inspect.signature(bench).parameters["threads"].default == D.THREADS
+
+
+def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path, monkeypatch):
+    from ecgtool.pipeline import run as pr
+
+    monkeypatch.setattr(pr, "probe_ms_per_record", lambda *a, **k: 1.0)
+    cfg = load_config({**TINY, "train": {**TINY["train"], "epochs": 50, "budget_s": 1e-3}})
+    plan = pr.plan_training(cfg, tmp_path, 1)
+    assert plan["epochs"] == 1 and plan["expected_s"] > 0
+    big = pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "epochs": 5, "budget_s": 1e6}}), tmp_path, 1)
+    assert big["epochs"] == 5
+    assert pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "budget_s": 0}}), tmp_path, 1) is None

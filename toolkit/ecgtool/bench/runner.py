@@ -32,6 +32,7 @@ from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.core.ui import as_percent, info, markdown_table, print_table, progress_bar, quiet_option
+from ecgtool.train.defaults import THREADS, resolve_threads
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
 THROUGHPUT_CALL_S = 1.0  # longest single call for throughput; slow artifacts get a smaller batch
@@ -187,7 +188,7 @@ class BenchResult:
     paths: list[Path] = field(default_factory=list)
 
 
-def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None = 2, batch: int = 1,
+def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str | None = THREADS, batch: int = 1,
           throughput_batch: int = 64, warmup: int = 10, min_runs: int = 30, min_time_s: float = 0.5,
           split: str = "test", max_eval: int | None = None, device: str = "cpu", out: str | os.PathLike | None = None,
           seed: int = 0) -> BenchResult:
@@ -214,7 +215,9 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | None 
     if not candidates:
         raise BadInput(f"{Path(paths[0])}: no runnable artifacts found (expected model folders, .onnx, .xml ...)")
     run_root = Path(out).resolve() if out else _default_out(paths)
-    if threads:
+    if threads is not None:
+        threads, why = resolve_threads(threads)
+        info(f"bench: {threads} thread(s) for every CPU backend ({why})")
         torch.set_num_threads(threads)
     rows = _describe_all(candidates, run_root, x.shape[-1])
     load_start = _load_average()
@@ -411,7 +414,8 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
 @click.option("--data", required=True, type=click.Path(), help="Prepared dataset to score F1 on.")
 @click.option("--split", default=None, help="Split to score on [default: test].")
 @click.option("--max-eval", type=int, default=None, help="Score only the first N records of the split.")
-@click.option("--threads", type=int, default=None, help="Threads for every CPU backend [default: 2].")
+@click.option("--threads", default=None, help=f"Threads for every CPU backend: N or auto [default: {THREADS}: "
+              "all cores when the load average is under half of them, else 1].")
 @click.option("--batch", type=int, default=None, help="Batch size for latency [default: 1].")
 @click.option("--throughput-batch", type=int, default=None, help="Batch size for throughput [default: 64].")
 @click.option("--warmup", type=int, default=None, help="Warm-up calls per artifact [default: 10].")

@@ -203,7 +203,7 @@ def windows_for_spec(signal: np.ndarray, fs: float, spec: dict,
 # --- reading records (.npy, .csv, WFDB) -----------------------------------------------------------
 
 
-def _pick_row(signal: np.ndarray, lead: str | None, channels: int) -> np.ndarray:
+def pick_rows(signal: np.ndarray, lead: str | None, channels: int) -> np.ndarray:
     """Rows of a [C, T] array the model takes: all when C matches, else row `lead` given as an index."""
     if signal.shape[0] == channels:
         return signal
@@ -222,7 +222,7 @@ def read_npy(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarr
         arr = arr.T  # samples in rows
     if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number):
         raise UnusableRecord(f"expected a numeric array [T] or [C, T], got {arr.dtype} {list(arr.shape)}")
-    return _pick_row(np.atleast_2d(arr.astype(np.float64)), lead, channels)
+    return pick_rows(np.atleast_2d(arr.astype(np.float64)), lead, channels)
 
 
 def read_csv(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarray:
@@ -253,7 +253,7 @@ def read_csv(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarr
             if cand in low:
                 return data[:, low.index(cand)][None]
         raise UnusableRecord(f"no column named {lead} (columns: {', '.join(header)})")
-    return _pick_row(data.T, lead, channels)
+    return pick_rows(data.T, lead, channels)
 
 
 @contextmanager
@@ -313,7 +313,7 @@ def read_wfdb(path: Path, lead: str | None = None, channels: int = 1) -> tuple[n
             sig = sig[[names.index(want[0])]]
         elif sig.shape[0] > 1:
             raise UnusableRecord(f"lead missing: no lead {lead} (leads: {', '.join(rec.sig_name)})")
-    return _pick_row(sig, None, channels), float(rec.fs)
+    return pick_rows(sig, None, channels), float(rec.fs)
 
 
 def is_wfdb_path(path: Path) -> bool:

@@ -221,3 +221,30 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
             if "png" in w.get("explanation", {}):
                 record_artifact(out / w["explanation"]["png"], parent=path)
     click.echo(str(path))
+
+
+def predict_array(model: Any, signal: Any, fs: float, lead: str | int | None = None, *, window_policy: str = "all",
+                  batch_size: int = 64) -> dict:
+    """`predict` on an in-memory array: `model` a path (any artifact) or an open predictor, `signal` [T] or
+    [C, T] in mV at `fs` Hz (`lead`: the row of a multi-row array, as for a .npy record). Returns what
+    `ecgtool predict` gives for one record: {"record": "array", ..., "windows": [...], ...}; BadInput when
+    the array cannot be used (too short, not finite, flat...)."""
+    from ecgtool.runtime import load
+
+    predictor = load(model) if isinstance(model, (str, os.PathLike)) else model
+    spec = {**preprocessing_spec(predictor.config or {}), "window_policy": window_policy}
+    arr = np.asarray(signal)
+    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number) or not fs or float(fs) <= 0:
+        raise BadInput(f"signal: expected a numeric array [T] or [C, T] and fs > 0, got {arr.dtype} {list(arr.shape)}, "
+                       f"fs {fs}")
+    try:
+        x = preprocess.pick_rows(np.atleast_2d(arr.astype(np.float64)), None if lead is None else str(lead),
+                                 spec["channels"])
+        windows, starts, dropped = prepare_windows(x, float(fs), spec)
+    except UnusableRecord as exc:
+        raise BadInput(f"signal: {exc}") from None
+    logits = _logits(predictor, windows, batch_size)
+    classes = list(predictor.classes) or [f"class_{i}" for i in range(logits.shape[1])]
+    results = bundle_runner.window_results(bundle_runner.softmax(logits), starts, classes, spec["sampling_rate"],
+                                           int(spec["window_len"]))
+    return bundle_runner.record_result("array", float(fs), x.shape[-1], results, dropped, classes)

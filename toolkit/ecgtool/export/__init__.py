@@ -9,3 +9,7 @@ from ecgtool.export.openvino import onnx2openvino
 
 __all__ = ["FORMATS", "ExportFormat", "ExportResult", "check_export", "export", "input_shape", "onnx2fp16",
            "onnx2openvino", "read_metadata", "torch2onnx"]
+
+from ecgtool.core.api import make_callable
+
+make_callable(__name__, "ecgtool.export.driver:export")  # ecgtool.export(...) calls export

@@ -4,6 +4,16 @@ With no config it runs the embedded default (default.yaml): synthetic data, SE-R
 at depths 18 and 34 at width 16, the classical baseline, one pruning ratio, INT8 and FP16, every format
 this machine runs. OUT is the run folder (model folders, bench.*, report.*) with the dataset in OUT/data.
 
+Validated before any step runs: every key of every section against the parameters of the function the
+step calls (inspect.signature) plus the pipeline's own keys, and the enumerated values (archs, depths,
+formats, precisions, method, compress.models); an unknown one is BadInput naming the file, the key and
+the nearest valid name. Shared defaults (lr, batch_size, patience, threads) come from ecgtool.train.defaults.
+
+Time budget: with `train.budget_s`, a probe of a few training steps (about 2 s) at start measures this
+machine, and the train step runs as many epochs (at most `train.epochs`) as fit the budget; the expected
+duration of the whole run is printed before the first step. The plan is kept in OUT/pipeline.json, so a
+resumed run trains the same number of epochs (the step hashes hold budget_s, not the measured epochs).
+
 Resumable: OUT/pipeline.json keeps a hash of each step's config (chained with the steps before it); a step
 whose hash matches and whose artifacts exist is skipped. A changed data or train step is refused rather
 than overwritten (those are the expensive results); later steps are simply redone.
@@ -13,8 +23,11 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import difflib
 import hashlib
+import inspect
 import json
+import math
 import os
 import time
 from importlib import resources
@@ -27,18 +40,46 @@ from ecgtool.core.files import read_json, write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
 from ecgtool.core.ui import as_percent, info, print_table, quiet_option
+from ecgtool.train import defaults as D
 
 STATE = "pipeline.json"
 STEPS = ("data", "train", "prune", "quantize", "export", "bench", "report")
 #: Steps whose results are too costly to overwrite silently when their config changes.
 KEEP = ("data", "train")
+SECTIONS = (*STEPS, "compress")
+#: keys of each section that the pipeline itself reads (the others go to the step's function as they are)
+OWN_KEYS: dict[str, dict[str, Any]] = {
+    "train": {"archs": None, "depths": None, "baseline": False, "budget_s": None},
+    "prune": {"ratios": None, "epochs": 10},
+    "quantize": {"precisions": None, "method": "minmax"},
+    "export": {"formats": None},
+    "compress": {"models": None},
+    "data.import": {"format": None, "src": None},
+}
+#: parameters of a step's function that the pipeline sets itself (not config keys)
+SET_BY_PIPELINE: dict[str, set[str]] = {
+    "train": {"data", "archs", "depths", "out", "resume"},
+    "prune": {"model_dir", "data", "ratio", "out", "fine_tune_epochs", "overwrite"},
+    "bench": {"paths", "data", "out"},
+    "report": {"run"},
+    "data.synth": {"out", "overwrite", "progress"},
+    "data.import": {"fmt", "src", "out", "overwrite"},
+}
+PRECISIONS = ("int8", "fp16")
+#: shared defaults the loader puts into the config (so --show-config prints them and they enter the hashes)
+SHARED = {"train": {"lr": D.LR, "batch_size": D.BATCH_SIZE, "patience": D.PATIENCE, "threads": D.THREADS},
+          "bench": {"threads": D.THREADS}}
 
 
 def default_config() -> dict:
     """The embedded default config (default.yaml, package data)."""
     import yaml
 
-    return yaml.safe_load(resources.files("ecgtool.pipeline").joinpath("default.yaml").read_text(encoding="utf-8"))
+    cfg = yaml.safe_load(resources.files("ecgtool.pipeline").joinpath("default.yaml").read_text(encoding="utf-8"))
+    for section, values in SHARED.items():
+        for key, value in values.items():
+            cfg[section].setdefault(key, value)
+    return cfg
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -68,15 +109,139 @@ def load_config(config: dict | str | os.PathLike | None) -> dict:
     else:
         where = "config"
     cfg = _merge(default_config(), config)
-    unknown = sorted(set(cfg) - {*STEPS, "compress"})
+    validate_config(cfg, where)
+    return cfg
+
+
+def _params(fn: Callable, drop: set[str]) -> dict[str, Any]:
+    """name -> default of the parameters of `fn` a config may set (inspect.signature, minus `drop`)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n: (None if p.default is inspect.Parameter.empty else p.default)
+            for n, p in inspect.signature(fn).parameters.items() if p.kind in kinds and n not in drop}
+
+
+def section_keys() -> dict[str, dict[str, Any]]:
+    """Valid keys (with their defaults) of each config section: the step function's parameters + OWN_KEYS."""
+    from ecgtool.bench.runner import bench
+    from ecgtool.compress.prune import prune_artifact
+    from ecgtool.data.importers import import_dataset
+    from ecgtool.data.synth import write_synthetic_dataset
+    from ecgtool.export.formats import INT8_OPTIONS
+    from ecgtool.report.build import report
+    from ecgtool.train.run import train_models
+
+    keys = {
+        "train": _params(train_models, SET_BY_PIPELINE["train"]),
+        "prune": _params(prune_artifact, SET_BY_PIPELINE["prune"]),
+        "quantize": {o: None for o in INT8_OPTIONS},  # passed to export() of every INT8 format
+        "export": {},
+        "bench": _params(bench, SET_BY_PIPELINE["bench"]),
+        "report": _params(report, SET_BY_PIPELINE["report"]),
+        "compress": {},
+        "data": {"synth": None, "import": None},
+        "data.synth": _params(write_synthetic_dataset, SET_BY_PIPELINE["data.synth"]),
+        "data.import": _params(import_dataset, SET_BY_PIPELINE["data.import"]),
+    }
+    for section, own in OWN_KEYS.items():
+        keys[section] = {**keys[section], **own}
+    return keys
+
+
+def _suggest(name: Any, valid: Any) -> str:
+    valid = [str(v) for v in valid]
+    near = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
+    return f"did you mean {near[0]}? " if near else ""
+
+
+def _unknown(where: str, key: str, name: Any, valid: Any, what: str = "key") -> BadInput:
+    valid = list(valid)
+    return BadInput(f"{where}: {key}: unknown {what} {name} ({_suggest(name, valid)}"
+                    f"valid: {', '.join(map(str, valid))})")
+
+
+def _check_keys(where: str, section: str, given: Any, valid: dict[str, Any]) -> None:
+    if given is None:
+        return
+    if not isinstance(given, dict):
+        raise BadInput(f"{where}: {section}: expected a mapping of keys, got {type(given).__name__}")
+    for key, value in given.items():
+        if key not in valid:
+            raise _unknown(where, f"{section}.{key}", key, sorted(valid))
+        default = valid[key]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and value is not None and (isinstance(value, (str, bool)) or not isinstance(value, (int, float))):
+            raise BadInput(f"{where}: {section}.{key}: expected a number, got {value!r}")
+
+
+def _check_list(where: str, key: str, values: Any, valid: Any, what: str, cast: Callable = str) -> list:
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise BadInput(f"{where}: {key}: expected a list (e.g. [{', '.join(map(str, list(valid)[:2]))}]), "
+                       f"got {values!r}")
+    valid = list(valid)
+    for v in values:
+        try:
+            ok = cast(v) in valid
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise _unknown(where, key, v, valid, what)
+    return [cast(v) for v in values]
+
+
+def validate_config(cfg: dict, where: str = "config") -> None:
+    """BadInput (one line: file, key, nearest valid name) for anything the steps would not accept."""
+    from ecgtool.compress.quantize import METHODS
+    from ecgtool.data.importers import FORMATS as IMPORT_FORMATS
+    from ecgtool.export.formats import FORMATS
+    from ecgtool.models import ARCHS, DEPTHS
+    from ecgtool.train.run import BASELINE_ARCH
+
+    unknown = sorted(set(cfg) - set(SECTIONS))
     if unknown:
-        raise BadInput(f"{where}: unknown section(s) {', '.join(unknown)} (known: {', '.join([*STEPS, 'compress'])})")
-    src = cfg["data"]
+        near = _suggest(unknown[0], SECTIONS)
+        raise BadInput(f"{where}: unknown section(s) {', '.join(unknown)} ({near}known: {', '.join(SECTIONS)})")
+    keys = section_keys()
+    for section in SECTIONS:
+        _check_keys(where, section, cfg.get(section), keys[section])
+    src = cfg["data"] or {}
     if len([k for k in ("synth", "import") if k in src]) != 1:
         raise BadInput(f"{where}: data needs exactly one of `synth` or `import`")
-    if "import" in src and not {"format", "src"} <= set(src["import"] or {}):
-        raise BadInput(f"{where}: data.import needs `format` and `src`")
-    return cfg
+    _check_keys(where, "data.synth", src.get("synth"), keys["data.synth"])
+    _check_keys(where, "data.import", src.get("import"), keys["data.import"])
+    if "import" in src:
+        imp = src["import"] or {}
+        if not {"format", "src"} <= set(imp):
+            raise BadInput(f"{where}: data.import needs `format` and `src`")
+        if imp["format"] not in IMPORT_FORMATS:
+            raise _unknown(where, "data.import.format", imp["format"], IMPORT_FORMATS, "format")
+    t = cfg["train"]
+    archs = _check_list(where, "train.archs", t.get("archs"), [*ARCHS, BASELINE_ARCH], "architecture")
+    depths = _check_list(where, "train.depths", t.get("depths"), DEPTHS, "depth", int)
+    if not archs and not t.get("baseline"):
+        raise BadInput(f"{where}: train.archs: give at least one of {', '.join(ARCHS)} (or baseline: true)")
+    if [a for a in archs if a != BASELINE_ARCH] and not depths:
+        raise BadInput(f"{where}: train.depths: give at least one of {', '.join(map(str, DEPTHS))}")
+    for section in ("train", "bench"):
+        threads = (cfg.get(section) or {}).get("threads")
+        if threads is not None and threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int)
+                                                          or threads < 1):
+            raise BadInput(f"{where}: {section}.threads: expected a count >= 1 or auto, got {threads!r}")
+    budget = t.get("budget_s")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
+        raise BadInput(f"{where}: train.budget_s: expected seconds >= 0 (0 or null: no budget), got {budget!r}")
+    trained = [f"{a}{d}" for a in archs if a != BASELINE_ARCH for d in depths]
+    _check_list(where, "compress.models", (cfg.get("compress") or {}).get("models"), trained, "model (not trained)")
+    q = cfg.get("quantize") or {}
+    _check_list(where, "quantize.precisions", q.get("precisions"), PRECISIONS, "precision")
+    if q.get("method") is not None and q["method"] not in (*METHODS, "auto"):
+        raise _unknown(where, "quantize.method", q["method"], (*METHODS, "auto"), "method")
+    _check_list(where, "export.formats", (cfg.get("export") or {}).get("formats"), FORMATS, "format")
+    ratios = (cfg.get("prune") or {}).get("ratios")
+    if ratios is not None and (not isinstance(ratios, list) or not all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1 for r in ratios)):
+        raise BadInput(f"{where}: prune.ratios: expected a list of fractions between 0 and 1, got {ratios!r}")
 
 
 def step_hashes(cfg: dict) -> dict[str, str]:
@@ -115,8 +280,14 @@ def _step_train(cfg: dict, out: Path, resume: bool) -> list[Path]:
     from ecgtool.train.run import train_models
 
     t = dict(cfg["train"])
-    archs, depths = list(t.pop("archs")), list(t.pop("depths"))
+    archs, depths = list(t.pop("archs") or []), list(t.pop("depths") or [])
     baseline = t.pop("baseline", False)
+    t.pop("budget_s", None)
+    plan = cfg.get("_plan") or {}
+    if plan.get("epochs"):
+        t["epochs"] = plan["epochs"]
+    if plan.get("threads"):
+        t["threads"] = plan["threads"]
     rows = train_models(out / "data", archs + (["rr_baseline"] if baseline else []), depths, out,
                         resume=(out / "run.json").exists(), device=t.pop("device", "cpu"), **t)
     return [out / r["model"] / "metrics.json" for r in rows]
@@ -165,24 +336,27 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
     return files
 
 
+def _int8_options(cfg: dict) -> dict:
+    """The quantize section's INT8 options (method, calib_size, ...) that are set, for every INT8 export."""
+    return {k: v for k, v in (cfg.get("quantize") or {}).items() if k != "precisions" and v is not None}
+
+
 def _step_quantize(cfg: dict, out: Path, resume: bool) -> list[Path]:
-    q = cfg["quantize"]
-    unknown = set(q.get("precisions") or []) - {"int8", "fp16"}
-    if unknown:
-        raise BadInput(f"config: quantize.precisions {sorted(unknown)} unknown (int8, fp16)")
-    formats = [f"onnx-{p}" for p in q.get("precisions") or []]
-    return _export_all(cfg, out, formats, {"method": q["method"]} if q.get("method") else {})
+    formats = [f"onnx-{p}" for p in cfg["quantize"].get("precisions") or []]
+    return _export_all(cfg, out, formats, _int8_options(cfg))
 
 
 def _step_export(cfg: dict, out: Path, resume: bool) -> list[Path]:
-    method = cfg["quantize"].get("method")
-    return _export_all(cfg, out, list(cfg["export"].get("formats") or []), {"method": method} if method else {})
+    return _export_all(cfg, out, list(cfg["export"].get("formats") or []), _int8_options(cfg))
 
 
 def _step_bench(cfg: dict, out: Path, resume: bool) -> list[Path]:
     from ecgtool.bench.runner import bench
 
-    bench([out], out / "data", out=out, **(cfg.get("bench") or {}))
+    b = dict(cfg.get("bench") or {})
+    if (cfg.get("_plan") or {}).get("bench_threads"):
+        b["threads"] = cfg["_plan"]["bench_threads"]
+    bench([out], out / "data", out=out, **b)
     return [out / "bench.json", out / "bench.csv", out / "bench.md"]
 
 
@@ -195,6 +369,100 @@ def _step_report(cfg: dict, out: Path, resume: bool) -> list[Path]:
 STEP_FUNCS: dict[str, Callable[[dict, Path, bool], list[Path]]] = {
     "data": _step_data, "train": _step_train, "prune": _step_prune, "quantize": _step_quantize,
     "export": _step_export, "bench": _step_bench, "report": _step_report}
+
+
+# --- the time budget: a short probe at start sizes the training -------------------------------------------
+
+PROBE_S = 2.0  # seconds of timed training steps
+#: quantize + export + bench + report of one compressed model (and its pruned versions), rough: a fixed part
+#: (bench's minimum timing, library loads) and a part that scales with the probe (the default job: 136 s at
+#: 7.3 ms per record, 1 thread, load 4-5)
+REST_S = (20.0, 16.0)
+
+
+def probe_ms_per_record(width: int, length: int, channels: int, classes: int, batch_size: int,
+                        seconds: float = PROBE_S) -> float:
+    """Milliseconds per record of a training step (forward, backward, Adam) of se_resnet18 at `width` here."""
+    import torch
+    from torch import nn
+
+    from ecgtool.models import get_model
+    from ecgtool.train.fit import train_step
+
+    torch.manual_seed(0)
+    model = get_model("se_resnet18", width=width, in_channels=channels, num_classes=classes).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    crit = nn.CrossEntropyLoss()
+    x, y = torch.rand(batch_size, channels, length), torch.randint(0, classes, (batch_size,))
+    train_step(model, opt, crit, x, y)  # warm-up: first-call allocations
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        train_step(model, opt, crit, x, y)
+        n += 1
+    return (time.perf_counter() - t0) * 1e3 / (n * batch_size)
+
+
+def _record_counts(cfg: dict, out: Path) -> tuple[int, int, int, int] | None:
+    """(train, val, records per sample window, classes) of the dataset the run trains on; None if not known yet."""
+    src = cfg["data"]
+    if (out / "data" / "meta.json").exists() or "import" in src:
+        if not (out / "data" / "meta.json").exists():
+            return None
+        from ecgtool.data.dataset import load_dataset
+
+        ds = load_dataset(out / "data")
+        return len(ds.indices("train")), len(ds.indices("val")), int(ds.signals.shape[2]), len(ds.classes)
+    from ecgtool.data.synth import class_counts
+
+    s = src["synth"] or {}
+    counts = class_counts(s.get("per_class"), s.get("total"), s.get("balance", "paper"))
+    n = int(sum(counts))
+    return int(0.64 * n), int(0.16 * n), 2000, len(counts)
+
+
+def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
+    """Epochs that fit train.budget_s (probe of PROBE_S s) and the expected seconds of every step; None
+    without a budget or before the dataset's size is known (imported data: planned after the data step)."""
+    import torch
+
+    from ecgtool.models import get_model, model_stats
+
+    t = cfg["train"]
+    budget = t.get("budget_s")
+    archs = [a for a in t.get("archs") or [] if a != "rr_baseline"]
+    if not budget or not archs:
+        return None
+    counts = _record_counts(cfg, out)
+    if counts is None:
+        return None
+    n_train, n_val, length, k = counts
+    width, bs = int(t.get("width", 64)), int(t.get("batch_size", D.BATCH_SIZE))
+    torch.set_num_threads(threads)
+    ms = probe_ms_per_record(width, length, 1, k, bs)
+    macs = lambda name, w=width: model_stats(get_model(name, width=w, num_classes=k), length=length)["macs"]  # noqa: E731
+    ref = macs("se_resnet18")
+    # an epoch: train records (forward+backward) + validation and precise-BN records (forward, ~1/3 the cost)
+    per_record = (n_train + (n_val + min(n_train, int(t.get("precise_bn", 32)) * bs)) / 3) * ms / 1e3
+    epoch_s = sum(per_record * macs(f"{a}{d}") / ref for a in archs for d in t.get("depths") or [])
+    most = int(t.get("epochs", D.EPOCHS))
+    epochs = max(1, min(most, math.floor(budget / epoch_s)))
+    p = cfg.get("prune") or {}
+    prune_s = sum(per_record * (1 - r) ** 2 * int(p.get("epochs", 10)) + 2
+                  for r in p.get("ratios") or [] for _ in (cfg.get("compress") or {}).get("models") or [])
+    rest_s = (REST_S[0] + REST_S[1] * ms) * max(1, len((cfg.get("compress") or {}).get("models") or []))
+    expected = 5 + epochs * epoch_s + 5 * bool(t.get("baseline")) + prune_s + rest_s
+    return {"epochs": epochs, "most_epochs": most, "budget_s": budget, "epoch_s": round(epoch_s, 1),
+            "probe_ms_per_record": round(ms, 3), "threads": threads, "expected_s": round(expected)}
+
+
+def _say_plan(plan: dict, threads_why: str) -> None:
+    capped = "" if plan["epochs"] < plan["most_epochs"] else " (the most, train.epochs)"
+    info(f"pipeline: expected duration ~{max(1, round(plan['expected_s'] / 60))} min "
+         f"({plan['expected_s']} s): probe {plan['probe_ms_per_record']:.2f} ms per training record on "
+         f"{plan['threads']} thread(s) ({threads_why}); about {plan['epoch_s']:.0f} s per epoch of all networks, "
+         f"so {plan['epochs']} epoch(s){capped} fit train.budget_s {plan['budget_s']:g} s")
+    if plan["epochs"] * plan["epoch_s"] > 1.2 * plan["budget_s"]:
+        info(f"pipeline: even 1 epoch takes about {plan['epoch_s']:.0f} s, over train.budget_s {plan['budget_s']:g} s")
 
 
 def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike) -> dict:
@@ -213,9 +481,28 @@ def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike
         if prev and prev["hash"] != hashes[step]:
             raise BadInput(f"{out}: its {step} step was run with another config; choose another --out "
                            f"(or delete {out} to start again)")
+    import torch
+
+    threads, why = D.resolve_threads(cfg["train"].get("threads"))
+    bench_threads, _ = D.resolve_threads((cfg.get("bench") or {}).get("threads"))
+    torch.set_num_threads(threads)  # prune fine-tunes in this process too
+    plan = state.get("plan") if (state.get("plan") or {}).get("train_hash") == hashes["train"] else None
+    train_done = (state["steps"].get("train") or {}).get("status") == "done"
+    if plan is None and not train_done:
+        plan = plan_training(cfg, out, threads)
+        if plan is not None:
+            plan["train_hash"] = hashes["train"]
+    if plan is not None and not train_done:
+        _say_plan(plan, why)
+    else:
+        info(f"pipeline: {threads} torch thread(s) ({why})")
     out.mkdir(parents=True, exist_ok=True)
     state["config"] = cfg
-    summary: dict[str, Any] = {"out": str(out), "steps": {}}
+    if plan is not None:
+        state["plan"] = plan
+    summary: dict[str, Any] = {"out": str(out), "steps": {}, "plan": plan}
+    run_cfg = {**cfg, "_plan": {**(plan or {}), "threads": (plan or {}).get("threads", threads),
+                                "bench_threads": bench_threads}}
     t_all = time.perf_counter()
     for i, step in enumerate(STEPS, 1):
         prev = state["steps"].get(step) or {}
@@ -224,12 +511,19 @@ def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike
             info(f"[{i}/{len(STEPS)}] {step}: up to date, skipped")
             summary["steps"][step] = {"status": "skipped", "seconds": 0.0}
             continue
+        if step == "train" and plan is None and cfg["train"].get("budget_s"):  # imported data: size known now
+            plan = plan_training(cfg, out, threads)
+            if plan is not None:
+                plan["train_hash"] = hashes["train"]
+                state["plan"] = summary["plan"] = plan
+                run_cfg["_plan"].update(plan)
+                _say_plan(plan, why)
         info(f"[{i}/{len(STEPS)}] {step} ...")
         resume = prev.get("hash") == hashes[step]
         state["steps"][step] = {"hash": hashes[step], "status": "started"}
         write_json(state_path, state)
         t0 = time.perf_counter()
-        artifacts = STEP_FUNCS[step](cfg, out, resume)
+        artifacts = STEP_FUNCS[step](run_cfg, out, resume)
         seconds = round(time.perf_counter() - t0, 1)
         state["steps"][step] = {"hash": hashes[step], "status": "done", "seconds": seconds,
                                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -238,6 +532,8 @@ def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike
         summary["steps"][step] = {"status": "done", "seconds": seconds}
         info(f"[{i}/{len(STEPS)}] {step}: done in {seconds:.1f} s")
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
+    if plan is not None and any(v["status"] == "done" for v in summary["steps"].values()):
+        info(f"pipeline: {summary['seconds']:.0f} s (expected ~{plan['expected_s']} s)")
     summary["report"] = str(out / "report.html")
     record_artifact(state_path, run_dir=out)
     return summary

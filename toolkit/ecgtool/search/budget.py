@@ -25,7 +25,8 @@ import numpy as np
 from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.export.formats import FORMATS as EXPORTS
-from ecgtool.core.ui import quiet_option
+from ecgtool.core.ui import info, quiet_option
+from ecgtool.train.defaults import LR, THREADS, resolve_threads
 
 #: what search can measure: the PyTorch folder and the ONNX Runtime formats of the export table
 FORMATS = ("pytorch", "onnx", "onnx-int8")
@@ -141,7 +142,8 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
     return rows
 
 
-def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, lr: float, seed: int) -> None:
+def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, lr: float, seed: int,
+               threads: int | None = None) -> None:
     """Train the k largest distinct in-budget models; fill val/test macro-F1 of their rows (PyTorch FP32 weights)."""
     from ecgtool.evaluate.artifact import evaluate_artifact
     from ecgtool.train.run import train_models
@@ -154,7 +156,7 @@ def _train_top(rows: list[dict], data: Any, k: int, out: Path, epochs: int, lr: 
     for arch, depth, width in models[:k]:
         run = out / "trained" / f"w{width}"
         summary = train_models(data, [arch], [depth], run, width=width, epochs=epochs, lr=lr, seed=seed,
-                               resume=True)
+                               resume=True, threads=threads)
         val = evaluate_artifact(run / f"{arch}{depth}", data, split="val")["macro_f1"]
         for r in rows:
             if (r["arch"], r["depth"], r["width"]) == (arch, depth, width):
@@ -170,10 +172,10 @@ def search(
     depths: Sequence[int] = (18, 34, 50, 101, 152),
     widths: Sequence[int] = (8, 16, 32, 64),
     formats: Sequence[str] = FORMATS,
-    threads: int = 1,
+    threads: int | str = THREADS,
     train_top: int = 0,
     epochs: int = 5,
-    lr: float = 1e-3,
+    lr: float = LR,
     seed: int = 0,
     calib_size: int = 64,
     out: str | os.PathLike = "models/search",
@@ -202,6 +204,8 @@ def search(
     if train_top < 0:
         raise BadInput(f"search: --train-top {train_top} must be >= 0")
     ds = load_dataset(data)
+    threads, why = resolve_threads(threads)
+    info(f"search: {threads} thread(s) ({why})")
     torch.set_num_threads(threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +217,7 @@ def search(
         shutil.rmtree(scratch, ignore_errors=True)
     fitting = [r for r in rows if r["fits"]]
     if train_top and fitting:
-        _train_top(rows, ds, train_top, out, epochs, lr, seed)
+        _train_top(rows, ds, train_top, out, epochs, lr, seed, threads)
         fitting.sort(key=lambda r: (-(r["val_macro_f1"] if r["val_macro_f1"] is not None else -1), -r["macs"],
                                     r["p50_ms"] or 0, r["size_mb"]))
     else:
@@ -277,11 +281,12 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
 @click.option("--depth", "depths", multiple=True, type=int, help="Depths to try (default 18 34 50 101 152).")
 @click.option("--width", "widths", multiple=True, type=int, help="Widths to try (default 8 16 32 64).")
 @click.option("--format", "formats", multiple=True, help="pytorch, onnx, onnx-int8 (default all).")
-@click.option("--threads", type=click.IntRange(1), help="Inference threads (default 1).")
+@click.option("--threads", help=f"Inference threads: N or auto (default {THREADS}: all cores when the load "
+              "average is under half of them, else 1).")
 @click.option("--train-top", type=click.IntRange(0), help="Train the K largest fitting models and rank by val macro-F1.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for --train-top (default 5).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True),
-              help="Adam learning rate for --train-top (default 1e-3: short runs).")
+              help=f"Adam learning rate for --train-top (default {LR:g}).")
 @click.option("--calib-size", type=click.IntRange(1), help="INT8 calibration records (default 64).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default models/search).")
 @quiet_option

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ecgtool.core.files import write_csv, write_text
+from ecgtool.train import defaults as D
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset
 from ecgtool.data.preprocess import spec_from_meta
@@ -100,10 +101,10 @@ def train_models(
     width: int = 64,
     kernel_size: int = 7,
     dropout: float = 0.0,
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 1e-4,
-    patience: int = 5,
+    epochs: int = D.EPOCHS,
+    batch_size: int = D.BATCH_SIZE,
+    lr: float = D.LR,
+    patience: int = D.PATIENCE,
     seed: int = 0,
     device: str = "auto",
     class_weights: str | None = None,
@@ -111,7 +112,7 @@ def train_models(
     augment: str | Sequence[str] = (),
     init: str | os.PathLike | None = None,
     resume: bool = False,
-    threads: int | None = None,
+    threads: int | str | None = D.THREADS,
     precise_bn: int = 32,
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
@@ -149,8 +150,10 @@ def train_models(
     check_splits(dataset)
     if init is not None and not is_model_folder(init):
         raise BadInput(f"{init}: --init needs a model folder (config.json + model.safetensors)")
-    if threads:
-        torch.set_num_threads(threads)
+    if threads is not None:
+        n_threads, why = D.resolve_threads(threads)
+        torch.set_num_threads(n_threads)
+        info(f"train: {n_threads} torch thread(s) ({why})")
 
     out = Path(out)
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
@@ -205,6 +208,7 @@ def train_models(
         stats = model_stats(model, length=int(dataset.signals.shape[2]))
         metrics["summary"] = _summary_row(name, cfg.extra, arch, depth, width, stats, metrics)
         write_json(folder / "metrics.json", metrics)
+        warn_if_chance(name, metrics["macro_f1"], len(dataset.classes), epochs_run=len(history))
         confusion_png(metrics["confusion_matrix"], metrics["classes"], folder / "confusion.png",
                       title=f"{name} on {dataset.root.name}/test")
         weights = folder / "model.safetensors"
@@ -217,6 +221,19 @@ def train_models(
     if main:
         _write_summary(out, rows, markdown_table)
     return rows
+
+
+def warn_if_chance(name: str, macro_f1: float, num_classes: int, epochs_run: int | None = None) -> bool:
+    """Warn (and return True) when a finished model's test macro-F1 is at or below chance, 1/classes."""
+    from ecgtool.core.ui import warn
+
+    chance = 1.0 / max(1, num_classes)
+    if macro_f1 > chance:
+        return False
+    ran = f" after {epochs_run} epoch(s)" if epochs_run else ""
+    warn(f"{name}: test macro-F1 {macro_f1:.3f}{ran} is at or below chance (1/{num_classes} = {chance:.3f}): "
+         f"it has not learned; train longer (--epochs), with more records, or check --lr")
+    return True
 
 
 def _write_summary(out: Path, rows: list[dict], markdown_table) -> None:
@@ -244,10 +261,10 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--width", type=click.IntRange(1), default=None, help="Base channel count (default 64).")
 @click.option("--kernel-size", type=click.IntRange(1), default=None, help="Convolution kernel (default 7).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout before the classifier.")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Most epochs (default 30).")
-@click.option("--batch-size", type=click.IntRange(2), default=None, help="Records per batch (default 64).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Adam learning rate (default 1e-4).")
-@click.option("--patience", type=click.IntRange(1), default=None, help="Early-stopping patience in epochs (default 5).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help=f"Most epochs (default {D.EPOCHS}).")
+@click.option("--batch-size", type=click.IntRange(2), default=None, help=f"Records per batch (default {D.BATCH_SIZE}).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help=f"Adam learning rate (default {D.LR:g}).")
+@click.option("--patience", type=click.IntRange(1), default=None, help=f"Early-stopping patience in epochs (default {D.PATIENCE}).")
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation (default 0).")
 @click.option("--device", default=None, help="auto (cuda if available), cpu or cuda.")
 @click.option("--class-weights", type=click.Choice(["none", "auto"]), default=None, help="auto: inverse frequency.")
@@ -255,12 +272,13 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--augment", default=None, help="default, device, or a list: amplitude,baseline,noise,shift,invert,stretch.")
 @click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
+              "when the load average is under half of them, else 1).")
 @click.option("--precise-bn", type=click.IntRange(0), default=None,
               help="Training batches that re-estimate BatchNorm statistics before each validation (default 32, 0 off).")
 @quiet_option
 def train_command(data: str, archs: tuple[str, ...], depths: tuple[int, ...], out: str, **options: Any) -> None:
-    """Train each --arch x --depth on a prepared dataset with the paper's recipe; compare them side by side."""
+    """Train each --arch x --depth on a prepared dataset with the paper's recipe (Adam, early stopping); compare them side by side."""
     from ecgtool.core.ui import print_table
 
     given = {k: v for k, v in options.items() if v is not None and v is not False}

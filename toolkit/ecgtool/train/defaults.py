@@ -1,0 +1,56 @@
+"""The one place for defaults that train, the pipeline, bench and search share.
+
+Read by train's CLI help and `train_models` / `fit`, by the pipeline's config loader (default.yaml
+leaves these keys out and gets them from here, so --show-config prints them), by bench and by search.
+Importing this module imports nothing heavy (no torch).
+
+Why lr 1e-3 and not the paper's 1e-4: the paper trained 28,308 records for many epochs; at the sizes
+the README's examples use (a few hundred to a few thousand records, 3-15 epochs) 1e-4 does not get off
+the ground: `ecgtool train --data <synth --per-class 60> --arch se_resnet --depth 18 --width 8
+--epochs 3` ended at test macro-F1 0.130 with lr 1e-4 / batch 64 (below chance, 1/7 = 0.143), and at
+0.518 with lr 1e-3 / batch 32 (0.504 with batch 64; 3e-3 gave 0.565 but is less safe on deep nets).
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Adam learning rate (train, pipeline, search --train-top)
+LR = 1e-3
+#: records per batch
+BATCH_SIZE = 32
+#: most epochs of `ecgtool train`
+EPOCHS = 30
+#: early-stopping patience (epochs without a better validation loss)
+PATIENCE = 5
+#: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
+THREADS = "auto"
+#: environment variable that overrides "auto" (the tests set it to 1)
+THREADS_ENV = "ECGTOOL_THREADS"
+
+
+def resolve_threads(threads: int | str | None = THREADS) -> tuple[int, str]:
+    """(threads, why): an int is kept; "auto"/None -> $ECGTOOL_THREADS if set, else every core when the
+    1-minute load average is under half the cores (a quiet machine), else 1 (PyTorch's OpenMP threads stall
+    on a busy shared machine: a 2-thread forward pass went from 2 ms to ~500 ms while another process held a core)."""
+    from ecgtool.core.errors import BadInput
+
+    if threads not in (None, "auto"):
+        try:
+            n = int(threads)
+        except (TypeError, ValueError):
+            raise BadInput(f"threads: {threads!r} is neither a number nor auto") from None
+        if n < 1:
+            raise BadInput(f"threads: {n} must be at least 1 (or auto)")
+        return n, "as given"
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        return resolve_threads(env)[0], f"${THREADS_ENV}"
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1, "auto: load average unknown"
+    if load < 0.5 * cores:
+        return cores, f"auto: machine quiet, load {load:.2f} < {0.5 * cores:g} on {cores} cores"
+    return 1, f"auto: machine busy, load {load:.2f} >= {0.5 * cores:g} on {cores} cores"
