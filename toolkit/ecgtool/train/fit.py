@@ -177,7 +177,8 @@ def fit(
     history: one dict per epoch (epoch, train_loss, val_loss, val_macro_f1, val_accuracy, lr, seconds).
     `checkpoint_path`: model + optimizer state saved each epoch (torch.save of tensors, read back with
     weights_only=True); with `resume=True` an existing checkpoint is continued. `loss_fn(model, x, y,
-    criterion) -> loss` replaces the plain criterion in training (distillation uses it). `precise_bn`:
+    criterion, idx) -> loss` replaces the plain criterion in training; `idx` are the batch's dataset indices
+    (distillation takes the teacher's logits by them). `precise_bn`:
     training batches used to re-estimate BatchNorm statistics before each validation (0: off).
     Under torchrun each rank trains on its shard with DistributedDataParallel (batch_size is the global
     batch); every rank validates the whole split, so all make the same early-stopping decision.
@@ -201,25 +202,8 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     augmenter = build_augment(parse_augment(list(augment)), data.sampling_rate)
 
-    history: list[dict] = []
-    best = {"loss": float("inf"), "epoch": 0, "state": _cpu_state(model), "bad": 0}
-    start_epoch = 1
+    best, history, start_epoch = _start_state(model, optimizer, checkpoint_path, resume, patience, epochs)
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    if ckpt and resume and ckpt.exists():
-        state = read_checkpoint(ckpt)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            best = {"loss": float(state["best_loss"]), "epoch": int(state["best_epoch"]), "state": state["best_state"],
-                    "bad": int(state["bad_epochs"])}
-            history = [dict(h) for h in state["history"]]
-            start_epoch = int(state["epoch"]) + 1
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise BadInput(f"{ckpt}: does not match this model and recipe ({type(exc).__name__}); "
-                           "delete it to train from the start") from None
-        if best["bad"] >= patience:
-            start_epoch = epochs + 1  # it had already stopped early
-
     n_rank = len(distributed.shard(train_idx, rank, world))
     n_batches = n_rank // rank_batch + (n_rank % rank_batch > 1)
     todo = max(0, epochs - start_epoch + 1)
@@ -229,19 +213,9 @@ def fit(
             torch.manual_seed(seed * 100003 + epoch)
             gen = torch.Generator().manual_seed(seed * 100003 + epoch)
             order = epoch_order(train_idx, data.labels, sampler, seed, epoch)
-            net.train()
-            running, seen = 0.0, 0
             mine = distributed.shard(order, rank, world)
-            for start in range(0, len(mine), rank_batch):
-                idx = mine[start : start + rank_batch]
-                if len(idx) < 2:  # BatchNorm needs two records
-                    continue
-                x, y = _batch(data, idx, dev)
-                if augmenter is not None:
-                    x = augmenter(x, gen)
-                running += train_step(net, optimizer, criterion, x, y, loss_fn, idx) * len(y)
-                seen += len(y)
-                bar.advance()
+            running, seen = _train_epoch(net, optimizer, criterion, data, mine, rank_batch, dev, augmenter, gen,
+                                         loss_fn, bar)
             if precise_bn > 0:
                 recalibrate_bn(model, data, order[: precise_bn * batch_size], batch_size, dev)
             running, seen = distributed.sum_all([running, seen], dev)
@@ -255,13 +229,8 @@ def fit(
                 best["bad"] += 1
             bar.update(f"epoch {epoch}/{epochs} loss {row['train_loss']:.3f} val {row['val_loss']:.3f} "
                        f"F1 {row['val_macro_f1']:.3f}")
-            if history_path and rank == 0:
-                write_history(history_path, history)
-            if ckpt and rank == 0:
-                _save_checkpoint(ckpt, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-                                        "best_state": best["state"], "best_loss": best["loss"],
-                                        "best_epoch": best["epoch"], "bad_epochs": best["bad"],
-                                        "epoch": epoch, "history": history})
+            if rank == 0:
+                _save_progress(history_path, ckpt, model, optimizer, best, epoch, history)
             if best["bad"] >= patience:
                 break
     model.load_state_dict(best["state"])
@@ -269,6 +238,59 @@ def fit(
     for row in history:
         row["best"] = row["epoch"] == best["epoch"]
     return model, history
+
+
+def _start_state(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint_path: Any, resume: bool,
+                 patience: int, epochs: int) -> tuple[dict, list[dict], int]:
+    """(best-so-far, history, first epoch): fresh, or continued from a checkpoint when resuming."""
+    best = {"loss": float("inf"), "epoch": 0, "state": _cpu_state(model), "bad": 0}
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if not (ckpt and resume and ckpt.exists()):
+        return best, [], 1
+    state = read_checkpoint(ckpt)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best = {"loss": float(state["best_loss"]), "epoch": int(state["best_epoch"]), "state": state["best_state"],
+                "bad": int(state["bad_epochs"])}
+        history = [dict(h) for h in state["history"]]
+        start_epoch = int(state["epoch"]) + 1
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise BadInput(f"{ckpt}: does not match this model and recipe ({type(exc).__name__}); "
+                       "delete it to train from the start") from None
+    if best["bad"] >= patience:
+        start_epoch = epochs + 1  # it had already stopped early
+    return best, history, start_epoch
+
+
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, data: PreparedDataset,
+                 order: np.ndarray, batch: int, dev: torch.device, augmenter: Any, gen: torch.Generator,
+                 loss_fn: Any, bar: Any) -> tuple[float, int]:
+    """One pass over `order` in batches; (summed loss, records seen)."""
+    net.train()
+    running, seen = 0.0, 0
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        if len(idx) < 2:  # BatchNorm needs two records
+            continue
+        x, y = _batch(data, idx, dev)
+        if augmenter is not None:
+            x = augmenter(x, gen)
+        running += train_step(net, optimizer, criterion, x, y, loss_fn, idx) * len(y)
+        seen += len(y)
+        bar.advance()
+    return running, seen
+
+
+def _save_progress(history_path: Any, ckpt: Path | None, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   best: dict, epoch: int, history: list[dict]) -> None:
+    """history.csv and the checkpoint after each epoch (main process only)."""
+    if history_path:
+        write_history(history_path, history)
+    if ckpt:
+        _save_checkpoint(ckpt, {"model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                                "best_state": best["state"], "best_loss": best["loss"], "best_epoch": best["epoch"],
+                                "bad_epochs": best["bad"], "epoch": epoch, "history": history})
 
 
 def curves_png(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
