@@ -270,3 +270,12 @@ def test_resume_refuses_a_corrupt_or_pickled_checkpoint_in_one_line(tiny, tmp_pa
         fit(get_model("se_resnet18", width=8), load_dataset(tiny), **dict(FAST, epochs=1), checkpoint_path=ckpt,
             resume=True)
     assert "\n" not in str(info.value) and "weights_only=False" not in str(info.value)
+
+
+def test_resume_with_fewer_epochs_is_accepted(trained_run):
+    """--resume with a smaller --epochs stops early with the best weights so far instead of being refused."""
+    run, args, _ = trained_run
+    fewer = [a if a != "6" else "3" for a in args]
+    r = CliRunner().invoke(main, [*fewer, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert read_json(run / "run.json")["recipe"]["epochs_requested_first"] == 6

@@ -19,7 +19,8 @@ from ecgtool.train import defaults as D
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset
 from ecgtool.data.preprocess import spec_from_meta
-from ecgtool.core.names import CHECKPOINT, RUN_JSON, SUMMARY_CSV, SUMMARY_MD
+from ecgtool.core.names import (CHECKPOINT, CONFIG, CONFUSION, CURVES, HISTORY, METRICS, RUN_JSON, SUMMARY_CSV, SUMMARY_MD,
+                                WEIGHTS)
 from ecgtool.train.fit import check_splits, curves_png, fit, write_history
 from ecgtool.core.ui import quiet_option
 
@@ -79,6 +80,10 @@ def _prepare_run(out: Path, recipe: dict, names: list[str], resume: bool, write:
     if (out / RUN_JSON).exists():
         prev = read_json(out / RUN_JSON)
         diff = sorted(k for k in set(prev.get("recipe", {})) | set(recipe) if prev.get("recipe", {}).get(k) != recipe.get(k))
+        old_epochs = prev.get("recipe", {}).get("epochs")
+        if resume and diff == ["epochs"] and isinstance(old_epochs, int) and recipe["epochs"] < old_epochs:
+            diff = []  # fewer epochs on --resume: stop early with the best weights so far
+            recipe = {**recipe, "epochs_requested_first": old_epochs}
         if diff:
             raise BadInput(f"{out}: holds a different run (differs in {', '.join(diff)}); choose another --out")
         if not resume:
@@ -121,13 +126,11 @@ def train_models(
     metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
     """
     from ecgtool.train import distributed
-    from ecgtool.core.files import read_json, write_json
+    from ecgtool.core.files import read_json
     from ecgtool.core.manifest import record_artifact
     from ecgtool.data.dataset import load_dataset
     from ecgtool.core.errors import BadInput
-    from ecgtool.evaluate.metrics import confusion_png
-    from ecgtool.evaluate.artifact import evaluate_artifact
-    from ecgtool.models import ARCHS, DEPTHS, ModelConfig, build_model, model_stats, save_model
+    from ecgtool.models import ARCHS, DEPTHS
     from ecgtool.core.artifacts import is_model_folder
     from ecgtool.core.ui import info, markdown_table
 
@@ -172,55 +175,77 @@ def train_models(
     if baseline and main:
         from ecgtool.train.baseline import train_baseline
 
-        done = out / BASELINE_ARCH / "metrics.json"
+        done = out / BASELINE_ARCH / METRICS
         rows.append(read_json(done)["summary"] if resume and done.exists() else train_baseline(dataset, out, seed=seed))
     for arch, depth in pairs:
-        name = f"{arch}{depth}"
-        folder = out / name
-        if resume and (folder / "metrics.json").exists() and is_model_folder(folder):
-            info(f"{name}: already trained, skipped")
-            rows.append(read_json(folder / "metrics.json")["summary"])
+        folder = out / f"{arch}{depth}"
+        if resume and (folder / METRICS).exists() and is_model_folder(folder):
+            info(f"{folder.name}: already trained, skipped")
+            rows.append(read_json(folder / METRICS)["summary"])
             continue
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(seed)
-        cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
-                          in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
-                          dropout=dropout, classes=dataset.classes, preprocessing=spec_from_meta(dataset.meta),
-                          extra=dict(recipe))
-        model = build_model(cfg)
-        if init is not None:
-            cfg.extra["init_fresh"] = init_from(model, init)
-        t0 = time.perf_counter()
-        model, history = fit(model, dataset, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                             device=device, class_weights=class_weights, sampler=sampler, augment=augment, seed=seed,
-                             desc=name, history_path=folder / "history.csv", checkpoint_path=folder / CHECKPOINT,
-                             resume=resume, precise_bn=precise_bn)
-        if not main:
-            continue
-        best = next((h for h in history if h.get("best")), {})
-        cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
-                          "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
-        model.cpu()
-        save_model(folder, model, cfg)
-        write_history(folder / "history.csv", history)
-        curves_png(history, folder / "training.png", title=f"{name} (width {width})")
-        metrics = evaluate_artifact(folder, dataset, split="test")
-        stats = model_stats(model, length=int(dataset.signals.shape[2]))
-        metrics["summary"] = _summary_row(name, cfg.extra, arch, depth, width, stats, metrics)
-        write_json(folder / "metrics.json", metrics)
-        warn_if_chance(name, metrics["macro_f1"], len(dataset.classes), epochs_run=len(history))
-        confusion_png(metrics["confusion_matrix"], metrics["classes"], folder / "confusion.png",
-                      title=f"{name} on {dataset.root.name}/test")
-        weights = folder / "model.safetensors"
-        record_artifact(weights, run_dir=out, parent=init, extra={"params": stats["params"], "macs": stats["macs"]})
-        for fname in ("config.json", "history.csv", "training.png", "metrics.json", "confusion.png"):
-            record_artifact(folder / fname, run_dir=out, parent=weights)
-        (folder / CHECKPOINT).unlink(missing_ok=True)
-        rows.append(metrics["summary"])
+        row = _train_one(dataset, folder, arch, depth, recipe, main=main, width=width, kernel_size=kernel_size,
+                         dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                         device=device, class_weights=class_weights, sampler=sampler, augment=augment, init=init,
+                         resume=resume, precise_bn=precise_bn)
+        if row is not None:
+            rows.append(row)
 
     if main:
         _write_summary(out, rows, markdown_table)
     return rows
+
+
+def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, recipe: dict, *, main: bool,
+               width: int, kernel_size: int, dropout: float, epochs: int, init: Any, **fit_options: Any) -> dict | None:
+    """Build, fit and write one model folder; its summary row (None on the non-main ranks of torchrun)."""
+    from ecgtool.models import ModelConfig, build_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(fit_options["seed"])
+    cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
+                      in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
+                      dropout=dropout, classes=dataset.classes, preprocessing=spec_from_meta(dataset.meta),
+                      extra=dict(recipe))
+    model = build_model(cfg)
+    if init is not None:
+        cfg.extra["init_fresh"] = init_from(model, init)
+    t0 = time.perf_counter()
+    model, history = fit(model, dataset, epochs=epochs, desc=folder.name, history_path=folder / HISTORY,
+                         checkpoint_path=folder / CHECKPOINT, **fit_options)
+    if not main:
+        return None
+    best = next((h for h in history if h.get("best")), {})
+    cfg.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
+                      "best_val_loss": best.get("val_loss"), "train_seconds": round(time.perf_counter() - t0, 1)})
+    return _write_model_folder(folder, model.cpu(), cfg, history, dataset, arch, depth, width, init)
+
+
+def _write_model_folder(folder: Path, model: nn.Module, cfg: Any, history: list[dict], dataset: PreparedDataset,
+                        arch: str, depth: int, width: int, init: Any) -> dict:
+    """Weights, config, history, curves, test metrics and confusion of a trained model, each recorded."""
+    from ecgtool.core.files import write_json
+    from ecgtool.core.manifest import record_artifact
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.evaluate.metrics import confusion_png
+    from ecgtool.models import model_stats, save_model
+
+    name, out = folder.name, folder.parent
+    save_model(folder, model, cfg)
+    write_history(folder / HISTORY, history)
+    curves_png(history, folder / CURVES, title=f"{name} (width {width})")
+    metrics = evaluate_artifact(folder, dataset, split="test")
+    stats = model_stats(model, length=int(dataset.signals.shape[2]))
+    metrics["summary"] = _summary_row(name, cfg.extra, arch, depth, width, stats, metrics)
+    write_json(folder / METRICS, metrics)
+    warn_if_chance(name, metrics["macro_f1"], len(dataset.classes), epochs_run=len(history))
+    confusion_png(metrics["confusion_matrix"], metrics["classes"], folder / CONFUSION,
+                  title=f"{name} on {dataset.root.name}/test")
+    weights = folder / WEIGHTS
+    record_artifact(weights, run_dir=out, parent=init, extra={"params": stats["params"], "macs": stats["macs"]})
+    for fname in (CONFIG, HISTORY, CURVES, METRICS, CONFUSION):
+        record_artifact(folder / fname, run_dir=out, parent=weights)
+    (folder / CHECKPOINT).unlink(missing_ok=True)
+    return metrics["summary"]
 
 
 def warn_if_chance(name: str, macro_f1: float, num_classes: int, epochs_run: int | None = None) -> bool:
