@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ecgtool.core.errors import BadInput
+from ecgtool.core.names import TEACHER_LOGITS
+from ecgtool.train import defaults as D
 from ecgtool.core.ui import quiet_option
 
-TEACHER_LOGITS = "teacher_logits.npy"
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -98,10 +99,10 @@ def distill(
     width: int = 16,
     temperature: float = 4.0,
     alpha: float = 0.7,
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    patience: int = 5,
+    epochs: int = D.EPOCHS,
+    batch_size: int = D.BATCH_SIZE,
+    lr: float = D.LR,
+    patience: int = D.PATIENCE,
     seed: int = 0,
     device: str = "auto",
     threads: int | None = None,
@@ -114,18 +115,48 @@ def distill(
     metrics.json (test split), teacher_logits.npy; each recorded in the run's manifest with parent = teacher.
     Returns {"teacher": {...}, "student": {...}, "out": path} with params, MACs, size (MB) and test macro-F1.
     """
-    from ecgtool.core.manifest import find_run_root, record_artifact
-    from ecgtool.core.files import sha256, write_json
-    from ecgtool.data.dataset import load_dataset
-    from ecgtool.evaluate.artifact import evaluate_artifact, predict_batches
+    from ecgtool.core.files import sha256
     from ecgtool.data.preprocess import spec_from_meta
-    from ecgtool.models import get_model, list_models, model_stats, save_model
-    from ecgtool.core.artifacts import is_model_folder
-    from ecgtool.runtime import load
-    from ecgtool.train.fit import curves_png, fit, write_history
-    from ecgtool.train.fit import check_splits
+    from ecgtool.models import get_model
+    from ecgtool.train.fit import fit
 
     teacher = Path(teacher)
+    ds, pred, out = _check_inputs(teacher, student, data, out, temperature, alpha, class_weights, threads)
+    train_idx = np.sort(ds.indices("train"))
+    t0 = time.perf_counter()
+    logits = _teacher_logits(pred, teacher, ds, train_idx)
+    teacher_seconds = time.perf_counter() - t0
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
+              "class_weights": class_weights, "dataset": str(ds.root.resolve()), "input_length": int(ds.signals.shape[2]),
+              "sampling_rate": ds.sampling_rate}
+    kd = {"teacher": str(teacher.resolve()), "teacher_sha256": sha256(_teacher_file(teacher)),
+          "temperature": temperature, "alpha": alpha, "teacher_kind": pred.kind, "teacher_precision": pred.precision}
+    torch.manual_seed(seed)
+    model = get_model(student, width=width, in_channels=int(ds.signals.shape[1]), num_classes=len(ds.classes),
+                      classes=ds.classes, preprocessing=spec_from_meta(ds.meta), extra={**recipe, **kd})
+    start = time.perf_counter()
+    model, history = fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device,
+                         class_weights=None if class_weights == "none" else class_weights, seed=seed,
+                         desc=f"distil {student}",
+                         loss_fn=make_loss_fn(TeacherLogits(train_idx, logits), temperature, alpha))
+    best = next((h for h in history if h.get("best")), {})
+    model.config.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
+                               "best_val_loss": best.get("val_loss"),
+                               "train_seconds": round(time.perf_counter() - start, 1),
+                               "teacher_logits_seconds": round(teacher_seconds, 2)})
+    return _write_student(out, model.cpu(), history, logits, teacher, pred, ds, kd, student, width, threads)
+
+
+def _check_inputs(teacher: Path, student: str, data: Any, out: Any, temperature: float, alpha: float,
+                  class_weights: str | None, threads: int | None) -> tuple[Any, Any, Path]:
+    """(dataset, teacher predictor, output folder), or BadInput naming what is wrong."""
+    from ecgtool.core.artifacts import is_model_folder
+    from ecgtool.core.manifest import find_run_root
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.models import list_models
+    from ecgtool.runtime import load
+    from ecgtool.train.fit import check_splits
+
     if not teacher.exists():
         raise BadInput(f"{teacher}: no such file or folder")
     if student not in list_models():
@@ -145,56 +176,51 @@ def distill(
     out = Path(out) if out else find_run_root(teacher) / f"{student}-distilled"
     if is_model_folder(out):
         raise BadInput(f"{out}: already holds a model; choose another --out")
+    return ds, pred, out
 
-    length, channels = int(ds.signals.shape[2]), int(ds.signals.shape[1])
-    train_idx = np.sort(ds.indices("train"))
-    t0 = time.perf_counter()
+
+def _teacher_logits(pred: Any, teacher: Path, ds: Any, train_idx: np.ndarray) -> np.ndarray:
+    from ecgtool.evaluate.artifact import predict_batches
+
     logits = predict_batches(pred, ds.signals, train_idx, desc="teacher logits").astype(np.float32)
-    teacher_seconds = time.perf_counter() - t0
     if logits.shape != (len(train_idx), len(ds.classes)):
         raise BadInput(f"{teacher}: gives logits of shape {logits.shape}, expected ({len(train_idx)}, {len(ds.classes)})")
-    teacher_logits = TeacherLogits(train_idx, logits)
+    return logits
 
-    teacher_file = _teacher_file(teacher)
-    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience, "seed": seed,
-              "class_weights": class_weights, "dataset": str(ds.root.resolve()), "input_length": length,
-              "sampling_rate": ds.sampling_rate}
-    kd = {"teacher": str(teacher.resolve()), "teacher_sha256": sha256(teacher_file), "temperature": temperature,
-          "alpha": alpha, "teacher_kind": pred.kind, "teacher_precision": pred.precision}
-    torch.manual_seed(seed)
-    model = get_model(student, width=width, in_channels=channels, num_classes=len(ds.classes), classes=ds.classes,
-                      preprocessing=spec_from_meta(ds.meta), extra={**recipe, **kd})
-    start = time.perf_counter()
-    model, history = fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device,
-                         class_weights=None if class_weights == "none" else class_weights, seed=seed,
-                         desc=f"distil {student}", loss_fn=make_loss_fn(teacher_logits, temperature, alpha))
-    best = next((h for h in history if h.get("best")), {})
-    model.config.extra.update({"epochs_run": len(history), "best_epoch": best.get("epoch"),
-                               "best_val_loss": best.get("val_loss"),
-                               "train_seconds": round(time.perf_counter() - start, 1),
-                               "teacher_logits_seconds": round(teacher_seconds, 2)})
-    model.cpu()
+
+def _write_student(out: Path, model: Any, history: list[dict], logits: np.ndarray, teacher: Path, pred: Any, ds: Any,
+                   kd: dict, student: str, width: int, threads: int | None) -> dict:
+    """The student's folder (weights, config, logits, history, curves, metrics), each recorded; the comparison."""
+    from ecgtool.core.artifacts import size_on_disk_mb
+    from ecgtool.core.files import write_json
+    from ecgtool.core.manifest import find_run_root, record_artifact
+    from ecgtool.core.names import CONFIG, CURVES, HISTORY, METRICS, WEIGHTS
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.models import model_stats, save_model
+    from ecgtool.train.fit import curves_png, write_history
+
+    length, channels = int(ds.signals.shape[2]), int(ds.signals.shape[1])
     save_model(out, model)
     _save_npy(out / TEACHER_LOGITS, logits)
-    write_history(out / "history.csv", history)
-    curves_png(history, out / "training.png", title=f"{student} (width {width}) distilled from {teacher.name}")
+    write_history(out / HISTORY, history)
+    curves_png(history, out / CURVES, title=f"{student} (width {width}) distilled from {teacher.name}")
     metrics = evaluate_artifact(out, ds, split="test", threads=threads)
     stats = model_stats(model, length=length, in_channels=channels)
     teacher_metrics = evaluate_artifact(teacher, ds, split="test", threads=threads)
-    t_stats = _artifact_stats(teacher, length, channels)
-    s_row = {"model": f"{student} w{width} (student)", **stats,
-             "size_mb": (out / "model.safetensors").stat().st_size / 1e6,
+    s_row = {"model": f"{student} w{width} (student)", **stats, "size_mb": size_on_disk_mb(out),
              "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
-    t_row = {"model": f"{teacher.name} (teacher, {pred.kind} {pred.precision})", **t_stats,
+    t_row = {"model": f"{teacher.name} (teacher, {pred.kind} {pred.precision})",
+             **_artifact_stats(teacher, length, channels),
              "macro_f1": teacher_metrics["macro_f1"], "accuracy": teacher_metrics["accuracy"]}
     metrics["distillation"] = {**kd, "teacher_row": t_row, "student_row": s_row}
-    write_json(out / "metrics.json", metrics)
-    run = find_run_root(out / "model.safetensors")
-    weights = out / "model.safetensors"
+    write_json(out / METRICS, metrics)
+    weights = out / WEIGHTS
+    run = find_run_root(weights)
+    teacher_file = _teacher_file(teacher)
     record_artifact(weights, run_dir=run, parent=teacher_file, extra={"params": stats["params"], "macs": stats["macs"],
                                                                      "distilled_from": str(teacher)})
     record_artifact(out / TEACHER_LOGITS, run_dir=run, parent=teacher_file)
-    for name in ("config.json", "history.csv", "training.png", "metrics.json"):
+    for name in (CONFIG, HISTORY, CURVES, METRICS):
         record_artifact(out / name, run_dir=run, parent=weights)
     return {"out": str(out), "teacher": t_row, "student": s_row, "epochs_run": len(history)}
 
@@ -217,10 +243,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 @click.option("--width", type=click.IntRange(1), help="Student base width (default 16).")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), help="Softmax temperature T (default 4).")
 @click.option("--alpha", type=click.FloatRange(0, 1), help="Weight of the soft (teacher) term (default 0.7).")
-@click.option("--epochs", type=click.IntRange(1), help="Most epochs (default 30).")
-@click.option("--batch-size", type=click.IntRange(2), help="Records per batch (default 64).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Adam learning rate (default 1e-3).")
-@click.option("--patience", type=click.IntRange(1), help="Early-stopping patience in epochs (default 5).")
+@click.option("--epochs", type=click.IntRange(1), help=f"Most epochs (default {D.EPOCHS}).")
+@click.option("--batch-size", type=click.IntRange(2), help=f"Records per batch (default {D.BATCH_SIZE}).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help=f"Adam learning rate (default {D.LR:g}).")
+@click.option("--patience", type=click.IntRange(1), help=f"Early-stopping patience in epochs (default {D.PATIENCE}).")
 @click.option("--seed", type=int, help="Seed (default 0).")
 @click.option("--device", help="auto, cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for torch and the teacher.")
