@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import click
 import numpy as np
@@ -26,10 +26,11 @@ from torch import nn
 from ecgtool.core.files import atomic_dir, write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import CONFIG, WEIGHTS
+from ecgtool.core.names import CONFIG, HISTORY, METRICS, WEIGHTS
 from ecgtool.models import ECGResNet, build_model, channel_plan, load_model, model_stats, save_model
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.core.ui import info, print_table, quiet_option
+from ecgtool.train import defaults as D
 
 IMPORTANCES = ("magnitude", "taylor")
 SCOPES = ("uniform", "global")
@@ -176,15 +177,15 @@ def prune_artifact(
     data: str | os.PathLike,
     ratio: float,
     out: str | os.PathLike | None = None,
-    fine_tune_epochs: int = 10,
+    fine_tune_epochs: int = D.FINE_TUNE_EPOCHS,
     importance: str = "magnitude",
     scope: str = "uniform",
     steps: int = 1,
     seed: int = 0,
     device: str = "auto",
-    batch_size: int = 64,
-    lr: float = 1e-4,
-    patience: int = 5,
+    batch_size: int = D.BATCH_SIZE,
+    lr: float = D.FINE_TUNE_LR,
+    patience: int = D.PATIENCE,
     overwrite: bool = False,
 ) -> dict:
     """Prune a model folder, fine-tune it on the training split and save it as a new model folder.
@@ -193,30 +194,10 @@ def prune_artifact(
     holds params, MACs, size_mb (weight file) and the test macro-F1; the same goes to metrics.json.
     The new folder is built under a temporary name and renamed into place when complete.
     """
-    from ecgtool.data.dataset import load_dataset
-
     src = Path(model_dir)
-    _check_model_folder(src)
     ratio = check_ratio(ratio)
-    make_importance(importance)
-    if scope not in SCOPES:
-        raise BadInput(f"--scope {scope}: unknown scope (choose from {', '.join(SCOPES)})")
-    if fine_tune_epochs < 0:
-        raise BadInput(f"--epochs {fine_tune_epochs}: must be 0 or more")
-    ds = load_dataset(data)
-    model = load_model(src)
-    _check_classes(Path(data), ds.classes, model, src)
+    ds, model, dest = _check_inputs(src, data, ratio, out, importance, scope, fine_tune_epochs, overwrite)
     channels, length = int(ds.signals.shape[1]), int(ds.signals.shape[2])
-    if channels != model.config.in_channels:
-        raise BadInput(f"{data}: {channels}-lead signals but the model ({src}) takes {model.config.in_channels}")
-    dest = Path(out) if out else default_out(src, ratio)
-    if dest.resolve() == src.resolve():
-        raise BadInput(f"{dest}: the output folder would overwrite the source model")
-    if dest.exists() and not dest.is_dir():
-        raise BadInput(f"{dest}: output path exists and is not a folder")
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise BadInput(f"{dest}: output folder exists and is not empty (use --overwrite to replace it)")
-
     torch.manual_seed(seed)
     before = _summary(src, model, length, ds)
     info(f"pruning {src.name}: {importance} importance, {scope} scope, ratio {ratio}, {steps} step(s)")
@@ -231,20 +212,8 @@ def prune_artifact(
     pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
 
     with atomic_dir(dest) as tmp:
-        history: list[dict] = []
-        if fine_tune_epochs == 0:
-            # removed input channels shift every later layer's activations: re-estimate BatchNorm statistics
-            from ecgtool.train.fit import recalibrate_bn
-
-            order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
-            recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"))
-        else:
-            from ecgtool.train.fit import fit
-
-            pruned, history = fit(pruned, ds, epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience,
-                            device=device, seed=seed, desc=f"fine-tune {dest.name}",
-                            history_path=tmp / "history.csv")
-        pruned = pruned.cpu().eval()
+        pruned, history = _fine_tune(pruned, ds, tmp, dest.name, fine_tune_epochs, batch_size=batch_size, lr=lr,
+                                     patience=patience, device=device, seed=seed)
         best_epoch = next((row["epoch"] for row in history if row.get("best")), None)
         pruned.config.extra.update({"fine_tune_epochs_run": len(history), "fine_tune_best_epoch": best_epoch})
         save_model(tmp, pruned, pruned.config)
@@ -254,12 +223,55 @@ def prune_artifact(
                              "size": before["size_bytes"] / after["size_bytes"]},
                   "fine_tune": {"epochs_run": len(history), "best_epoch": best_epoch},
                   "f1_change_points": round(100 * (after["macro_f1"] - before["macro_f1"]), 2)}
-        write_json(tmp / "metrics.json", result)
+        write_json(tmp / METRICS, result)
     parents = {WEIGHTS: src / WEIGHTS, CONFIG: src / CONFIG}
-    for name in (WEIGHTS, CONFIG, "metrics.json", "history.csv"):
+    for name in (WEIGHTS, CONFIG, METRICS, HISTORY):
         if (dest / name).exists():
             record_artifact(dest / name, parent=parents.get(name, src), extra={"stage": "prune"})
     return result
+
+
+def _check_inputs(src: Path, data: Any, ratio: float, out: Any, importance: str, scope: str, fine_tune_epochs: int,
+                  overwrite: bool) -> tuple[Any, ECGResNet, Path]:
+    """(dataset, source model, output folder), or BadInput naming what is wrong; nothing is written."""
+    from ecgtool.data.dataset import load_dataset
+
+    _check_model_folder(src)
+    make_importance(importance)
+    if scope not in SCOPES:
+        raise BadInput(f"--scope {scope}: unknown scope (choose from {', '.join(SCOPES)})")
+    if fine_tune_epochs < 0:
+        raise BadInput(f"--epochs {fine_tune_epochs}: must be 0 or more")
+    ds = load_dataset(data)
+    model = load_model(src)
+    _check_classes(Path(data), ds.classes, model, src)
+    channels = int(ds.signals.shape[1])
+    if channels != model.config.in_channels:
+        raise BadInput(f"{data}: {channels}-lead signals but the model ({src}) takes {model.config.in_channels}")
+    dest = Path(out) if out else default_out(src, ratio)
+    if dest.resolve() == src.resolve():
+        raise BadInput(f"{dest}: the output folder would overwrite the source model")
+    if dest.exists() and not dest.is_dir():
+        raise BadInput(f"{dest}: output path exists and is not a folder")
+    if dest.exists() and any(dest.iterdir()) and not overwrite:
+        raise BadInput(f"{dest}: output folder exists and is not empty (use --overwrite to replace it)")
+    return ds, model, dest
+
+
+def _fine_tune(pruned: ECGResNet, ds: Any, tmp: Path, name: str, epochs: int, *, batch_size: int, lr: float,
+               patience: int, device: str, seed: int) -> tuple[ECGResNet, list[dict]]:
+    """Fine-tune through `fit`; with 0 epochs only re-estimate BatchNorm statistics (removed input channels
+    shift every later layer's activations)."""
+    from ecgtool.train.fit import fit, recalibrate_bn
+
+    history: list[dict] = []
+    if epochs == 0:
+        order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
+        recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"))
+    else:
+        pruned, history = fit(pruned, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                              device=device, seed=seed, desc=f"fine-tune {name}", history_path=tmp / HISTORY)
+    return pruned.cpu().eval(), history
 
 
 def summary_rows(result: dict) -> list[dict]:
@@ -281,9 +293,9 @@ def summary_rows(result: dict) -> list[dict]:
 @click.option("--importance", type=click.Choice(IMPORTANCES), help="Channel ranking [default: magnitude].")
 @click.option("--scope", type=click.Choice(SCOPES), help="Per layer (uniform) or network-wide ranking (global) [default: uniform].")
 @click.option("--steps", type=int, help="Iterative pruning steps [default: 1].")
-@click.option("--epochs", "fine_tune_epochs", type=int, help="Fine-tuning epochs, early stopping on validation [default: 10].")
-@click.option("--batch-size", type=int, help="Fine-tuning batch size [default: 64].")
-@click.option("--lr", type=float, help="Fine-tuning learning rate [default: 1e-4].")
+@click.option("--epochs", "fine_tune_epochs", type=int, help=f"Fine-tuning epochs, early stopping on validation [default: {D.FINE_TUNE_EPOCHS}].")
+@click.option("--batch-size", type=int, help=f"Fine-tuning batch size [default: {D.BATCH_SIZE}].")
+@click.option("--lr", type=float, help=f"Fine-tuning learning rate [default: {D.FINE_TUNE_LR:g}].")
 @click.option("--out", type=click.Path(path_type=Path), help="Output model folder [default: MODEL-prunedNN beside MODEL].")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
 @click.option("--seed", type=int, help="Seed for fine-tuning and Taylor batches [default: 0].")

@@ -23,6 +23,10 @@ BATCH_SIZE = 32
 EPOCHS = 30
 #: early-stopping patience (epochs without a better validation loss)
 PATIENCE = 5
+#: fine-tuning after pruning: a tenth of the training rate, so the surviving weights are adjusted, not re-learnt
+FINE_TUNE_LR = 1e-4
+#: fine-tuning epochs after pruning (early stopping on validation)
+FINE_TUNE_EPOCHS = 10
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
 THREADS = "auto"
 #: environment variable that overrides "auto" (the tests set it to 1)
