@@ -27,7 +27,7 @@ import numpy as np
 
 from ecgtool.core.manifest import find_run_root, record_artifact
 from ecgtool.core.files import write_csv, write_json, write_text
-from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD
+from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
@@ -329,7 +329,7 @@ def _load_average() -> float | None:
 
 def _default_out(paths: Sequence[str | os.PathLike]) -> Path:
     first = Path(paths[0]).resolve()
-    if first.is_dir() and artifact_kind_of(first) is None and not (first / "config.json").exists():
+    if first.is_dir() and artifact_kind_of(first) is None and not (first / CONFIG).exists():
         return first
     return find_run_root(first)
 

@@ -39,10 +39,12 @@ import click
 from ecgtool.core.files import read_json, write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
+from ecgtool.core.names import (BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG, METRICS, PIPELINE_STATE, REPORT_HTML, RUN_JSON,
+                                WEIGHTS)
 from ecgtool.core.ui import as_percent, info, print_table, quiet_option
 from ecgtool.train import defaults as D
 
-STATE = "pipeline.json"
+STATE = PIPELINE_STATE
 STEPS = ("data", "train", "prune", "quantize", "export", "bench", "report")
 #: Steps whose results are too costly to overwrite silently when their config changes.
 KEEP = ("data", "train")
@@ -289,8 +291,8 @@ def _step_train(cfg: dict, out: Path, resume: bool) -> list[Path]:
     if plan.get("threads"):
         t["threads"] = plan["threads"]
     rows = train_models(out / "data", archs + (["rr_baseline"] if baseline else []), depths, out,
-                        resume=(out / "run.json").exists(), device=t.pop("device", "cpu"), **t)
-    return [out / r["model"] / "metrics.json" for r in rows]
+                        resume=(out / RUN_JSON).exists(), device=t.pop("device", "cpu"), **t)
+    return [out / r["model"] / METRICS for r in rows]
 
 
 def _compressed(cfg: dict, out: Path) -> list[Path]:
@@ -311,12 +313,12 @@ def _step_prune(cfg: dict, out: Path, resume: bool) -> list[Path]:
     ratios, epochs, device = p.pop("ratios", None) or [], p.pop("epochs", 3), p.pop("device", "cpu")
     done = []
     for name in cfg["compress"]["models"]:
-        if not (out / name / "config.json").exists():
+        if not (out / name / CONFIG).exists():
             raise BadInput(f"{out / name}: compress.models names {name}, which the train step did not make")
         for r in ratios:
             res = prune_artifact(out / name, out / "data", r, fine_tune_epochs=epochs, device=device,
                                  overwrite=True, **p)
-            done.append(Path(res["out"]) / "model.safetensors")
+            done.append(Path(res["out"]) / WEIGHTS)
     return done
 
 
@@ -357,7 +359,7 @@ def _step_bench(cfg: dict, out: Path, resume: bool) -> list[Path]:
     if (cfg.get("_plan") or {}).get("bench_threads"):
         b["threads"] = cfg["_plan"]["bench_threads"]
     bench([out], out / "data", out=out, **b)
-    return [out / "bench.json", out / "bench.csv", out / "bench.md"]
+    return [out / BENCH_JSON, out / BENCH_CSV, out / BENCH_MD]
 
 
 def _step_report(cfg: dict, out: Path, resume: bool) -> list[Path]:
@@ -534,7 +536,8 @@ def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike
     summary["seconds"] = round(time.perf_counter() - t_all, 1)
     if plan is not None and any(v["status"] == "done" for v in summary["steps"].values()):
         info(f"pipeline: {summary['seconds']:.0f} s (expected ~{plan['expected_s']} s)")
-    summary["report"] = str(out / "report.html")
+    summary["report"] = str(out / REPORT_HTML)
+    summary["rows"] = read_json(out / BENCH_JSON)["rows"]  # what the bench step measured (or had measured)
     record_artifact(state_path, run_dir=out)
     return summary
 
@@ -556,8 +559,7 @@ def pipeline_command(config: str | None, out: str, show_config: bool) -> None:
     result = run_pipeline(config, out)
     from ecgtool.bench.runner import SCREEN_COLUMNS
 
-    rows = read_json(Path(out) / "bench.json")["rows"]
-    print_table(as_percent(rows), SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
+    print_table(as_percent(result["rows"]), SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
                 "all columns in bench.md)")
     steps = ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in result["steps"].items())
     click.echo(f"steps: {steps}; total {result['seconds']:.0f} s")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import TEACHER_LOGITS
+from ecgtool.core.names import CONFIG, TEACHER_LOGITS, WEIGHTS
 from ecgtool.train import defaults as D
 from ecgtool.core.ui import quiet_option
 
@@ -68,7 +68,7 @@ def make_loss_fn(teacher: TeacherLogits, temperature: float, alpha: float) -> Ca
 def _teacher_file(teacher: Path) -> Path:
     """The file whose hash identifies the teacher (a folder's weights, else the artifact itself)."""
     if teacher.is_dir():
-        for name in ("model.safetensors", "config.json"):
+        for name in (WEIGHTS, CONFIG):
             if (teacher / name).exists():
                 return teacher / name
     return teacher
@@ -194,7 +194,7 @@ def _write_student(out: Path, model: Any, history: list[dict], logits: np.ndarra
     from ecgtool.core.artifacts import size_on_disk_mb
     from ecgtool.core.files import write_json
     from ecgtool.core.manifest import find_run_root, record_artifact
-    from ecgtool.core.names import CONFIG, CURVES, HISTORY, METRICS, WEIGHTS
+    from ecgtool.core.names import CURVES, HISTORY, METRICS
     from ecgtool.evaluate.artifact import evaluate_artifact
     from ecgtool.models import model_stats, save_model
     from ecgtool.train.fit import curves_png, write_history
