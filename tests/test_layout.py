@@ -110,8 +110,9 @@ def test_no_private_name_imported_across_modules_and_no_stage_imports_a_command_
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("code", ["import ecgtool", "import sys; sys.argv = ['ecgtool', '--help']\n"
-                                  "from ecgtool.cli.main import main\ntry:\n    main()\nexcept SystemExit:\n    pass"])
+@pytest.mark.parametrize("code", ["import ecgtool"] + [
+    f"import sys; sys.argv = ['ecgtool', '{flag}']\nfrom ecgtool.cli.main import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    for flag in ("--help", "--version")])
 def test_help_and_import_load_no_heavy_library(code):
     probe = code + "\nimport sys\nprint(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'scipy', 'openvino', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
