@@ -243,8 +243,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 v = v0
             gate_report["after"] = v.as_dict()
             gate_report["passed"] = v.passed
-            msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 -{v.macro_loss_points:.2f} points "
-                   f"(limit {gate_macro}), worst class {v.worst_class[0]} -{v.worst_class[1]:.2f} (limit {gate_class})")
+            msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
+                   f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
+                   "negative = INT8 gained)")
             if gate_report["kept_fp32"]:
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
                         f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")
