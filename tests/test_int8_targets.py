@@ -141,3 +141,22 @@ def test_x86_avx2_form_agrees_under_haswell_emulation(trained, tmp_path):
     fp32 = s.run(None, {s.get_inputs()[0].name: x})[0].argmax(1)
     emulated = np.load(str(avx2) + ".npy").argmax(1)
     assert np.mean(emulated == fp32) >= 0.99
+
+
+@pytest.mark.parametrize("quantizer", ["qdq", "nncf"])
+def test_openvino_int8_never_converts_the_u8_graph(trained, quantizer):
+    from ecgtool.core.names import OPENVINO_SIDECAR
+    from ecgtool.export import export
+    from ecgtool.export.openvino import nncf_available
+
+    if quantizer == "nncf" and not nncf_available():
+        pytest.skip("NNCF not installed (extra [nncf])")
+    folder, data = trained
+    r = export(folder, "openvino-int8", data=data, calib_size=42, calib_dir=folder.parent / "calib", ov_quantizer=quantizer,
+               **({"gate": False} if quantizer == "qdq" else {}))
+    side = read_json(folder / "openvino-int8" / OPENVINO_SIDECAR)
+    if quantizer == "qdq":
+        assert side["source"] == "model.trt-int8.onnx" and "quantizer" not in side
+    else:
+        assert side["source"] == "model.onnx" and side["quantizer"].startswith("nncf")
+    assert r.check["argmax_agreement"] >= 0.9
