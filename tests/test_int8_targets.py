@@ -89,20 +89,46 @@ def test_tensorrt_target_writes_trt_graph_evaluated_simulated(trained, tmp_path)
 
 def test_forced_gate_scans_and_keeps_nodes_fp32(trained, tmp_path):
     folder, data = trained
-    groups = dict(candidate_groups(folder / "model.onnx"))
-    assert len(groups["stem conv"]) == 1 and len(groups["SE gates"]) >= 2 and groups["classifier"]
     out = tmp_path / "gated.onnx"
     r = quantize_folder(folder, data, out=out, target="x86-vnni", calib_size=21, calib_dir=tmp_path, gate_macro=-1,
-                        gate_class=-1)  # no INT8 can lose less than -1 point: every group gets scanned and kept
+                        gate_class=-1)  # no INT8 can lose less than -1 point: every group gets scanned
+    groups = dict(candidate_groups(folder / "model.onnx"))
+    assert len(groups["stem conv"]) == 1 and len(groups["SE gates"]) >= 2 and groups["classifier"]
     g = r["gate"]
     assert not g["before"]["passed"] and not g["passed"]
-    assert {s["group"] for s in g["scan"]} == set(groups)
-    assert g["kept_fp32"] and set(g["kept_fp32"]) <= {n for nodes in groups.values() for n in nodes}
-    assert g["latency_ratio_vs_ungated"] > 0
+    assert {s["group"] for s in g["scan"]} == set(groups)  # every suspect quantised away once, verdict recorded
+    assert all("macro_loss_points" in s and "agreement" in s for s in g["scan"])
+    assert set(g["kept_fp32"]) <= {n for nodes in groups.values() for n in nodes}
+    excess = lambda v: max(v["macro_loss_points"] + 1, v["worst_class_loss_points"] + 1)  # noqa: E731
+    assert excess(g["after"]) <= excess(g["before"])  # never worse than the ungated file
     assert json.loads(_props(out)[ONNX_META_INT8_FP32_NODES]) == r["exclude"] == g["kept_fp32"]
     dq_out = {o for n in onnx.load(str(out)).graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     kept = [n for n in onnx.load(str(out)).graph.node if n.name in g["kept_fp32"] and n.op_type == "Conv"]
     assert all(n.input[1] not in dq_out for n in kept)  # kept convs have float weights
+
+
+def test_scan_keeps_most_sensitive_group_until_the_gate_holds(tmp_path):
+    """The scan's selection on real verdicts: only the "stem" exclusion repairs class 2, so stem alone is kept."""
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    bad = np.array([0, 0, 1, 1, 2, 2, 1, 1])  # the quantised model confuses class 2
+    built: dict[str, list[str]] = {}
+
+    def build(out, exclude):
+        out.write_bytes(b"")
+        built[out.name] = list(exclude)
+
+    def predict(path):
+        return y if "stem0" in built[path.name] else bad
+
+    from ecgtool.compress.gate import scan
+
+    groups = [("SE gates", ["sig0", "mul0"]), ("stem conv", ["stem0"]), ("classifier", ["fc"])]
+    v0 = judge(y, y, bad, ["a", "b", "c"])
+    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), groups, [], tmp_path, (tmp_path / "x", v0))
+    assert res["groups_fp32"] == ["stem conv"] and res["kept_fp32"] == ["stem0"] and res["verdict"].passed
+    useless = [("SE gates", ["sig0"])]  # buys nothing: the ungated file is kept, no FP32 nodes
+    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), useless, [], tmp_path, (tmp_path / "x", v0))
+    assert res["kept_fp32"] == [] and res["path"] == tmp_path / "x" and not res["verdict"].passed
 
 
 QEMU_EVAL = """

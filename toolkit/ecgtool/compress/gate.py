@@ -97,11 +97,14 @@ def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
 
 
 def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.ndarray], judge_fn: Callable[[np.ndarray], Verdict],
-         groups: list[tuple[str, list[str]]], base_exclude: Sequence[str], workdir: Path) -> dict:
+         groups: list[tuple[str, list[str]]], base_exclude: Sequence[str], workdir: Path,
+         baseline: tuple[Path, Verdict] | None = None) -> dict:
     """Rank `groups` by sensitivity, then keep them FP32 most sensitive first until the gate holds.
 
     `build(out, exclude)` quantises with those nodes kept float; `predict(path)` gives validation argmax;
-    `judge_fn(pred)` compares with FP32. Returns {"scan": [...], "kept_fp32": [...], "groups_fp32": [...],
+    `judge_fn(pred)` compares with FP32. `baseline` (the ungated file and its verdict) is kept unless a
+    candidate does strictly better (smaller overshoot, then smaller macro loss): FP32 nodes that buy
+    nothing are not kept. Returns {"scan": [...], "kept_fp32": [...], "groups_fp32": [...],
     "verdict": Verdict, "path": Path of the best file}.
     """
     ranked = []
@@ -113,7 +116,9 @@ def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.
     order = sorted(range(len(groups)), key=lambda i: (ranked[i]["_excess"], -ranked[i]["agreement"], i))
     kept: list[str] = []
     names: list[str] = []
-    best: tuple[float, Path, Verdict, list[str], list[str]] | None = None
+    best: tuple[tuple[float, float], Path, Verdict, list[str], list[str]] | None = None
+    if baseline is not None:
+        best = ((round(baseline[1].excess, 6), round(baseline[1].macro_loss_points, 6)), baseline[0], baseline[1], [], [])
     for step, i in enumerate(order):
         kept = [*kept, *groups[i][1]]
         names = [*names, groups[i][0]]
@@ -123,8 +128,9 @@ def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.
         else:
             build(cand, [*base_exclude, *kept])
         v = judge_fn(predict(cand))
-        if best is None or v.excess < best[0]:
-            best = (v.excess, cand, v, list(kept), list(names))
+        key = (round(v.excess, 6), round(v.macro_loss_points, 6))
+        if best is None or key < best[0]:
+            best = (key, cand, v, list(kept), list(names))
         if v.passed:
             break
     for r in ranked:

@@ -230,14 +230,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
-                ui.info(f"gate: INT8 loses {v0.macro_loss_points:.2f} macro-F1 points ({c} {loss:.2f}) on validation; "
-                        "scanning node sensitivity")
+                ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f} on validation "
+                        f"(n={len(val)}); scanning node sensitivity")
                 groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in candidate_groups(fp32)]
                 res = scan(lambda dst, excl: build(dst, excl, method), predict, verdict,
-                           [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp))
+                           [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0))
                 chosen = res["path"]
                 gate_report.update(scan=res["scan"], kept_fp32=res["kept_fp32"], groups_fp32=res["groups_fp32"])
-                gate_report["latency_ratio_vs_ungated"] = round(latency_ratio(first, chosen), 3)
+                gate_report["latency_ratio_vs_ungated"] = round(latency_ratio(first, chosen), 3) if chosen != first else 1.0
                 v = res["verdict"]
             else:
                 v = v0
