@@ -28,6 +28,9 @@ setup(
     ],
     extras_require={
         "tensorrt": ["tensorrt>=10.0"],
+        # OpenVINO's own post-training INT8 quantiser for `export --format openvino-int8` (used when installed);
+        # nncf 3.4 pulls no torch (checked with pip --dry-run against torch 2.13.0+cpu)
+        "nncf": ["nncf>=3.4"],
         "dev": ["pytest>=7", "hypothesis>=6.100"],
     },
     entry_points={"console_scripts": ["ecgtool=ecgtool.cli.main:main"]},

@@ -76,7 +76,8 @@ def test_symmetric_form_and_excluded_node(trained, tmp_path):
     if not onnx_path.exists():
         quantize_folder(folder, data, calib_size=21, calib_dir=tmp_path)
     first_conv = next(n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv")
-    quantize_folder(folder, data, out=out, symmetric=True, calib_size=21, calib_dir=tmp_path, exclude=[first_conv])
+    quantize_folder(folder, data, out=out, symmetric=True, calib_size=21, calib_dir=tmp_path, exclude=[first_conv],
+                    gate=False)
     q = qdq_properties(out)
     assert q["zero_point_types"] == ["int8"] and q["nonzero_zero_points"] == 0 and q["tensorrt_ready"]
     g = onnx.load(str(out)).graph
@@ -87,10 +88,10 @@ def test_symmetric_form_and_excluded_node(trained, tmp_path):
     assert all(n.input[1] in dq_outputs for n in others)
 
 
-def test_method_auto_tries_every_method(trained, tmp_path):
+def test_method_auto_tries_minmax_and_percentile(trained, tmp_path):
     folder, data = trained
     r = quantize_folder(folder, data, out=tmp_path / "auto.onnx", method="auto", calib_size=21, calib_dir=tmp_path)
-    assert set(r["methods_tried"]) == {"minmax", "entropy", "percentile"}
+    assert set(r["methods_tried"]) == {"minmax", "percentile"}  # entropy = minmax in ORT's quantize_static
     assert r["method"] == max(r["methods_tried"], key=r["methods_tried"].get)
     assert not list(folder.glob("ecgtool-auto-*"))  # candidates cleaned up
 

@@ -29,9 +29,11 @@ from ecgtool.core.manifest import find_run_root, record_artifact
 from ecgtool.core.files import write_csv, write_json, write_text
 from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
+from ecgtool.bench.int8 import ARGMAX, compare_with_parents, int8_columns, score_tensorrt_simulated
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
-from ecgtool.core.ui import as_percent, info, markdown_table, print_table, progress_bar, quiet_option
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, progress_bar, quiet_option
 from ecgtool.train.defaults import THREADS, resolve_threads
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
@@ -41,6 +43,9 @@ SCREEN_COLUMNS = ["model", "variant", "runtime", "status", "size_mb", "macro_f1"
                   "throughput_sps", "peak_mem_mb"]
 TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1",
                  "accuracy", "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
+#: INT8 columns (bench.md's second table, bench.csv/json): see ecgtool.bench.int8
+INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "f1_source", "macro_f1",
+                "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
 
 # --- measuring ----------------------------------------------------------------------------------------
 
@@ -154,7 +159,7 @@ def _metrics(pred: Any, x: np.ndarray, y: np.ndarray, classes: list[str], batch:
         if per_class else {}
     frac = lambda v: None if v is None else round(float(v), 6)  # noqa: E731
     return {"macro_f1": frac(m["macro_f1"]), "weighted_f1": frac(m["weighted_f1"]), "accuracy": frac(m["accuracy"]),
-            "per_class_f1": {c: frac(v) for c, v in f1.items()},
+            "per_class_f1": {c: frac(v) for c, v in f1.items()}, ARGMAX: logits.argmax(1),
             "confusion": np.asarray(m.get("confusion_matrix", m.get("confusion", []))).tolist()}
 
 
@@ -224,6 +229,8 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
     with progress_bar("bench", total=2 * len(rows) + 2) as bar:
         preds = _open_all(rows, candidates, threads, device, x1, bar)
         _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
+        score_tensorrt_simulated(rows, candidates, x, y, ds.classes, threads, throughput_batch, _metrics)
+        compare_with_parents(rows, ds.classes)
         _time_all(rows, preds, x, x1, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
                   min_runs=min_runs, min_time_s=min_time_s, device=device, seed=seed, bar=bar)
     del preds
@@ -241,6 +248,8 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
 def _describe_all(candidates: list[dict], run_root: Path, length: int) -> list[dict]:
     rows = [describe(c, run_root) for c in candidates]
     for row, cand in zip(rows, candidates):
+        if row.get("precision") == "int8":
+            row.update(int8_columns(cand["path"]))
         try:
             row.update(params_macs(cand["path"], length))
         except Exception as exc:
@@ -384,7 +393,7 @@ def csv_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     """Flat rows for CSV: per-class F1 as f1_<class> columns; the confusion matrix stays in JSON."""
     flat, columns = [], []
     for r in rows:
-        f = {k: v for k, v in r.items() if k not in ("per_class_f1", "confusion")}
+        f = {k: v for k, v in r.items() if k not in ("per_class_f1", "confusion", "f1_delta")}
         f.update({f"f1_{c}": v for c, v in (r.get("per_class_f1") or {}).items()})
         flat.append(f)
         columns += [k for k in f if k not in columns]
@@ -402,6 +411,12 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
           f"- Date: {machine['date']}", "", markdown_table(as_percent(rows), TABLE_COLUMNS)]
+    int8 = [r for r in rows if r.get("precision") == "int8"]
+    if int8:
+        md += ["", "## INT8 against FP32 (the PyTorch row of the same model, same records; deltas and agreement in %, "
+               f"gate: macro-F1 loss <= {DEFAULT_MACRO_POINTS} and every class <= {DEFAULT_CLASS_POINTS} points; "
+               "f1_source simulated-qdq: TensorRT's INT8 arithmetic run by ONNX Runtime without graph optimisations)", "",
+               markdown_table(as_percent(int8, PERCENT_COLUMNS + ("agreement_fp32",)), INT8_COLUMNS)]
     paths = [write_json(out / BENCH_JSON, {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),
              write_csv(out / BENCH_CSV, flat, columns), write_text(out / BENCH_MD, "\n".join(md))]
     for p in paths:

@@ -1,8 +1,9 @@
 """INT8 calibration sets drawn from a prepared dataset's training split, and ONNX Runtime's reader over them.
 
 A calibration set is a class-stratified sample of the training split, saved under `calib_dir`
-(default `calibration/`) as `<dataset>-n<size>-s<seed>-<hash>.npz` with a JSON beside it holding its
-size, seed, the SHA-256 of the source split (signals, labels, classes) and the counts per class. The
+(default `calibration/`) as `<dataset>-n<records>-s<seed>-<hash>.npz`, named by the records it holds
+(fewer than the size asked for when the training split is smaller), with a JSON beside it holding the
+size asked for, the records held, the seed, the SHA-256 of the source split (signals, labels, classes) and the counts per class. The
 same request (same source hash, size, seed) reuses the saved set.
 """
 
@@ -69,7 +70,11 @@ def calibration_set(data: str | os.PathLike, size: int = DEFAULT_SIZE, seed: int
     ds = load_dataset(data)
     source = split_sha256(ds, "train")
     calib_dir = Path(calib_dir)
-    name = f"{ds.root.resolve().name}-n{size}-s{seed}-{source[:12]}"
+    train_idx = np.asarray(ds.indices("train"))
+    if len(train_idx) == 0:
+        raise BadInput(f"{ds.root}: the training split is empty; no calibration set can be drawn")
+    pick = train_idx[stratified_sample(ds.labels[train_idx], size, seed)]
+    name = f"{ds.root.resolve().name}-n{len(pick)}-s{seed}-{source[:12]}"
     npz, js = calib_dir / f"{name}.npz", calib_dir / f"{name}.json"
     if npz.exists() and js.exists():
         meta = read_json(js)
@@ -78,10 +83,6 @@ def calibration_set(data: str | os.PathLike, size: int = DEFAULT_SIZE, seed: int
                 cs = CalibrationSet(z["signals"], z["labels"], npz, meta)
             _require_all_classes(cs, ds)
             return cs
-    train_idx = np.asarray(ds.indices("train"))
-    if len(train_idx) == 0:
-        raise BadInput(f"{ds.root}: the training split is empty; no calibration set can be drawn")
-    pick = train_idx[stratified_sample(ds.labels[train_idx], size, seed)]
     order = np.sort(pick)
     signals = np.asarray(ds.signals[order], dtype=np.float32)
     labels = ds.labels[order]

@@ -7,9 +7,13 @@ class-stratified calibration set from the training split (ecgtool.calibration). 
   form (ratio in benchmarks/RESULTS.md), so it ships for ORT.
 - model.trt-int8.onnx (`symmetric=True`): signed int8 activations and weights, zero points 0, float
   biases: the only INT8 QDQ form TensorRT accepts.
-`quantize_model` drives it for a model folder, can try every calibration method and keep the best on
-validation macro-F1 (`method="auto"`), and reports test macro-F1 and top-1 agreement of INT8 against
-FP32, warning about the classes that lost more than 1 point.
+The form follows the target CPU (ecgtool.compress.targets: `reduce_range` on x86 without VNNI, whose
+16-bit pair sums saturate otherwise). `quantize_model` drives it for a model folder, can try the
+calibration methods and keep the best on validation macro-F1 (`method="auto"`: minmax and percentile;
+entropy is left out because ONNX Runtime's `quantize_static` runs its entropy calibrator with
+num_bins = num_quantized_bins = 128, one candidate threshold, which gives minmax's ranges byte for byte),
+applies the accuracy gate (ecgtool.compress.gate) and reports test macro-F1 and top-1 agreement of
+INT8 against FP32, warning about the classes that lost more than 1 point.
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ import numpy as np
 from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, candidate_groups, judge, latency_ratio, scan
+from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
 
 METHODS = ("minmax", "entropy", "percentile")
+#: what method="auto" tries (entropy = minmax in ONNX Runtime's quantize_static, see above)
+AUTO_METHODS = ("minmax", "percentile")
 
 
 def _calibrate_method(name: str):
@@ -47,11 +55,13 @@ def node_names(path: str | os.PathLike) -> list[str]:
 
 
 def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.ndarray, method: str = "minmax",
-              per_channel: bool = True, exclude: Sequence[str] = (), symmetric: bool = False) -> Path:
+              per_channel: bool = True, exclude: Sequence[str] = (), symmetric: bool = False,
+              reduce_range: bool = False, quantize_bias: bool | None = None) -> Path:
     """QDQ INT8 ONNX from an FP32 ONNX, calibrated on `calibration` signals [N, C, L].
 
     symmetric=True: signed int8 activations and weights with zero points 0 (TensorRT's form);
-    False: ONNX Runtime's default unsigned (asymmetric) activations.
+    False: ONNX Runtime's default unsigned (asymmetric) activations. reduce_range: 7-bit weights (x86
+    without VNNI). quantize_bias: int32 biases (default: not for the symmetric TensorRT form).
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -70,13 +80,13 @@ def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.nd
         batch = max(d for d in range(1, 17) if len(calibration) % d == 0)
         reader = CalibrationReader(calibration, input_name="input", batch_size=batch)
         # TensorRT takes int8 QDQ only: biases stay float in the symmetric (TensorRT) form.
-        extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": not symmetric}
+        extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": (not symmetric) if quantize_bias is None else quantize_bias}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
         with atomic_path(out) as dst, _quiet_root_logger():
             quantize_static(str(pre), str(dst), reader, quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=_calibrate_method(method),
+                            weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range, calibrate_method=_calibrate_method(method),
                             nodes_to_exclude=list(exclude), extra_options=extra)
     return out
 
@@ -122,70 +132,135 @@ def qdq_properties(path: str | os.PathLike) -> dict:
             "tensorrt_ready": n_q > 0 and zp_types == {"int8"} and nonzero == 0 and opset >= 17}
 
 
-def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str) -> np.ndarray:
+def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
+            optimize: bool = True) -> np.ndarray:
+    """Logits of an ONNX file on signals[idx]; optimize=False: QDQ simulated as written (TensorRT's arithmetic)."""
     from ecgtool.evaluate.artifact import predict_batches
     from ecgtool.runtime import load
 
-    return predict_batches(load(path, threads=threads, verify=False), signals, idx, 256, desc=desc)
+    opts = {} if optimize else {"optimize": False}
+    return predict_batches(load(path, threads=threads, verify=False, **opts), signals, idx, 256, desc=desc)
 
 
-def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None) -> dict:
-    """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them."""
+def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
+    """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them (INT8 simulated
+    with graph optimisations off when optimize=False)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
     idx = np.sort(ds.indices(split))
     y = ds.labels[idx]
     a = _logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
-    b = _logits(int8, ds.signals, idx, threads, f"int8 {split}").argmax(1)
+    b = _logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
     ma, mb = compute_metrics(y, a, ds.classes), compute_metrics(y, b, ds.classes)
     return {
         "split": split, "n": int(len(idx)), "fp32_macro_f1": ma["macro_f1"], "int8_macro_f1": mb["macro_f1"],
-        "top1_agreement": float(np.mean(a == b)) if len(idx) else 0.0,
+        "top1_agreement": float(np.mean(a == b)) if len(idx) else 0.0, "evaluated": "onnxruntime" if optimize
+        else "simulated-qdq",
         "per_class_f1": {c: {"fp32": ma["per_class"][c]["f1"], "int8": mb["per_class"][c]["f1"]} for c in ds.classes},
     }
 
 
 def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
-                   method: str = "minmax", calib_size: int = DEFAULT_SIZE, per_channel: bool = True,
+                   method: str = "minmax", calib_size: int = DEFAULT_SIZE, per_channel: bool | None = None,
                    exclude: Sequence[str] = (), calib_dir: str | os.PathLike = DEFAULT_DIR, seed: int = DEFAULT_SEED,
-                   symmetric: bool = False, threads: int | None = None) -> dict:
-    """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) and report what it cost against the FP32 graph.
+                   symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
+                   gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
+                   gate_class: float = DEFAULT_CLASS_POINTS) -> dict:
+    """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
-    method="auto" tries minmax, entropy and percentile and keeps the best validation macro-F1.
-    Returns the report (method, calibration set, test macro-F1 FP32/INT8, agreement, per-class F1,
-    weak classes). Checking against PyTorch and recording in the manifest is the caller's
-    (ecgtool.export.int8), which knows the model folder.
+    target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
+    symmetric=True without a target means tensorrt. method="auto" tries minmax and percentile and keeps
+    the best validation macro-F1. gate: if INT8 loses more than `gate_macro` points of validation
+    macro-F1 or `gate_class` points of any class, the most sensitive nodes are kept FP32 until it holds
+    (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
+    macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
+    the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
     """
     from ecgtool.data.dataset import load_dataset
 
     fp32, out = Path(fp32), Path(out)
     if method not in METHODS + ("auto",):
         raise BadInput(f"--method {method}: unknown calibration method (choose from {', '.join(METHODS)}, auto)")
+    if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
+        raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
+                       "drop --symmetric/--asymmetric or choose another target")
+    target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel)
     ds = load_dataset(data)
     cs = calibration_set(ds.root, calib_size, seed, calib_dir)
-    ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed})")
+    ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}")
     start = time.perf_counter()
+    val = np.sort(ds.indices("val"))
+    fp32_val = _logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
+
+    def build(dst: Path, excl: Sequence[str], m: str) -> None:
+        onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
+
+    simulated = target == "tensorrt"  # TensorRT's arithmetic, not ONNX Runtime's fused CPU kernels
+
+    def predict(path: Path) -> np.ndarray:
+        return _logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
+
+    def verdict(pred: np.ndarray):
+        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class)
+
     tried: dict[str, float] = {}
-    if method == "auto":
-        with tempfile.TemporaryDirectory(prefix="ecgtool-auto-", dir=out.parent) as tmp:
-            for m in METHODS:
-                cand = Path(tmp) / f"{m}.onnx"
-                onnx2int8(fp32, cand, cs.signals, m, per_channel, exclude, symmetric)
-                tried[m] = _compare(fp32, cand, ds, "val", threads)["int8_macro_f1"]
-            best = max(METHODS, key=lambda m: tried[m])  # ties keep the earlier, simpler method
-            with atomic_path(out) as dst:
-                os.replace(Path(tmp) / f"{best}.onnx", dst)
-        ui.info("method auto: kept " + best + " (validation macro-F1 "
-                + ", ".join(f"{m} {f:.4f}" for m, f in tried.items()) + ")")
-        method = best
-    else:
-        onnx2int8(fp32, out, cs.signals, method, per_channel, exclude, symmetric)
+    gate_report: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="ecgtool-auto-", dir=out.parent) as tmp:
+        first = Path(tmp) / "int8.onnx"
+        if method == "auto" and fp32_val is not None:
+            verdicts = {}
+            for m in AUTO_METHODS:
+                build(Path(tmp) / f"{m}.onnx", exclude, m)
+                verdicts[m] = verdict(predict(Path(tmp) / f"{m}.onnx"))
+            from ecgtool.evaluate.metrics import compute_metrics
+
+            base = compute_metrics(ds.labels[val], fp32_val, ds.classes)["macro_f1"]
+            tried = {m: base - v.macro_loss_points / 100 for m, v in verdicts.items()}
+            method = max(AUTO_METHODS, key=lambda m: tried[m])  # ties keep the earlier, simpler method
+            os.replace(Path(tmp) / f"{method}.onnx", first)
+            ui.info("method auto: kept " + method + " (validation macro-F1 "
+                    + ", ".join(f"{m} {f:.4f}" for m, f in tried.items()) + "; entropy = minmax in ONNX Runtime)")
+        else:
+            method = "minmax" if method == "auto" else method
+            build(first, exclude, method)
+        chosen = first
+        if gate and fp32_val is not None:
+            v0 = verdict(predict(first))
+            gate_report = {"macro_points": gate_macro, "class_points": gate_class, "split": "val", "n": int(len(val)),
+                           "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
+            if not v0.passed:
+                c, loss = v0.worst_class
+                ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f} on validation "
+                        f"(n={len(val)}); scanning node sensitivity")
+                groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in candidate_groups(fp32)]
+                res = scan(lambda dst, excl: build(dst, excl, method), predict, verdict,
+                           [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0))
+                chosen = res["path"]
+                gate_report.update(scan=res["scan"], kept_fp32=res["kept_fp32"], groups_fp32=res["groups_fp32"])
+                gate_report["latency_ratio_vs_ungated"] = round(latency_ratio(first, chosen), 3) if chosen != first else 1.0
+                v = res["verdict"]
+            else:
+                v = v0
+            gate_report["after"] = v.as_dict()
+            gate_report["passed"] = v.passed
+            msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
+                   f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
+                   "negative = INT8 gained)")
+            if gate_report["kept_fp32"]:
+                msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
+                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")
+            (ui.info if v.passed else ui.warn)(msg)
+        with atomic_path(out) as dst:
+            os.replace(chosen, dst)
     seconds = time.perf_counter() - start
-    report = _compare(fp32, out, ds, "test", threads)
+    report = _compare(fp32, out, ds, "test", threads, optimize=not simulated)
     drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
     weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
-    report.update({"method": method, "methods_tried": tried, "per_channel": per_channel, "exclude": list(exclude),
-                   "symmetric": symmetric, "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}
+    excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])
+    report.update({"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
+                   "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
+                   "reduce_range": form.reduce_range, "gate": gate_report,
+                   "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}
                    | {"path": str(cs.path)}, "macro_f1_drop": drop, "weak_classes": weak, "seconds": seconds,
                    "qdq": qdq_properties(out)})
     if drop > 0.01:

@@ -50,3 +50,8 @@ ONNX_META_FORMAT = "ecgtool.format"
 ONNX_META_PRECISION = "ecgtool.precision"
 ONNX_META_VERSION = "ecgtool.version"
 ONNX_META_SOURCE_SHA = "ecgtool.source_sha256"
+#: INT8 files: the target CPU/accelerator the form was chosen for, the form (ecgtool.compress.targets) and the
+#: nodes the accuracy gate kept in FP32 (JSON list)
+ONNX_META_INT8_TARGET = "ecgtool.int8_target"
+ONNX_META_INT8_FORM = "ecgtool.int8_form"
+ONNX_META_INT8_FP32_NODES = "ecgtool.int8_fp32_nodes"

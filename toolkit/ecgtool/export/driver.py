@@ -73,6 +73,13 @@ _OPTION_HELP = {
     "exclude": dict(multiple=True, help="INT8: ONNX node name to keep in float (repeatable)."),
     "calib_dir": dict(type=click.Path(path_type=Path), help="INT8: where calibration sets are kept (default calibration/)."),
     "seed": dict(type=int, help="INT8: seed of the calibration sample (default 0)."),
+    "target": dict(type=str, help="INT8: CPU/accelerator the form is for: auto (this machine, by CPUID), x86-avx2, "
+                   "x86-vnni, arm64, tensorrt."),
+    "gate": dict(default=None, help="INT8: accuracy gate against FP32 on validation (default on).", flag="--gate/--no-gate"),
+    "gate_macro": dict(type=float, help="INT8 gate: most macro-F1 points INT8 may lose (default 0.5)."),
+    "gate_class": dict(type=float, help="INT8 gate: most F1 points any class may lose (default 1.0)."),
+    "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: nncf.quantize or the symmetric "
+                         "QDQ graph (default auto: NNCF when installed)."),
     "opset": dict(type=int, help=f"ONNX opset (default {OPSET})."),
     "opt_batch": dict(type=int, help="TensorRT: batch the optimisation profile is tuned for (default 1)."),
     "max_batch": dict(type=int, help="TensorRT: largest batch of the optimisation profile (default 64)."),

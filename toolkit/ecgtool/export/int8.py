@@ -7,6 +7,7 @@ FP32 ONNX first, checks the INT8 graph against PyTorch and records it in the run
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import click
 
 from ecgtool.compress.calibration import DEFAULT_SIZE
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
 from ecgtool.core.artifacts import find_config
@@ -21,7 +24,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.files import atomic_path
 from ecgtool.core.manifest import record_artifact, recorded_check
-from ecgtool.core.names import CONFIG, WEIGHTS
+from ecgtool.core.names import CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET, WEIGHTS
 from ecgtool.export.check import check_export, checked
 from ecgtool.export.formats import FORMATS, INT8_OPTIONS, OPSET, ExportFormat
 from ecgtool.export.onnx import fresh, stamp_metadata, torch2onnx
@@ -40,23 +43,30 @@ def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
 
 
 def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,
-                    check_limit: int = 512, symmetric: bool = False, **options: Any) -> dict:
-    """Quantise a model folder's ONNX to INT8 (`out`, default model.int8.onnx) and report what it cost.
+                    check_limit: int = 512, symmetric: bool | None = None, **options: Any) -> dict:
+    """Quantise a model folder's ONNX to INT8 (`out`, default model.int8.onnx; model.trt-int8.onnx for
+    target tensorrt) and report what it cost.
 
-    Returns the report of compress.quantize.quantize_model; the artifact carries the model's metadata,
-    is checked against PyTorch and is recorded in the run's manifest.json.
+    Returns the report of compress.quantize.quantize_model; the artifact carries the model's metadata
+    plus its INT8 target, form and the nodes the gate kept FP32, is checked against PyTorch and is
+    recorded (with the gate's result) in the run's manifest.json.
     """
     folder = require_model_folder(model)
-    spec = FORMATS["tensorrt-int8" if symmetric else "onnx-int8"]
+    trt = symmetric is True and options.get("target") in (None, "auto") or options.get("target") == "tensorrt"
+    spec = FORMATS["tensorrt-int8" if trt else "onnx-int8"]
     fp32 = ensure_onnx(folder, {"data": data, "threads": threads}, [])
     out = Path(out) if out else folder / (spec.graph or spec.artifact)
     report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, **options)
-    stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS)
+    stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS,
+                   {ONNX_META_INT8_TARGET: report["target"], ONNX_META_INT8_FORM: report["form"]["label"],
+                    ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"])})
     check = check_export(out, folder, data, check_limit, threads)
     if check["status"] != "ok":
         ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
-    record_artifact(out, parent=fp32, extra={"check": check, "quantization": {k: v for k, v in report.items()
-                                                                              if k not in ("per_class_f1", "path")}})
+    record_artifact(out, parent=fp32, extra={"check": check, "int8_target": report["target"],
+                                             "int8_form": report["form"]["label"], "gate": report["gate"],
+                                             "quantization": {k: v for k, v in report.items()
+                                                              if k not in ("per_class_f1", "path", "gate")}})
     return report
 
 
@@ -68,6 +78,10 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
     shared = folder / FORMATS["onnx-int8"].artifact
     out = folder / (spec.graph or spec.artifact)
     given = {k: opts[k] for k in INT8_OPTIONS if k in opts}
+    if spec.name == "tensorrt-int8":
+        if given.get("target", "tensorrt") not in ("tensorrt", "auto"):
+            raise BadInput(f"--target {given['target']}: {spec.name} is TensorRT's form (use --format onnx-int8 for a CPU target)")
+        given.pop("target", None)
     if not (given or force or opts.get("force")) and fresh(out, onnx_fp32):
         return out
     if out != shared and not given and fresh(shared, onnx_fp32) and qdq_properties(shared)["tensorrt_ready"]:
@@ -77,7 +91,9 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
     else:
         if opts.get("data") is None:
             raise BadInput(f"{folder}: INT8 needs --data DIR (calibration set from its training split)")
-        quantize_folder(folder, opts["data"], out=out, symmetric=out != shared, threads=opts.get("threads"),
+        if out != shared:
+            given["target"] = "tensorrt"
+        quantize_folder(folder, opts["data"], out=out, threads=opts.get("threads"),
                         check_limit=opts.get("check_limit", 512), **given)
     files.append(out)
     return out
@@ -92,8 +108,14 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
 @click.option("--calib-dir", type=click.Path(path_type=Path), help="Where calibration sets are kept (default calibration/).")
 @click.option("--seed", type=int, help="Seed of the calibration sample (default 0).")
+@click.option("--target", type=click.Choice(TARGET_CHOICES), default=None,
+              help="CPU/accelerator the INT8 form is for: auto (default: this machine, by CPUID), x86-avx2 (reduce_range), "
+                   "x86-vnni, arm64, tensorrt (signed symmetric, writes model.trt-int8.onnx).")
+@click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
+@click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
+@click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
 @click.option("--symmetric/--asymmetric", default=None,
-              help="Signed int8 activations with zero points 0 (TensorRT's form) or unsigned ones (default: faster on ONNX Runtime).")
+              help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default MODEL/model.int8.onnx).")
 @click.option("--threads", type=int, help="Threads for evaluation.")
 @ui.quiet_option
@@ -103,4 +125,9 @@ def quantize_command(model: Path, data: Path, **options: Any) -> None:
     r = quantize_folder(model, data, **opts)
     ui.print_table([{"precision": "fp32", "macro_f1": r["fp32_macro_f1"], "agreement": 1.0},
                     {"precision": "int8", "macro_f1": r["int8_macro_f1"], "agreement": r["top1_agreement"]}],
-                   title=f"{r['path']} (method {r['method']}, test n={r['n']})")
+                   title=f"{r['path']} (target {r['target']}, form {r['form']['label']}, method {r['method']}, "
+                         f"test n={r['n']}{', simulated QDQ' if r.get('evaluated') == 'simulated-qdq' else ''})")
+    g = r.get("gate")
+    if g:
+        click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}): "
+                   f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: {', '.join(g['groups_fp32']) or 'nothing'}")

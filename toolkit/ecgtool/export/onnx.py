@@ -75,9 +75,11 @@ def onnx2fp16(src: str | os.PathLike, out: str | os.PathLike, keep_io_types: boo
     return Path(out)
 
 
-def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: str, source: str | os.PathLike) -> None:
+def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: str, source: str | os.PathLike,
+                   extra: dict[str, str] | None = None) -> None:
     """Write config (classes, preprocessing, network), format, precision, ecgtool version and the
-    SHA-256 of the source (the weights the graph came from) into an ONNX file's metadata_props."""
+    SHA-256 of the source (the weights the graph came from) into an ONNX file's metadata_props,
+    plus `extra` keys (e.g. the INT8 target and form, core.names.ONNX_META_INT8_*)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -85,6 +87,7 @@ def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: s
               ONNX_META_VERSION: __version__, ONNX_META_SOURCE_SHA: sha256(source)}
     if isinstance(config.get("preprocessing"), dict):
         values[ONNX_META_PREPROCESSING] = json.dumps(config["preprocessing"], sort_keys=True)
+    values.update(extra or {})
     keep = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(keep)

@@ -42,8 +42,11 @@ def recommend(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
     """The best `ok` row by macro-F1, and the smallest (size_mb) and fastest (p50_ms) rows within
     `tolerance` macro-F1 points (percentage points; macro_f1 itself is a fraction) of it. Ties go to the higher macro-F1. Missing when no row is ok."""
     ok = [r for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None]
+    gated = [r for r in ok if r.get("int8_gate") == "fail"]  # INT8 that costs more than the gate allows: never shipped
+    ok = [r for r in ok if r.get("int8_gate") != "fail"]
     if not ok:
-        return {"tolerance": tolerance, "best": None, "smallest": None, "fastest": None, "candidates": []}
+        return {"tolerance": tolerance, "best": None, "smallest": None, "fastest": None, "candidates": [],
+                "passed_over": gated}
     inf = math.inf
     best = max(ok, key=lambda r: (r["macro_f1"], -(r.get("p50_ms") or inf)))
     threshold = best["macro_f1"] - tolerance / 100.0
@@ -54,6 +57,7 @@ def recommend(rows: Sequence[dict], tolerance: float = 1.0) -> dict:
         "tolerance": tolerance, "threshold": threshold, "best": best, "candidates": within,
         "smallest": min(sized, key=lambda r: (r["size_mb"], -r["macro_f1"], r.get("p50_ms") or inf)) if sized else None,
         "fastest": min(timed, key=lambda r: (r["p50_ms"], -r["macro_f1"], r.get("size_mb") or inf)) if timed else None,
+        "passed_over": gated,
     }
 
 
@@ -65,7 +69,7 @@ def recommendation_lines(rec: dict) -> list[str]:
     """The recommendation in words, with its numbers."""
     best = rec["best"]
     if best is None:
-        return ["No artifact ran successfully, so there is nothing to recommend."]
+        return ["No artifact ran successfully, so there is nothing to recommend."] + passed_over_lines(rec)
     nums = lambda r: (f"macro-F1 {100 * r['macro_f1']:.2f} %, {r['size_mb']:.3g} MB on disk, "  # noqa: E731
                       f"p50 {r['p50_ms']:.3g} ms at batch 1" if r.get("p50_ms") is not None else "not timed")
     out = [f"Best macro-F1: **{_name(best)}** ({nums(best)})."]
@@ -74,7 +78,17 @@ def recommendation_lines(rec: dict) -> list[str]:
         if r is not None:
             out.append(f"{what} within {rec['tolerance']:g} macro-F1 point(s) of the best: **{_name(r)}** ({nums(r)}; "
                        f"{100 * (best['macro_f1'] - r['macro_f1']):.2f} points below the best).")
-    return out
+    return out + passed_over_lines(rec)
+
+
+def passed_over_lines(rec: dict) -> list[str]:
+    """Why each INT8 row that breaks the accuracy gate was not recommended."""
+    from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+
+    return [f"Passed over {_name(r)} ({r.get('int8_form') or 'INT8'}): against its FP32 parent it loses "
+            f"{-100 * (r.get('f1_delta_macro') or 0):.2f} macro-F1 points and {-100 * (r.get('f1_delta_worst') or 0):.2f} "
+            f"on {r.get('f1_delta_worst_class')} (agreement {100 * (r.get('agreement_fp32') or 0):.1f} %), beyond the "
+            f"INT8 gate ({DEFAULT_MACRO_POINTS} macro, {DEFAULT_CLASS_POINTS} per class)." for r in rec.get("passed_over", [])]
 
 
 def recommendation_block(rows: Sequence[dict], tolerance: float = 1.0) -> list[str]:

@@ -29,9 +29,14 @@ def onnx_precision(model) -> str:
 
 @dataclass
 class OnnxRuntimePredictor(PredictorBase):
-    """ONNX Runtime inference: CPU provider (CUDA when device='cuda'), `threads` intra-op threads."""
+    """ONNX Runtime inference: CPU provider (CUDA when device='cuda'), `threads` intra-op threads.
+
+    optimize=False runs the graph as written (ORT_DISABLE_ALL): a QDQ graph's Q/DQ pairs stay explicit
+    around FP32 operators, which is the arithmetic TensorRT's INT8 computes (no fused integer kernels).
+    """
 
     kind: str = "onnxruntime"
+    optimize: bool = True
 
     def __post_init__(self) -> None:
         import onnx
@@ -44,7 +49,8 @@ class OnnxRuntimePredictor(PredictorBase):
         props = {p.key: p.value for p in model.metadata_props}
         self.precision = props.get(ONNX_META_PRECISION) or onnx_precision(model)
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         if self.threads:
             opts.intra_op_num_threads = int(self.threads)
             opts.inter_op_num_threads = 1

@@ -1,0 +1,64 @@
+"""Bench rows of INT8 artifacts: target and form columns, delta and agreement against the FP32 parent, and the
+TensorRT INT8 row's F1 simulated with ONNX Runtime's graph optimisations off."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import copy_trained
+
+from ecgtool.bench.runner import bench
+from ecgtool.export.int8 import quantize_folder
+
+
+@pytest.fixture(scope="module")
+def benched_int8(tmp_path_factory, trained_source):
+    root = tmp_path_factory.mktemp("bint8")
+    folder, data = copy_trained(trained_source, root)
+    quantize_folder(folder, data, target="x86-avx2", calib_size=42, calib_dir=root / "calib", gate=False)
+    quantize_folder(folder, data, target="tensorrt", calib_size=42, calib_dir=root / "calib", gate=False)
+    result = bench([folder.parent], data, out=folder.parent, threads=1, warmup=1, min_runs=3, min_time_s=0.02,
+                   throughput_batch=16)
+    return folder.parent, result.rows
+
+
+def _row(rows, runtime):
+    return next(r for r in rows if r["precision"] == "int8" and r["runtime"] == runtime)
+
+
+def test_ort_int8_row_has_form_delta_and_agreement(benched_int8):
+    run, rows = benched_int8
+    r = _row(rows, "ONNX Runtime")
+    fp32 = next(x for x in rows if x["kind"] == "pytorch")
+    assert r["int8_target"] == "x86-avx2" and r["int8_form"] == "u8s8-asym-pc-rr"
+    assert 0.9 <= r["agreement_fp32"] <= 1.0
+    assert set(r["f1_delta"]) == set(fp32["per_class_f1"])
+    c = r["f1_delta_worst_class"]
+    assert r["f1_delta_worst"] == pytest.approx(r["per_class_f1"][c] - fp32["per_class_f1"][c], abs=1e-5)
+    assert r["f1_delta_macro"] == pytest.approx(r["macro_f1"] - fp32["macro_f1"], abs=1e-5)
+    assert r["int8_gate"] in ("pass", "fail") and "_argmax" not in r
+    md = (run / "bench.md").read_text()
+    assert "## INT8 against FP32" in md and "u8s8-asym-pc-rr" in md
+
+
+def test_tensorrt_int8_row_gets_simulated_f1(benched_int8):
+    _, rows = benched_int8
+    t = _row(rows, "TensorRT")
+    assert t["status"].startswith("skipped: ") and t.get("p50_ms") is None  # no TensorRT latency here
+    assert t["f1_source"] == "simulated-qdq" and 0 < t["macro_f1"] <= 1
+    assert t["int8_target"] == "tensorrt" and t["agreement_fp32"] >= 0.9
+
+
+def test_report_never_recommends_an_int8_row_that_breaks_the_gate():
+    from ecgtool.report.build import recommend, recommendation_lines
+
+    rows = [{"model": "m", "variant": "fp32", "runtime": "PyTorch", "status": "ok", "macro_f1": 0.90, "size_mb": 2.0,
+             "p50_ms": 2.0},
+            {"model": "m", "variant": "int8", "runtime": "ONNX Runtime", "status": "ok", "macro_f1": 0.895, "size_mb": 0.5,
+             "p50_ms": 0.5, "int8_gate": "fail", "int8_form": "u8s8-asym-pc", "f1_delta_macro": -0.005,
+             "f1_delta_worst": -0.03, "f1_delta_worst_class": "AF", "agreement_fp32": 0.97}]
+    rec = recommend(rows, tolerance=1.0)
+    assert rec["smallest"]["variant"] == rec["fastest"]["variant"] == "fp32"  # the smaller, faster INT8 is passed over
+    text = " ".join(recommendation_lines(rec))
+    assert "Passed over m int8 on ONNX Runtime" in text and "3.00 on AF" in text
+    rows[1]["int8_gate"] = "pass"
+    assert recommend(rows, tolerance=1.0)["smallest"]["variant"] == "int8"

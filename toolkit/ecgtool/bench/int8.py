@@ -1,0 +1,92 @@
+"""INT8 rows of a bench: their target and form, what they cost against their FP32 parent, and TensorRT's F1 simulated.
+
+- `int8_columns(path)`: `int8_target` and `int8_form` from the file's ecgtool metadata (ONNX INT8 files; an
+  OpenVINO IR gets its source graph's through the manifest's parent).
+- `score_tensorrt_simulated`: TensorRT cannot run here, but its INT8 arithmetic is what a QDQ graph
+  run as written computes (ONNX Runtime with graph optimisations off: explicit quantise/dequantise
+  around FP32 operators, no fused integer kernels). The TensorRT row gets that F1 with
+  `f1_source: simulated-qdq`; its status (latency) stays skipped.
+- `compare_with_parents`: every INT8 row gets, against the PyTorch row of the same model folder,
+  measured in this bench process on the same records: `f1_delta_macro`, `f1_delta_worst` (the worst
+  class, fractions; negative = INT8 lost), `f1_delta_worst_class`, `f1_delta` per class,
+  `agreement_fp32` (argmax agreement) and `int8_gate` (pass/fail under the gate's default limits).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.core.names import ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET
+
+ARGMAX = "_argmax"  # per-row predictions kept while benching, dropped before anything is written
+
+
+def _onnx_props(path: Path) -> dict:
+    import onnx
+
+    try:
+        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # not ONNX: no INT8 metadata
+        return {}
+
+
+def int8_columns(path: Path) -> dict:
+    """{int8_target, int8_form, int8_fp32_nodes} of an INT8 ONNX file (or the ONNX beside/behind an OpenVINO IR)."""
+    p = Path(path)
+    if p.suffix == ".xml":  # openvino-int8/model.xml is converted from the model folder's symmetric QDQ graph
+        from ecgtool.export.formats import FORMATS
+
+        p = p.parent.parent / FORMATS["tensorrt-int8"].graph
+    if p.suffix != ".onnx" or not p.is_file():
+        return {}
+    props = _onnx_props(p)
+    if ONNX_META_INT8_FORM not in props:
+        return {}
+    nodes = json.loads(props.get(ONNX_META_INT8_FP32_NODES) or "[]")
+    return {"int8_target": props.get(ONNX_META_INT8_TARGET), "int8_form": props[ONNX_META_INT8_FORM],
+            "int8_fp32_nodes": len(nodes)}
+
+
+def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.ndarray, y: np.ndarray,
+                             classes: list[str], threads: int | None, batch: int, metrics: Any) -> None:
+    """F1 of every TensorRT INT8 row that has its QDQ ONNX graph, simulated by ONNX Runtime without graph optimisations."""
+    from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
+
+    for row, cand in zip(rows, candidates):
+        if cand.get("trt") != "int8" or Path(cand["path"]).suffix != ".onnx":
+            continue
+        try:
+            pred = OnnxRuntimePredictor(Path(cand["path"]), threads=threads, optimize=False)
+            row.update(metrics(pred, x, y, classes, batch))
+            row["f1_source"] = "simulated-qdq"
+        except Exception as exc:  # a broken graph: the row says so, the bench goes on
+            row["f1_source"] = f"simulation failed: {str(exc).splitlines()[0][:120]}"
+        row.update(int8_columns(cand["path"]))
+
+
+def compare_with_parents(rows: list[dict], classes: list[str]) -> None:
+    """Per-class F1 delta and argmax agreement of every INT8 row against the PyTorch row of its model folder."""
+    parents = {r["model"]: r for r in rows if r.get("kind") == "pytorch" and r.get(ARGMAX) is not None}
+    for r in rows:
+        if r.get("precision") != "int8" or r.get(ARGMAX) is None:
+            continue
+        parent = parents.get(r["model"])
+        if parent is None:
+            continue
+        pf, f = parent.get("per_class_f1") or {}, r.get("per_class_f1") or {}
+        delta = {c: round(f[c] - pf[c], 6) for c in classes if c in f and c in pf and None not in (f[c], pf[c])}
+        worst = min(delta, key=delta.get) if delta else None
+        r["f1_delta_macro"] = round(r["macro_f1"] - parent["macro_f1"], 6)
+        r["f1_delta_worst"] = delta[worst] if worst else None
+        r["f1_delta_worst_class"] = worst
+        r["f1_delta"] = delta
+        r["agreement_fp32"] = round(float(np.mean(r[ARGMAX] == parent[ARGMAX])), 6)
+        r["int8_gate"] = "pass" if (-100 * r["f1_delta_macro"] <= DEFAULT_MACRO_POINTS + 1e-9 and
+                                    (worst is None or -100 * delta[worst] <= DEFAULT_CLASS_POINTS + 1e-9)) else "fail"
+    for r in rows:
+        r.pop(ARGMAX, None)

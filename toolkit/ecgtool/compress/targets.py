@@ -1,0 +1,118 @@
+"""Which INT8 QDQ form to build for the CPU (or accelerator) that will run it, and which one this machine is.
+
+Without AVX-512 VNNI / AVX-VNNI, ONNX Runtime's x86 int8 kernels multiply u8 x s8 pairs with
+vpmaddubsw, whose 16-bit pair sum saturates (2 * 255 * 127 > 32767): INT8 then loses F1 on AVX2
+machines that it does not lose on VNNI ones. ONNX Runtime's answer (its `quantize_static`
+documentation, "Choosing parameters for CPU inference") is `reduce_range=True` (7-bit weights) on
+such CPUs. The table below follows that guidance and our measurements (benchmarks/RESULTS.md):
+
+| target   | activations        | weights        | reduce_range | per-channel | bias  |
+|----------|--------------------|----------------|--------------|-------------|-------|
+| x86-avx2 | u8 (zero points)   | s8 symmetric   | yes          | yes         | int32 |
+| x86-vnni | u8 (zero points)   | s8 symmetric   | no           | yes         | int32 |
+| arm64    | s8 symmetric       | s8 symmetric   | no           | yes         | int32 |
+| tensorrt | s8 symmetric (zp 0)| s8 symmetric   | no           | yes         | float |
+
+`detect_target()` reads CPUID as this process sees it (numpy's runtime dispatcher, which reads
+cpuid/xgetbv like ONNX Runtime's MLAS), not /proc/cpuinfo alone: under emulation or a masking
+hypervisor /proc/cpuinfo describes the host, not the CPU the kernels run on. An x86 CPU without
+VNNI (AVX2, AVX-512BW without VNNI, or SSE only) gets the x86-avx2 form: reduce_range costs
+nothing measurable where it is not needed.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+
+from ecgtool.core.errors import BadInput
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Int8Form:
+    """One INT8 QDQ form: activation type (u8 with zero points or s8 symmetric), 7-bit weights, per-channel, bias."""
+
+    activation: str  # "u8" | "s8"
+    symmetric: bool  # activations symmetric with zero points 0
+    reduce_range: bool  # 7-bit weights: no 16-bit saturation in vpmaddubsw (x86 without VNNI)
+    per_channel: bool
+    quantize_bias: bool = True  # TensorRT takes float biases only
+
+    @property
+    def label(self) -> str:
+        """Short name of the form, e.g. `u8s8-asym-pc-rr`, recorded in metadata and bench rows."""
+        return (f"{self.activation}s8-{'sym' if self.symmetric else 'asym'}-{'pc' if self.per_channel else 'pt'}"
+                + ("-rr" if self.reduce_range else "") + ("" if self.quantize_bias else "-fbias"))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "label": self.label}
+
+
+#: target -> the form to ship for it
+FORMS: dict[str, Int8Form] = {
+    "x86-avx2": Int8Form("u8", False, True, True),
+    "x86-vnni": Int8Form("u8", False, False, True),
+    "arm64": Int8Form("s8", True, False, True),
+    "tensorrt": Int8Form("s8", True, False, True, quantize_bias=False),
+}
+TARGET_CHOICES = (AUTO, *FORMS)
+
+
+def cpuid_features() -> dict[str, bool]:
+    """CPU features as this process's CPUID reports them (numpy's dispatcher: AVX2, AVX512VNNI, ASIMDDP, ...)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return {k: bool(v) for k, v in __cpu_features__.items()}
+
+
+def proc_flags() -> set[str]:
+    """The flags line of /proc/cpuinfo (the host's view; empty if unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def detect_target(cpu: dict[str, bool] | None = None, flags: set[str] | None = None, machine: str | None = None) -> str:
+    """The INT8 target of this machine: x86-vnni, x86-avx2 (any x86 without VNNI) or arm64.
+
+    CPUID decides. /proc/cpuinfo only adds AVX-VNNI (which numpy does not report), and only when it agrees
+    with CPUID on AVX2 and AVX-512 VNNI (else it is the host's file seen through an emulator).
+    """
+    cpu = cpuid_features() if cpu is None else cpu
+    flags = proc_flags() if flags is None else flags
+    machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        raise BadInput(f"--target auto: no INT8 target known for CPU architecture {machine!r} "
+                       f"(choose one of {', '.join(FORMS)})")
+    agrees = ("avx2" in flags) == cpu.get("AVX2", False) and ("avx512_vnni" in flags) == cpu.get("AVX512VNNI", False)
+    vnni = cpu.get("AVX512VNNI", False) or (agrees and cpu.get("AVX2", False) and "avx_vnni" in flags)
+    return "x86-vnni" if vnni else "x86-avx2"
+
+
+def resolve_target(target: str | None) -> str:
+    """A concrete target name: `auto` (or None) detects this machine; an unknown name is BadInput."""
+    if target in (None, AUTO):
+        return detect_target()
+    if target not in FORMS:
+        raise BadInput(f"--target {target}: unknown INT8 target (choose from {', '.join(TARGET_CHOICES)})")
+    return target
+
+
+def form_for(target: str | None, per_channel: bool | None = None) -> tuple[str, Int8Form]:
+    """(target, form) for a target name (auto: this machine), per-channel overridden when given."""
+    name = resolve_target(target)
+    form = FORMS[name]
+    if per_channel is not None and per_channel != form.per_channel:
+        form = Int8Form(form.activation, form.symmetric, form.reduce_range, per_channel, form.quantize_bias)
+    return name, form
