@@ -407,9 +407,10 @@ class StreamCore:
             return [], None
         self.closed = True
         y = self.resampler.flush()
-        if self.bandpass is not None and y.shape[-1]:
-            y = self.bandpass.push(y)
-        self.x = np.concatenate([self.x, y], axis=-1)
+        if y.shape[-1]:
+            if self.bandpass is not None:
+                y = self.bandpass.push(y)
+            self.x = np.concatenate([self.x, y], axis=-1)
         self._cut()
         out = self._classify() if self.pending else []
         total = self.x0 + self.x.shape[-1]

@@ -194,17 +194,19 @@ def _png_name(rec: Path, i: int, used: set[str]) -> str:
 
 def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *, fs: float | None = None,
             lead: str | None = None, window_policy: str = "all", explain: bool | str = False,
-            out: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 64) -> list[dict]:
+            out: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 64,
+            **long: Any) -> list[dict]:
     """Rhythm per window of each record with any artifact kind; see `predict_records` for the result.
 
     `explain`: False, True/'auto' (Grad-CAM for PyTorch folders, occlusion otherwise), 'gradcam' or
     'occlusion'; PNGs go to `out` when given. Bad records become {"record", "error"} entries.
+    `long`: hop, quality, min_episode_s, gap_s (see `predict_records`).
     """
     from ecgtool.runtime import load
 
     predictor = load(artifact, **({"threads": threads} if threads else {}))
     return predict_records(predictor, records, fs=fs, lead=lead, window_policy=window_policy, explain=explain,
-                           out=out, batch_size=batch_size)
+                           out=out, batch_size=batch_size, **long)
 
 
 # --- commands -------------------------------------------------------------------------------------
