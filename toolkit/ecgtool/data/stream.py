@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import math
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -160,13 +161,17 @@ class Bandpass:
 # --- R peaks, heart rate, quality ------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16)
+def _qrs_sos(fs: float) -> np.ndarray:
+    return butter(2, (5.0, min(15.0, 0.45 * fs)), btype="bandpass", fs=fs, output="sos")
+
+
 def r_peaks(x: np.ndarray, fs: float) -> np.ndarray:
     """R-peak indices of a 1-D window (see module doc); empty for a flat or beat-less window."""
     x = np.asarray(x, dtype=np.float64)
     if x.size < fs or not np.all(np.isfinite(x)) or np.ptp(x) < 1e-6:
         return np.zeros(0, dtype=np.int64)
-    sos = butter(2, (5.0, min(15.0, 0.45 * fs)), btype="bandpass", fs=fs, output="sos")
-    f = sosfilt(sos, x - x[0])
+    f = sosfilt(_qrs_sos(float(fs)), x - x[0])
     e = np.diff(f, prepend=f[0]) ** 2
     k = max(1, int(0.15 * fs))
     e = np.convolve(e, np.ones(k) / k, mode="same")
