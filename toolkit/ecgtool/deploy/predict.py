@@ -174,6 +174,10 @@ def predict_long(predictor, rec: str | os.PathLike, spec: dict, classes: list[st
     """One record read in chunks (WFDB sampfrom/sampto, memory-mapped .npy, streamed CSV) and classified by
     the same StreamCore as `ecgtool.deploy.stream.Stream` and the bundle's run.py: memory bounded by a
     chunk, results equal to streaming the same samples by construction."""
+    if is_wfdb_path(Path(rec)):  # the importers' checked header reader first: its reasons for a bad header
+        from ecgtool.data.importers.wfdb_read import read_header
+
+        read_header(Path(rec).with_suffix("") if Path(rec).suffix == ".hea" else Path(rec))
     rec_fs, chunks = stream.open_record(rec, fs, spec["lead"], int(spec["channels"]))
     if not classes:
         raise UnusableRecord("the model names no classes")
