@@ -20,7 +20,7 @@ from conftest import shared_data
 from deploy_fixtures import bandpassed_dataset, record_360, trained
 from ecgtool.deploy import bundle_runner
 from ecgtool.cli.main import main as cli
-from ecgtool.core.names import BUNDLE_PREPROCESS
+from ecgtool.core.names import BUNDLE_EPISODES, BUNDLE_PREPROCESS, BUNDLE_STREAM
 from ecgtool.data import preprocess
 from ecgtool.data.preprocess import SPEC_KEYS, make_spec, spec_from_meta
 from ecgtool.deploy.package import package
@@ -242,14 +242,16 @@ def test_predict_explain_writes_spans_and_pngs(setup, tmp_path):
 
 def _check_bundle(bundle: Path) -> dict:
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"model.onnx", "model.json", "run.py", BUNDLE_PREPROCESS, "requirements.txt", "README.md", "SHA256SUMS"}
+    assert names == {"model.onnx", "model.json", "run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES,
+                     "requirements.txt", "README.md", "SHA256SUMS"}
+    shipped = {Path(n).stem for n in (BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES)}
     assert (bundle / BUNDLE_PREPROCESS).read_bytes() == Path(preprocess.__file__).read_bytes()  # one implementation
     for line in (bundle / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     assert set((bundle / "requirements.txt").read_text().split("\n")[:3]) >= {"numpy>=1.22", "scipy>=1.8", "onnxruntime>=1.16"}
     imported = {}
-    for name in ("run.py", BUNDLE_PREPROCESS):
+    for name in ("run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES):
         imported[name] = set()
         for node in ast.walk(ast.parse((bundle / name).read_text())):
             if isinstance(node, ast.Import):
@@ -257,10 +259,10 @@ def _check_bundle(bundle: Path) -> dict:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported[name].add(node.module.split(".")[0])
     # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
-    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool", Path(BUNDLE_PREPROCESS).stem}
+    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
-    assert ((imported["run.py"] | imported[BUNDLE_PREPROCESS]) - set(sys.stdlib_module_names)
-            - {"ecgtool", Path(BUNDLE_PREPROCESS).stem}) == {"numpy", "scipy", "onnxruntime", "wfdb"}
+    assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)
+            - {"ecgtool"} - shipped) == {"numpy", "scipy", "onnxruntime", "wfdb"}
     return json.loads((bundle / "model.json").read_text())
 
 
@@ -358,10 +360,11 @@ def test_twelve_lead_model_predict_and_bundle(tmp_path):
     save_model(tmp_path / "m12", build_model(cfg).eval(), cfg)
     np.save(tmp_path / "x12.npy", np.random.default_rng(0).standard_normal((12, 12 * 500)))
     np.save(tmp_path / "x3.npy", np.random.default_rng(0).standard_normal((3, 12 * 500)))
-    res = predict(tmp_path / "m12", [tmp_path / "x12.npy", tmp_path / "x3.npy"], fs=500)
+    # white noise is no ECG: the quality gate would mark it noisy, so it is off here (both paths)
+    res = predict(tmp_path / "m12", [tmp_path / "x12.npy", tmp_path / "x3.npy"], fs=500, quality=False)
     assert len(res[0]["windows"]) == 1 and "3 rows, the model takes 12" in res[1]["error"]
     bundle = package(tmp_path / "m12", tmp_path / "bundle")
     assert json.loads((bundle / "model.json").read_text())["preprocessing"]["channels"] == 12
-    proc = run_bundle(bundle, str(tmp_path / "x12.npy"), "--fs", "500")
+    proc = run_bundle(bundle, str(tmp_path / "x12.npy"), "--fs", "500", "--no-quality")
     assert proc.returncode == 0, proc.stderr
     _compare(json.loads(proc.stdout), res[:1], atol=1e-5)

@@ -275,9 +275,11 @@ def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, dev
         else:
             pred = _load_measured(row, cand["path"], threads, device, x1)
             if pred is not None and cand["kind"] not in kinds_seen and row["load_ms"] < SLOW_LOAD_MS:
-                # the first load of a kind imports its libraries: measure the load again without them
-                del pred
+                # the first load of a kind imports its libraries: measure the load again without them,
+                # the first instance still alive (freed, its pages would be reused and the growth read ~0 MB)
+                first = pred
                 pred = _load_measured(row, cand["path"], threads, device, x1)
+                del first
             if pred is not None:
                 preds[str(i)] = pred
                 kinds_seen.add(cand["kind"])

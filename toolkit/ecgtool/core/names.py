@@ -34,6 +34,9 @@ BUNDLE_SPEC = "model.json"
 BUNDLE_MODEL = "model.onnx"
 BUNDLE_RUNNER = "run.py"
 BUNDLE_PREPROCESS = "ecg_preprocess.py"
+#: copies of data/stream.py (chunked reading, quality, streaming) and deploy/episodes.py (burden, episodes)
+BUNDLE_STREAM = "ecg_stream.py"
+BUNDLE_EPISODES = "ecg_episodes.py"
 PREDICTIONS = "predictions.json"
 
 #: the RR baseline's folder

@@ -8,7 +8,8 @@ WFDB .hea records) -- never torch or ecgtool -- so it runs on a Raspberry Pi or 
 ecgtool.data.preprocess itself. The preprocessing spec (rate, window, lead, band-pass) is the one the
 model froze at training time, copied into model.json by `ecgtool package`.
 
-    python run.py RECORD.npy|RECORD.csv|RECORD.hea [RECORD ...] [--fs HZ] [--lead II] [--threads N]
+    python run.py RECORD.npy|RECORD.csv|RECORD.hea [RECORD ...] [--fs HZ] [--lead II] [--threads N] [--hop S]
+    some-serial-reader | python run.py --stdin --fs 360 [--raw]     # live samples, one JSON line per window
 
 Exit code 0 when at least one record was read, 2 when none could be (one line per bad record on stderr).
 """
@@ -24,9 +25,13 @@ import numpy as np
 
 if __package__:  # ecgtool.deploy.bundle_runner
     from ecgtool.data import preprocess as pre
-else:  # run.py in a bundle folder: the copy of the same module beside it
+    from ecgtool.data import stream as st
+    from ecgtool.deploy import episodes as epi
+else:  # run.py in a bundle folder: the copies of the same modules beside it
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import ecg_preprocess as pre
+    import ecg_stream as st
+    import ecg_episodes as epi
 
 SPEC_FILE = "model.json"  # ecgtool.core.names.BUNDLE_SPEC (this file cannot import ecgtool)
 RecordError = pre.UnusableRecord
@@ -69,6 +74,30 @@ def record_result(record: str, fs: float, n_samples: int, windows: list[dict], d
             "dropped_windows": dropped, "summary": summarise(windows, classes)}
 
 
+def long_record_result(record: str, fs: float, chunks, predict_fn, spec: dict, classes: list[str], *,
+                       hop_s: float | None = None, quality: bool = True, min_episode_s: float = epi.MIN_EPISODE_S,
+                       gap_s: float = epi.GAP_S) -> dict:
+    """A record read in chunks through the streaming path (ecg_stream.StreamCore): per-window results with
+    quality, the tail, and the clinical summary (burden, episodes, heart rate); the same keys as
+    `record_result` plus "clinical" and "tail". UnusableRecord when no full window fits."""
+    core = st.StreamCore(predict_fn, spec, fs, classes, hop_s=hop_s, quality=quality)
+    windows: list[dict] = []
+    for chunk in chunks:
+        windows += core.push(chunk)
+    rest, tail = core.close()
+    windows += rest
+    seconds = core.seconds
+    if not windows:
+        raise pre.UnusableRecord(f"too short: {seconds:.2f} s < {core.length / core.fs:g} s window")
+    ok = [w for w in windows if w["rhythm"] != "unclassifiable"]
+    dropped = [{"start_s": w["start_s"], "reason": f"{w['quality']}: {w.get('reason', '')}".rstrip(": ")}
+               for w in windows if w["rhythm"] == "unclassifiable"]
+    summary = summarise(ok, classes) if ok else {"rhythm": None, "windows": 0, "counts": {}}
+    return {"record": record, "fs": fs, "seconds": round(seconds, 3), "windows": windows, "dropped_windows": dropped,
+            "summary": summary, "tail": tail,
+            "clinical": epi.clinical_summary(windows, classes, seconds, tail, min_episode_s=min_episode_s, gap_s=gap_s)}
+
+
 # --- the bundle -----------------------------------------------------------------------------------
 
 
@@ -102,28 +131,94 @@ class Bundle:
         windows, starts, dropped = pre.windows_for_spec(signal, fs, spec)
         return windows, fs, signal.shape[-1], starts, dropped
 
-    def run_record(self, path: str | Path, fs: float | None = None, lead: str | None = None) -> dict:
+    def run_record(self, path: str | Path, fs: float | None = None, lead: str | None = None,
+                   hop_s: float | None = None, quality: bool = True) -> dict:
+        """One record read in chunks (bounded memory) through the streaming path; see long_record_result."""
         spec = self.spec["preprocessing"]
-        windows, fs, n_samples, starts, dropped = self.windows(path, fs, lead)
-        probs = softmax(self.predict(windows))
-        classes = self.spec["classes"]
-        res = window_results(probs, starts, classes, spec["sampling_rate"], int(spec["window_len"]))
-        return record_result(str(path), fs, n_samples, res, dropped, classes)
+        rec_fs, chunks = st.open_record(path, fs, lead or spec.get("lead"), int(spec["channels"]))
+        return long_record_result(str(path), rec_fs, chunks, self.predict, spec, self.spec["classes"],
+                                  hop_s=hop_s, quality=quality)
+
+    def stream(self, fs: float, hop_s: float | None = None, quality: bool = True) -> "st.StreamCore":
+        """A live stream: `s.push(samples)` -> results of the windows completed so far; `s.close()` at the end."""
+        return st.StreamCore(self.predict, self.spec["preprocessing"], fs, self.spec["classes"], hop_s=hop_s,
+                             quality=quality)
+
+
+def read_stdin(raw: bool, channels: int, block: int = 4096):
+    """Chunks [C, n] of samples from standard input: text (one sample per line, C comma-separated values
+    for C leads) or, with `raw`, little-endian float32 interleaved by lead."""
+    if raw:
+        buf = sys.stdin.buffer
+        size = 4 * channels * block
+        rest = b""
+        while True:
+            data = buf.read1(size) if hasattr(buf, "read1") else buf.read(size)
+            if not data:
+                return
+            data = rest + data
+            n = len(data) // (4 * channels) * 4 * channels
+            rest = data[n:]
+            if n:
+                yield np.frombuffer(data[:n], dtype="<f4").reshape(-1, channels).T.astype(np.float64)
+    else:
+        for line in sys.stdin:
+            line = line.strip()
+            if line:
+                try:
+                    vals = [float(v) for v in line.replace(";", ",").split(",")]
+                except ValueError:
+                    raise pre.UnusableRecord(f"stdin: not a number: {line[:40]!r}") from None
+                if len(vals) != channels:
+                    raise pre.UnusableRecord(f"stdin: {len(vals)} value(s) on a line, the model takes {channels}")
+                yield np.asarray(vals, dtype=np.float64)[:, None]
+
+
+def run_stdin(bundle: "Bundle", fs: float | None, raw: bool, hop_s: float | None, quality: bool) -> int:
+    """--stdin: one JSON line per window as soon as it completes, then {"tail", "clinical"} at end of input."""
+    if not fs:
+        print("stdin: --stdin needs the sampling rate: --fs HZ", file=sys.stderr)
+        return 2
+    spec = bundle.spec
+    core = bundle.stream(fs, hop_s, quality)
+    windows = []
+    try:
+        for chunk in read_stdin(raw, int(spec["preprocessing"]["channels"])):
+            for w in core.push(chunk):
+                windows.append(w)
+                print(json.dumps(w), flush=True)
+    except pre.UnusableRecord as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    rest, tail = core.close()
+    for w in rest:
+        windows.append(w)
+        print(json.dumps(w), flush=True)
+    print(json.dumps({"tail": tail, "clinical": epi.clinical_summary(windows, spec["classes"], core.seconds, tail)}))
+    return 0 if windows else 2
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Rhythm per 10-s window of ECG records, as JSON.")
-    ap.add_argument("records", nargs="+", help="RECORD.npy, RECORD.csv or a WFDB RECORD.hea")
+    ap.add_argument("records", nargs="*", help="RECORD.npy, RECORD.csv or a WFDB RECORD.hea")
+    ap.add_argument("--stdin", action="store_true", help="read samples from standard input (needs --fs); one JSON line per window")
+    ap.add_argument("--raw", action="store_true", help="with --stdin: little-endian float32 samples, not text lines")
+    ap.add_argument("--hop", type=float, help="seconds between window starts (default: one window, no overlap)")
+    ap.add_argument("--no-quality", action="store_true", help="classify every window, skipping the signal-quality gate")
     ap.add_argument("--fs", type=float, help="sampling rate (Hz) of .npy/.csv records")
     ap.add_argument("--lead", help="lead name (WFDB/CSV header) or row index (.npy)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: beside run.py)")
     args = ap.parse_args(argv)
     bundle = Bundle(args.bundle, threads=args.threads)
+    if args.stdin:
+        return run_stdin(bundle, args.fs, args.raw, args.hop, not args.no_quality)
+    if not args.records:
+        ap.error("give RECORD(s) or --stdin")
     results = []
     for rec in args.records:
         try:
-            results.append(bundle.run_record(rec, args.fs, args.lead))
+            results.append(bundle.run_record(rec, args.fs, args.lead, args.hop, not args.no_quality))
         except pre.UnusableRecord as exc:
             print(f"{rec}: {exc}", file=sys.stderr)
             results.append({"record": rec, "error": str(exc)})

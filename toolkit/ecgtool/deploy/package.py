@@ -21,10 +21,10 @@ from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
 from ecgtool.core.manifest import find_run_root, manifest_entry, record_artifact
-from ecgtool.core.names import (BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER, BUNDLE_SPEC, CONFIG, MANIFEST, METRICS,
-                                WEIGHTS)
-from ecgtool.data import preprocess
-from ecgtool.deploy import bundle_runner
+from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER, BUNDLE_SPEC,
+                                BUNDLE_STREAM, CONFIG, MANIFEST, METRICS, WEIGHTS)
+from ecgtool.data import preprocess, stream
+from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
 
 PRECISIONS = ("auto", "int8", "fp16", "fp32")
@@ -90,6 +90,11 @@ input `{model_json['input']['name']}` {model_json['input']['shape']}. Classes: {
 
 Output: JSON on stdout; per record, per {pre['window_s']:g}-s window: start_s, end_s, rhythm, probability and
 every class probability, then a summary (majority rhythm, per-class mean and max probability).
+Each record also gets "clinical": time in each rhythm, AF burden, episodes, heart rate, classifiable
+fraction and the tail shorter than a window; windows failing the signal-quality gate are
+"unclassifiable" with the reason. Records are read in chunks (bounded memory); `--hop S` overlaps windows.
+Live samples: `some-reader | python run.py --stdin --fs 360 [--raw]` (text lines, or float32 with --raw)
+prints one JSON line per window as it completes (causal band-pass if the model has one: see ecg_stream.py).
 Exit code 2 when no record could be read (each bad record: one line on stderr).
 On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same file.
 
@@ -152,6 +157,8 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         write_json(tmp / BUNDLE_SPEC, model_json)
         shutil.copyfile(Path(bundle_runner.__file__), tmp / BUNDLE_RUNNER)
         shutil.copyfile(Path(preprocess.__file__), tmp / BUNDLE_PREPROCESS)
+        shutil.copyfile(Path(stream.__file__), tmp / BUNDLE_STREAM)
+        shutil.copyfile(Path(episodes.__file__), tmp / BUNDLE_EPISODES)
         write_text(tmp / "requirements.txt", REQUIREMENTS)
         write_text(tmp / "README.md", _bundle_readme(spec, model_json))
         names = sorted(p.name for p in tmp.iterdir())

@@ -17,12 +17,12 @@ from typing import Any, Sequence
 import click
 import numpy as np
 
-from ecgtool.deploy import bundle_runner
+from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_artifact
-from ecgtool.data import preprocess
+from ecgtool.data import preprocess, stream
 from ecgtool.data.preprocess import TARGET_FS, WINDOW_S, UnusableRecord, is_wfdb_path, make_spec
 
 
@@ -111,8 +111,14 @@ def _logits(predictor, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: float | None = None, lead: str | None = None,
                     window_policy: str = "all", explain: bool | str = False, out: str | os.PathLike | None = None,
-                    batch_size: int = 64) -> list[dict]:
-    """`predict` with an open predictor: one dict per record (or {"record", "error"} for a bad one)."""
+                    batch_size: int = 64, hop: float | None = None, quality: bool = True,
+                    min_episode_s: float = episodes.MIN_EPISODE_S, gap_s: float = episodes.GAP_S) -> list[dict]:
+    """`predict` with an open predictor: one dict per record (or {"record", "error"} for a bad one).
+
+    Without `explain`, each record is read in chunks and classified through the streaming path (see
+    `predict_long`): per-window quality, the tail, and "clinical" (burden, episodes, heart rate). With
+    `explain`, the whole record is prepared at once (zero-phase band-pass) and windows get explanations."""
+    long = {"hop_s": hop, "quality": quality, "min_episode_s": min_episode_s, "gap_s": gap_s}
     from ecgtool.evaluate import explain as xai
 
     source = getattr(predictor, "path", None)
@@ -125,6 +131,14 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
     with ui.progress_bar("predict", len(records)) as bar:
         for rec in records:
             bar.update(Path(rec).name)
+            if not method:  # long recordings: chunked, quality-gated, with burden and episodes (data/stream.py)
+                try:
+                    results.append(predict_long(predictor, rec, spec, classes, fs=fs, batch_size=batch_size, **long))
+                except UnusableRecord as exc:
+                    ui.warn(f"{rec}: {exc}")
+                    results.append({"record": str(rec), "error": str(exc)})
+                bar.advance()
+                continue
             try:
                 signal, rec_fs = read_input(rec, fs, spec["lead"], spec["channels"])
                 x, starts, dropped = prepare_windows(signal, rec_fs, spec)
@@ -154,6 +168,24 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
     return results
 
 
+def predict_long(predictor, rec: str | os.PathLike, spec: dict, classes: list[str], *, fs: float | None = None,
+                 batch_size: int = 64, hop_s: float | None = None, quality: bool = True,
+                 min_episode_s: float = episodes.MIN_EPISODE_S, gap_s: float = episodes.GAP_S) -> dict:
+    """One record read in chunks (WFDB sampfrom/sampto, memory-mapped .npy, streamed CSV) and classified by
+    the same StreamCore as `ecgtool.deploy.stream.Stream` and the bundle's run.py: memory bounded by a
+    chunk, results equal to streaming the same samples by construction."""
+    if is_wfdb_path(Path(rec)):  # the importers' checked header reader first: its reasons for a bad header
+        from ecgtool.data.importers.wfdb_read import read_header
+
+        read_header(Path(rec).with_suffix("") if Path(rec).suffix == ".hea" else Path(rec))
+    rec_fs, chunks = stream.open_record(rec, fs, spec["lead"], int(spec["channels"]))
+    if not classes:
+        raise UnusableRecord("the model names no classes")
+    return bundle_runner.long_record_result(str(rec), rec_fs, chunks, lambda x: _logits(predictor, x, batch_size),
+                                            spec, classes, hop_s=hop_s, quality=quality,
+                                            min_episode_s=min_episode_s, gap_s=gap_s)
+
+
 def _png_name(rec: Path, i: int, used: set[str]) -> str:
     stem = rec.name[:-len(rec.suffix)] if rec.suffix in (".hea", ".npy", ".csv") else rec.name
     name, n = f"{stem}_w{i:03d}.png", 1
@@ -166,20 +198,25 @@ def _png_name(rec: Path, i: int, used: set[str]) -> str:
 
 def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *, fs: float | None = None,
             lead: str | None = None, window_policy: str = "all", explain: bool | str = False,
-            out: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 64) -> list[dict]:
+            out: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 64,
+            **long: Any) -> list[dict]:
     """Rhythm per window of each record with any artifact kind; see `predict_records` for the result.
 
     `explain`: False, True/'auto' (Grad-CAM for PyTorch folders, occlusion otherwise), 'gradcam' or
     'occlusion'; PNGs go to `out` when given. Bad records become {"record", "error"} entries.
+    `long`: hop, quality, min_episode_s, gap_s (see `predict_records`).
     """
     from ecgtool.runtime import load
 
     predictor = load(artifact, **({"threads": threads} if threads else {}))
     return predict_records(predictor, records, fs=fs, lead=lead, window_policy=window_policy, explain=explain,
-                           out=out, batch_size=batch_size)
+                           out=out, batch_size=batch_size, **long)
 
 
 # --- commands -------------------------------------------------------------------------------------
+
+
+FORMATS = ("table", "json", "csv", "wfdb")
 
 
 @click.command("predict")
@@ -188,28 +225,69 @@ def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *
 @click.option("--fs", type=float, help="Sampling rate (Hz) of .npy / .csv records.")
 @click.option("--lead", help="Lead to read (default: the model's, else II); a row index for .npy.")
 @click.option("--window-policy", type=click.Choice(["all", "first"]), help="Every full window (default) or the first.")
+@click.option("--hop", type=float, help="Seconds between window starts (default: the window length, no overlap).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="table (default on a terminal), json (default otherwise), csv (a row per window), "
+                   "wfdb (rhythm annotations RECORD.ecg via wfdb.wrann, in --out or beside the record).")
+@click.option("--no-quality", is_flag=True, help="Classify every window (skip the signal-quality gate).")
+@click.option("--min-episode", "min_episode_s", type=float, help=f"Shortest episode reported, s (default {episodes.MIN_EPISODE_S:g}).")
+@click.option("--gap", "gap_s", type=float, help=f"Longest gap bridged inside an episode, s (default {episodes.GAP_S:g}).")
 @click.option("--explain", "explain", is_flag=True, help="Add the most relevant time spans per window (+ PNGs with --out).")
 @click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto: Grad-CAM for PyTorch folders, else occlusion.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for predictions.json and explanation PNGs (default: JSON on stdout).")
 @click.option("--threads", type=int, help="Inference threads.")
 @ui.quiet_option
 def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, explain_method: str | None,
-                    out: Path | None, **options: Any) -> None:
-    """Rhythm per window of each RECORD (WFDB .hea, .npy or .csv) with ARTIFACT, as JSON."""
+                    out: Path | None, fmt: str | None, no_quality: bool, **options: Any) -> None:
+    """Rhythm per window of each RECORD (WFDB .hea, .npy or .csv) with ARTIFACT: burden, episodes, heart rate."""
+    import sys
+
     from ecgtool.runtime import load
 
     opts = {k: v for k, v in options.items() if v is not None}
     if out is not None and out.is_file():
         raise BadInput(f"{out}: --out must be a folder")
+    if opts.get("hop") is not None and opts["hop"] <= 0:
+        raise BadInput(f"--hop {opts['hop']:g}: must be a positive number of seconds")
+    if "fs" in opts:
+        try:
+            stream.check_fs(opts["fs"])
+        except UnusableRecord as exc:
+            raise BadInput(f"--fs: {exc}") from None
+    fmt = fmt or ("json" if out is not None or explain or not sys.stdout.isatty() else "table")
     predictor = load(artifact, **({"threads": opts.pop("threads")} if "threads" in opts else {}))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    results = predict_records(predictor, records, explain=(explain_method or True) if explain else False, out=out, **opts)
+    results = predict_records(predictor, records, explain=(explain_method or True) if explain else False, out=out,
+                              quality=not no_quality, **opts)
     doc = {"artifact": str(artifact), "kind": predictor.kind, "precision": predictor.precision,
            "classes": list(predictor.classes), "records": results}
     if all("error" in r for r in results):
         raise BadInput(f"{records[0] if len(records) == 1 else 'records'}: none could be read"
                        + (f" ({results[0]['error']})" if len(records) == 1 else ""))
+    if fmt == "table" and not explain:
+        for r in results:
+            click.echo("\n".join(episodes.table_lines(r)))
+        return
+    if fmt == "csv" and not explain:
+        import csv as _csv
+
+        w = _csv.DictWriter(sys.stdout, fieldnames=list(episodes.CSV_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for r in results:
+            w.writerows(episodes.csv_rows(r))
+        return
+    if fmt == "wfdb" and not explain:
+        for r in results:
+            if "error" in r:
+                continue
+            rec = Path(r["record"])
+            stem = rec.name[:-len(rec.suffix)] if rec.suffix in (".hea", ".npy", ".csv") else rec.name
+            where = out if out is not None else rec.parent
+            if not os.access(where, os.W_OK):
+                raise BadInput(f"{where}: not writable for the annotation file; give --out DIR")
+            click.echo(str(episodes.write_wfdb(stem, where, r["windows"], r["fs"])))
+        return
     if out is None:
         click.echo(json.dumps(doc, indent=2))
         return
@@ -218,7 +296,7 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     record_artifact(path, parent=source)
     for r in results:
         for w in r.get("windows", []):
-            if "png" in w.get("explanation", {}):
+            if "png" in (w.get("explanation") or {}):
                 record_artifact(out / w["explanation"]["png"], parent=path)
     click.echo(str(path))
 

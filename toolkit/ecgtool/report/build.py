@@ -271,6 +271,10 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> ReportResult:
     if tolerance < 0:
         raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
     rec_lines = recommendation_block(bench["rows"], tolerance)
+    from ecgtool.report import ship  # what ships, and warnings on the figures (report/ship.py)
+
+    rec_lines += ship.ship_lines(bench["rows"], run, recommend, tolerance)
+    rec_lines += ship.warning_lines(bench["rows"], bench["machine"], (bench.get("dataset") or {}).get("classes") or [])
     sections, figs = _sections(run, bench, tolerance, rec_lines)
     md, page = _render(f"ecgtool report: {run.resolve().name}", sections)
     out = [write_text(run / REPORT_HTML, page), write_text(run / REPORT_MD, md)]

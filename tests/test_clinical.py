@@ -1,0 +1,201 @@
+"""Long recordings: streaming resampler, signal quality on real MIT-BIH windows, Stream == predict,
+burden/episodes, output formats, the bundle's --stdin, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy.signal import resample_poly
+
+from conftest import copy_trained, shared_data
+from ecgtool.cli.main import main as cli
+from ecgtool.data.preprocess import resample
+from ecgtool.data.stream import Resampler, StreamCore, window_quality
+from ecgtool.deploy.episodes import clinical_summary, episodes
+from ecgtool.deploy.package import package
+from ecgtool.deploy.predict import predict
+from ecgtool.deploy.stream import Stream
+
+
+@pytest.mark.parametrize("fs_in", [360, 500, 128])
+def test_resampler_chunks_equal_one_push_and_resample_poly(fs_in):
+    rng = np.random.default_rng(1)
+    x = np.cumsum(rng.normal(size=(1, 5000)), axis=1) * 0.01
+    r = Fraction(200) / Fraction(fs_in)
+    ref = resample_poly(x, r.numerator, r.denominator, axis=-1, padtype="line")
+    one = Resampler(fs_in, 200)
+    whole = np.concatenate([one.push(x), one.flush()], axis=1)
+    many, parts, i = Resampler(fs_in, 200), [], 0
+    while i < x.shape[1]:
+        n = int(rng.integers(1, 50))
+        parts.append(many.push(x[:, i:i + n]))
+        i += n
+    chunked = np.concatenate(parts + [many.flush()], axis=1)
+    assert whole.shape == ref.shape == chunked.shape
+    np.testing.assert_array_equal(whole, chunked)
+    np.testing.assert_allclose(whole[:, 20:-20], ref[:, 20:-20], atol=1e-5 * np.abs(x).max())
+
+
+def _mitdb_windows(rec: str, n: int = 30):
+    import wfdb
+
+    r = wfdb.rdrecord(str(shared_data("mitdb") / rec), sampto=360 * 10 * n, channels=[0])
+    raw = r.p_signal[:, 0]
+    return [raw[k * 3600:(k + 1) * 3600] for k in range(n)]
+
+
+def _q(raw):
+    return window_quality(resample(raw[None], 360)[0], 200, raw, 360)[0]
+
+
+@pytest.mark.parametrize("rec", ["100", "119", "201"])
+def test_quality_on_real_windows_clean_ok_and_damage_marked(rec):
+    rng = np.random.default_rng(0)
+    wins = _mitdb_windows(rec)
+    clean = [_q(w) for w in wins]
+    assert clean.count("ok") >= 0.95 * len(wins), clean
+    noisy = [_q(w + rng.normal(0, w.std(), w.size)) for w in wins]  # white noise at 0 dB SNR
+    assert noisy.count("noisy") >= 0.8 * len(wins), noisy
+    assert all(_q(np.clip(w, None, np.percentile(w, 97))) == "clipped" for w in wins)
+    off = [w.copy() for w in wins]
+    for w in off:
+        w[1000:1900] = w[1000]  # 2.5 s lead-off
+    assert all(_q(w) == "flat" for w in off)
+    bad = wins[0].copy()
+    bad[50] = np.nan
+    assert _q(bad) == "non-finite"
+
+
+@pytest.fixture(scope="module")
+def model(trained_source, tmp_path_factory):
+    folder, _ = copy_trained(trained_source, tmp_path_factory.mktemp("clinical"))
+    return folder
+
+
+def _signal(seconds: float, fs: float = 360.0) -> np.ndarray:
+    import wfdb
+
+    r = wfdb.rdrecord(str(shared_data("mitdb") / "100"), sampto=int(seconds * 360), channels=[0])
+    return resample_poly(r.p_signal[:, 0], int(fs), 360) if fs != 360 else r.p_signal[:, 0]
+
+
+def _probs(ws):
+    return [(w["start_s"], w["rhythm"], w["quality"], None if w["probabilities"] is None
+             else np.round(list(w["probabilities"].values()), 5).tolist()) for w in ws]
+
+
+def test_stream_random_chunks_down_to_one_sample_equal_one_push_and_predict(model, tmp_path):
+    x = _signal(14.0)  # the tiny model: 2.56-s windows at 100 Hz; 360 Hz input
+    x[2000:2100] = np.nan  # one stretch of non-finite samples: those windows only
+    one = Stream(model, fs=360, hop_s=1.0)
+    a = one.push(x)
+    a += one.close()[0]
+    many, b, i = Stream(model, fs=360, hop_s=1.0), [], 0
+    rng = np.random.default_rng(0)
+    while i < x.size:
+        n = 1 if i < 400 else int(rng.integers(1, 700))
+        b += many.push(x[i:i + n])
+        i += n
+    b += many.close()[0]
+    assert _probs(a) == _probs(b)
+    assert {w["quality"] for w in a} >= {"non-finite"} and any(w["rhythm"] != "unclassifiable" for w in a)
+    assert all(w["probabilities"] is None for w in a if w["quality"] != "ok")
+    np.save(tmp_path / "r.npy", x)
+    res = predict(model, [tmp_path / "r.npy"], fs=360, hop=1.0)[0]
+    assert _probs(res["windows"]) == _probs(a)  # predict reads in chunks through the same StreamCore
+    assert res["tail"] is not None and res["tail"]["seconds"] > 0  # 14 s is not a whole number of windows
+    assert "non-finite" in res["clinical"]["unclassifiable_s"]
+
+
+def test_non_finite_model_output_is_never_a_class(model):
+    from ecgtool.runtime import load
+
+    p = load(model)
+
+    def poisoned(x):  # the real model, with its second window's output made NaN
+        out = np.asarray(p.predict(x), dtype=np.float64)
+        out[1:2] = np.nan
+        return out
+
+    core = StreamCore(poisoned, {**p.config["preprocessing"]}, 360, list(p.classes))
+    ws = core.push(_signal(10.0)) + core.close()[0]
+    assert ws[1]["rhythm"] == "unclassifiable" and ws[1]["quality"] == "non-finite-output"
+    assert ws[0]["rhythm"] != "unclassifiable"
+
+
+def _w(start, rhythm, p=0.9, length=10.0, quality="ok"):
+    return {"start_s": start, "end_s": start + length, "rhythm": rhythm, "probability": p if rhythm != "unclassifiable" else None,
+            "quality": quality, "hr_bpm": 70.0}
+
+
+def test_episode_rule_and_burden():
+    ws = ([_w(t, "AF") for t in range(0, 40, 10)] + [_w(40, "Normal")] + [_w(t, "AF", 0.7) for t in range(50, 80, 10)]
+          + [_w(t, "unclassifiable", quality="noisy") for t in range(80, 110, 10)] + [_w(110, "AF")]
+          + [_w(t, "Normal") for t in range(120, 200, 10)])
+    classes = ["Normal", "AF"]
+    eps = episodes(ws, min_episode_s=30, gap_s=10)
+    af = [e for e in eps if e["rhythm"] == "AF"]
+    # one Normal window (10 s) is bridged; the 30-s noisy gap is not; the lone 10-s AF window is too short
+    assert [(e["start_s"], e["end_s"]) for e in af] == [(0, 80)]
+    assert af[0]["windows"] == 7 and af[0]["mean_probability"] == pytest.approx((4 * 0.9 + 3 * 0.7) / 7)
+    s = clinical_summary(ws, classes, 200.0)
+    assert s["classifiable_s"] == 170 and s["unclassifiable_s"] == {"noisy": 30}
+    assert s["af_burden"] == pytest.approx(80 / 170, abs=1e-6)
+    # overlapping windows (hop 5 s): each second counted once
+    ov = [_w(t, "AF") for t in range(0, 100, 5)]
+    assert clinical_summary(ov, classes, 105.0)["time_in_rhythm_s"] == {"AF": 105.0}
+    assert episodes(ws, min_episode_s=0, gap_s=0)[0]["end_s"] == 40
+
+
+def test_predict_formats_and_bad_input(model, tmp_path):
+    x = _signal(30.0)
+    np.save(tmp_path / "rec.npy", x)
+    np.save(tmp_path / "short.npy", x[:300])
+    run = CliRunner().invoke
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.npy"), "--fs", "360", "--format", "table", "-q"])
+    assert r.exit_code == 0 and "AF burden" in r.output and "tail" in r.output, r.output
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.npy"), "--fs", "360", "--format", "csv", "-q"])
+    lines = r.output.strip().splitlines()
+    assert lines[0].startswith("record,start_s,end_s,rhythm") and len(lines) == 1 + 11  # 11 windows of 2.56 s
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.npy"), "--fs", "360", "--format", "wfdb", "--out",
+                  str(tmp_path / "ann"), "-q"])
+    assert r.exit_code == 0, r.output
+    import wfdb
+
+    ann = wfdb.rdann(str(tmp_path / "ann" / "rec"), "ecg")
+    assert ann.sample[0] == 0 and all(a.startswith("(") for a in ann.aux_note)
+    # batch: the short record is reported, the good one goes on
+    r = run(cli, ["predict", str(model), str(tmp_path / "short.npy"), str(tmp_path / "rec.npy"), "--fs", "360",
+                  "--format", "json", "-q"])
+    doc = json.loads(r.output[r.output.index("{"):])
+    assert "too short" in doc["records"][0]["error"] and doc["records"][1]["windows"]
+    for args, msg in ((["--fs", "3"], "implausible sampling rate"), (["--fs", "360", "--hop", "0"], "--hop")):
+        r = run(cli, ["predict", str(model), str(tmp_path / "rec.npy"), *args, "-q"])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
+    r = run(cli, ["predict", str(model), str(tmp_path / "short.npy"), "--fs", "360", "-q"])
+    assert r.exit_code == 2 and "too short" in r.output
+
+
+def test_bundle_stdin_text_and_raw_equal_file(model, tmp_path):
+    x = _signal(12.0).astype(np.float32)
+    np.save(tmp_path / "rec.npy", x)
+    bundle = package(model, tmp_path / "bundle", precision="fp32")
+    def run(*args, stdin=None):
+        return subprocess.run([sys.executable, "run.py", *args], cwd=bundle, input=stdin, capture_output=True,
+                              timeout=120)
+    f = run(str(tmp_path / "rec.npy"), "--fs", "360")
+    assert f.returncode == 0, f.stderr
+    file_ws = json.loads(f.stdout)["records"][0]["windows"]
+    text = run("--stdin", "--fs", "360", stdin="\n".join(f"{v:.9g}" for v in x).encode())
+    raw = run("--stdin", "--fs", "360", "--raw", stdin=x.astype("<f4").tobytes())
+    for out in (text, raw):
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(ln) for ln in out.stdout.decode().splitlines()]
+        assert _probs(lines[:-1]) == _probs(file_ws)
+        assert lines[-1]["tail"]["seconds"] > 0 and "af_burden" in lines[-1]["clinical"]

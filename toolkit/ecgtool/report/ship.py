@@ -1,0 +1,63 @@
+"""What the report adds so its recommendation ships: the pick among artifacts `ecgtool package` takes,
+with the exact command, why the others (the RR baseline, OpenVINO IR) are not packaged, and warnings
+that make the figures suspect (best F1 near chance, timing on an overloaded machine)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Sequence
+
+#: artifact kinds `ecgtool package` takes (a PyTorch model folder is exported to ONNX; an .onnx ships as it is)
+PACKAGEABLE_KINDS = ("pytorch", "onnxruntime")
+#: best macro-F1 below this multiple of chance (1 / number of classes) is called near chance
+NEAR_CHANCE = 1.5
+
+
+def packageable(row: dict) -> bool:
+    return row.get("kind") in PACKAGEABLE_KINDS and row.get("arch") != "rr_baseline"
+
+
+def why_not(row: dict) -> str:
+    if row.get("arch") == "rr_baseline" or row.get("kind") == "baseline":
+        return ("the RR baseline is not packaged: its features need wfdb's XQRS and its classifier is a "
+                "scikit-learn model without a pickle-free export here; a bundle ships ONNX models only")
+    return f"a {row.get('kind')} artifact; `ecgtool package` takes PyTorch model folders and .onnx files"
+
+
+def ship_lines(rows: Sequence[dict], run: Path, recommend, tolerance: float = 1.0) -> list[str]:
+    """The recommendation among packageable rows (`recommend`: report.build.recommend), and the command
+    that packages it."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None]
+    if not ok:
+        return []
+    best = max(ok, key=lambda r: r["macro_f1"])
+    rec = recommend([r for r in ok if packageable(r)], tolerance)
+    lines = []
+    if not packageable(best):
+        lines.append(f"The best row ({best['model']} {best['variant']} on {best['runtime']}) cannot be packaged: "
+                     f"{why_not(best)}.")
+    pick = rec.get("smallest") or rec.get("best")
+    if pick is None:
+        return lines + ["No packageable artifact (PyTorch folder or .onnx) ran successfully."]
+    path = Path(run) / pick["path"]
+    lines.append(f"To ship: **{pick['path']}** ({pick['model']} {pick['variant']}, macro-F1 "
+                 f"{100 * pick['macro_f1']:.2f} %, {pick['size_mb']:.3g} MB; the smallest packageable artifact within "
+                 f"{tolerance:g} point(s) of the best packageable one): "
+                 f"`ecgtool package {shlex.quote(str(path))} --out {shlex.quote(str(Path(run) / 'bundle'))}`")
+    return lines
+
+
+def warning_lines(rows: Sequence[dict], machine: dict, classes: Sequence[str]) -> list[str]:
+    out = []
+    ok = [r["macro_f1"] for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None]
+    k = len(classes) or 7
+    if ok and max(ok) < NEAR_CHANCE / k:
+        out.append(f"Warning: the best macro-F1 ({100 * max(ok):.1f} %) is near chance ({100 / k:.1f} % for {k} "
+                   f"classes): these models have not learnt the task; do not ship them.")
+    cores = machine.get("cores")
+    loads = [v for v in (machine.get("load_start"), machine.get("load_end")) if isinstance(v, (int, float))]
+    if cores and loads and max(loads) > cores:
+        out.append(f"Warning: the load average ({', '.join(f'{v:g}' for v in loads)}) exceeded the {cores} cores "
+                   f"during timing: latencies are inflated by other work; re-run `ecgtool bench` on a quiet machine.")
+    return out
