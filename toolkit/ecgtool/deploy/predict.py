@@ -129,7 +129,8 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
                 signal, rec_fs = read_input(rec, fs, spec["lead"], spec["channels"])
                 x, starts, dropped = prepare_windows(signal, rec_fs, spec)
             except UnusableRecord as exc:
-                ui.warn(f"{rec}: {exc}")
+                if len(records) > 1:  # a lone record's reason is the command's one error line
+                    ui.warn(f"{rec}: {exc}")
                 results.append({"record": str(rec), "error": str(exc)})
                 bar.advance()
                 continue
