@@ -169,7 +169,8 @@ def test_wfdb_mutations_give_a_record_or_one_reason(tmp_path_factory, kind, inde
     assert (got is None) == (raw is None), (why, why2)  # predict/bundle and the importers: one layer, one verdict
     if got is not None:
         signal, fs = got
-        assert pre.MIN_FS <= fs <= pre.MAX_FS and signal.ndim == 2 and np.isfinite(signal).all()
+        # a WFDB "invalid sample" value reads as NaN (a gap): the reader may return it, the windows refuse it
+        assert pre.MIN_FS <= fs <= pre.MAX_FS and signal.ndim == 2
         _windows_ok(signal, fs)
 
 
