@@ -425,3 +425,20 @@ def test_zz_counts(capsys):
     """Prints how many inputs each property test generated (RESULTS.md records the long profile's)."""
     with capsys.disabled():
         print(f"\nhostile inputs generated: {COUNTS} total {sum(COUNTS.values())}")
+
+
+def test_mitdb_annotation_linked_to_dev_zero_is_skipped_not_read(tmp_path):
+    from conftest import shared_data
+
+    from ecgtool.data.importers import import_dataset
+
+    mitdb = shared_data("mitdb")
+    src = tmp_path / "src"
+    src.mkdir()
+    for rec in ("100", "101", "103"):
+        for ext in (".hea", ".dat", ".atr"):
+            (src / f"{rec}{ext}").symlink_to("/dev/zero" if (rec, ext) == ("101", ".atr") else mitdb / f"{rec}{ext}")
+    out = import_dataset("mitdb", src, tmp_path / "ds")
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["records_read"] == 2
+    assert '101,"annotation file not a regular file: 101.atr' in (out / "skipped.csv").read_text()
