@@ -148,6 +148,11 @@ def set_verify(on: bool) -> None:
     _VERIFY["on"] = bool(on)
 
 
+def is_verifying() -> bool:
+    """Whether artifacts are checked against the manifest before use (off with `ecgtool --no-verify`)."""
+    return _VERIFY["on"]
+
+
 def verify_artifact(path: str | os.PathLike) -> None:
     """Refuse (BadInput) an artifact inside a run whose file(s) differ from their manifest entry.
 

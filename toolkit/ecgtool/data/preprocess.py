@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from fractions import Fraction
@@ -42,20 +43,78 @@ class UnusableRecord(Exception):
     """A record (or window) the import skips; the message is the reason written to skipped.csv."""
 
 
+# --- limits of the validated reader layer (checked before anything is allocated or resampled) ----------
+
+MIN_FS, MAX_FS = 50.0, 10_000.0  # Hz: an ECG sampling rate outside this is a broken header or a wrong --fs
+MAX_HOURS = 48.0  # a longer record is taken for a corrupt length field
+MAX_HEADER_BYTES = 1 << 20  # a WFDB header is a few lines; 1 MB of comments is not a header
+MAX_CSV_FIELD = 128 * 1024  # bytes of one CSV field (csv's own default limit, refused in one line)
+MAX_RECORD_BYTES = 2 << 30  # a .npy / .csv record file larger than 2 GB is refused unread
+MAX_FILE_NAME = 255  # characters of a signal file name in a header (a file system's limit)
+MAX_SIGNALS = 256  # signals one header may list
+#: |sample| above this (mV, or raw ADC counts of a .npy) is no ECG: the window is refused, never normalised
+MAX_AMPLITUDE = 1e7
+#: bytes per sample of WFDB storage formats (the WFDB spec); FLAC formats (508/516/524) are compressed
+BYTES_PER_SAMPLE = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80": 1, "160": 2, "212": 1.5,
+                    "310": 4 / 3, "311": 4 / 3}
+MAX_COMPRESSED_VALUES = 2e8  # samples a compressed signal file may claim (1.6 GB once decoded to float64)
+
+
+def check_fs(fs: Any, what: str = "sampling rate") -> float:
+    """`fs` as a float in MIN_FS-MAX_FS Hz, or UnusableRecord naming `what` (nan, inf, 0, 1e-9, text...)."""
+    if isinstance(fs, str) and len(fs.strip()) > 24:
+        raise UnusableRecord(f"bad {what}: a {len(fs.strip())}-character field is no plausible rate")
+    try:
+        value = float(fs)
+    except (TypeError, ValueError, OverflowError):
+        raise UnusableRecord(f"bad {what}: {str(fs)[:40]!r} is not a number") from None
+    if not np.isfinite(value) or not (MIN_FS <= value <= MAX_FS):
+        raise UnusableRecord(f"bad {what}: {str(fs)[:40]} Hz is outside {MIN_FS:g}-{MAX_FS:g} Hz")
+    return value
+
+
+def regular_file(path: Path, what: str = "file") -> int:
+    """Size in bytes of `path` if it is a regular file (after symlinks: never /dev/zero, a FIFO or a folder)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UnusableRecord(f"{what} missing: {Path(path).name} not found") from None
+    except (OSError, ValueError) as exc:
+        raise UnusableRecord(f"{what} unreadable: {Path(path).name[:80]} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnusableRecord(f"{what} not a regular file: {Path(path).name[:80]} (a device, FIFO or folder is not read)")
+    return st.st_size
+
+
+def read_bounded(path: Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (never more is read)."""
+    size = regular_file(path, what)
+    if size > limit:
+        raise UnusableRecord(f"{what} too large: {Path(path).name} has {size} bytes, over {limit}")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)[:limit]
+    except OSError as exc:
+        raise UnusableRecord(f"{what} unreadable: {Path(path).name} ({exc.strerror})") from None
+
+
 def resample(signal: np.ndarray, fs: float, target_fs: int = TARGET_FS) -> np.ndarray:
     """Resample [C, T] from `fs` Hz to `target_fs` Hz along the last axis (polyphase FIR)."""
-    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
+    ratio = Fraction(target_fs) / Fraction(check_fs(fs)).limit_denominator(1000)
     if ratio == 1:
         return np.asarray(signal, dtype=np.float64)
-    # padtype "line": no zero-padding transient at the ends (a baseline offset would ramp to 0)
-    return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1, padtype="line")
+    # padtype "line": no zero-padding transient at the ends (a baseline offset would ramp to 0); extreme
+    # finite samples may overflow to inf here: minmax refuses such windows one by one
+    with np.errstate(over="ignore", invalid="ignore"):
+        return resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1, padtype="line")
 
 
 def bandpass(signal: np.ndarray, fs: float = TARGET_FS, band: tuple[float, float] = BAND_HZ,
              order: int = BAND_ORDER) -> np.ndarray:
     """Zero-phase Butterworth band-pass (Hz) along the last axis."""
     sos = butter(order, band, btype="bandpass", fs=fs, output="sos")
-    return sosfiltfilt(sos, signal, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return sosfiltfilt(sos, signal, axis=-1)
 
 
 def check_finite(signal: np.ndarray) -> None:
@@ -71,6 +130,7 @@ def prepare(signal: np.ndarray, fs: float, *, band: bool = False) -> np.ndarray:
 
     Raises UnusableRecord for non-finite samples or a record shorter than one 10-s window.
     """
+    fs = check_fs(fs)
     signal = np.atleast_2d(np.asarray(signal, dtype=np.float64))
     check_finite(signal)
     seconds = signal.shape[-1] / fs
@@ -92,8 +152,13 @@ def window_starts(n_samples: int, policy: str = "first", length: int = WINDOW_LE
 
 def minmax(window: np.ndarray, flat_mv: float = FLAT_MV) -> np.ndarray:
     """Min-max normalise each lead of a [C, L] window to [0, 1]; UnusableRecord for a flat lead."""
+    if not np.isfinite(window).all():
+        raise UnusableRecord("non-finite window: NaN or infinite values after resampling/filtering")
+    if np.abs(window).max() > MAX_AMPLITUDE:
+        raise UnusableRecord(f"absurd amplitude: |sample| over {MAX_AMPLITUDE:g} in the window")
     lo = window.min(axis=-1, keepdims=True)
-    rng = window.max(axis=-1, keepdims=True) - lo
+    with np.errstate(over="ignore", invalid="ignore"):
+        rng = window.max(axis=-1, keepdims=True) - lo
     if (rng < flat_mv).any():
         raise UnusableRecord(f"flat line: peak-to-peak below {flat_mv:g} mV in "
                              f"{int((rng < flat_mv).sum())} lead(s)")
@@ -180,6 +245,7 @@ def windows_for_spec(signal: np.ndarray, fs: float, spec: dict,
     if spec.get("normalisation", NORMALISATION) != NORMALISATION:
         raise ValueError(f"unknown normalisation {spec['normalisation']!r} (this version knows {NORMALISATION!r})")
     target, length = float(spec["sampling_rate"]), int(spec["window_len"])
+    fs = check_fs(fs)
     x = np.atleast_2d(np.asarray(signal, dtype=np.float64))
     check_finite(x)
     if x.shape[-1] / fs < length / target - 1e-9:
@@ -213,25 +279,52 @@ def pick_rows(signal: np.ndarray, lead: str | None, channels: int) -> np.ndarray
 
 
 def read_npy(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarray:
-    """A .npy array [T] or [C, T] (or [T, C] with C small) as float64 [C', T]."""
+    """A .npy array [T] or [C, T] (or [T, C] with C small) as float64 [C', T].
+
+    Memory-mapped first, so the shape and dtype the file claims are checked against its size before
+    anything is allocated; pickles, object, complex, structured and 0-d arrays are refused."""
+    size = regular_file(path, "record")
+    if size > MAX_RECORD_BYTES:
+        raise UnusableRecord(f"record too large: {size} bytes, over {MAX_RECORD_BYTES}")
     try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as exc:  # ValueError for pickles, OSError / EOFError for broken files
-        raise UnusableRecord(f"not a readable .npy array ({type(exc).__name__}: {exc})") from None
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except Exception as exc:  # ValueError for pickles / object dtypes, OSError / EOFError for broken files
+        raise UnusableRecord(f"not a readable .npy array ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if not isinstance(arr, np.ndarray):
+        raise UnusableRecord("not a .npy array (an .npz archive or another object)")
     if arr.ndim == 2 and arr.shape[1] <= 16 < arr.shape[0]:
         arr = arr.T  # samples in rows
-    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number):
+    if arr.ndim not in (1, 2) or arr.dtype.kind not in "iuf" or arr.size == 0:
         raise UnusableRecord(f"expected a numeric array [T] or [C, T], got {arr.dtype} {list(arr.shape)}")
-    return pick_rows(np.atleast_2d(arr.astype(np.float64)), lead, channels)
+    if arr.ndim == 2 and arr.shape[0] > MAX_SIGNALS:
+        raise UnusableRecord(f"expected a numeric array [T] or [C, T], got {arr.shape[0]} rows (over {MAX_SIGNALS})")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.array(np.atleast_2d(arr), dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise UnusableRecord(f"not a readable .npy array ({type(exc).__name__}: {str(exc)[:160]})") from None
+    del arr
+    return pick_rows(out, lead, channels)
 
 
 def read_csv(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarray:
     """A CSV of samples in rows: one column, or a header naming the lead (II also finds MLII)."""
+    size = regular_file(path, "record")
+    if size > MAX_RECORD_BYTES:
+        raise UnusableRecord(f"record too large: {size} bytes, over {MAX_RECORD_BYTES}")
+    limit = csv.field_size_limit()
     try:
+        csv.field_size_limit(MAX_CSV_FIELD)
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise UnusableRecord(f"unreadable CSV ({str(exc)[:120]}; a field over {MAX_CSV_FIELD} bytes or a bad quote)") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UnusableRecord(f"unreadable CSV ({type(exc).__name__}: {exc})") from None
+        raise UnusableRecord(f"unreadable CSV ({type(exc).__name__}: {str(exc)[:120]})") from None
+    finally:
+        csv.field_size_limit(limit)
+    if len({len(r) for r in rows}) > 1:
+        raise UnusableRecord("CSV rows of unequal length")
     if not rows:
         raise UnusableRecord("empty CSV")
     header = None
@@ -242,7 +335,7 @@ def read_csv(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarr
     try:
         data = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
     except ValueError as exc:
-        raise UnusableRecord(f"non-numeric value in CSV ({exc})") from None
+        raise UnusableRecord(f"non-numeric value in CSV ({str(exc)[:120]})") from None
     if data.ndim != 2 or not len(data):
         raise UnusableRecord("CSV rows of unequal length or no samples")
     if data.shape[1] == channels:
@@ -256,6 +349,118 @@ def read_csv(path: Path, lead: str | None = None, channels: int = 1) -> np.ndarr
     return pick_rows(data.T, lead, channels)
 
 
+def header_text(record: Path) -> str:
+    """The text of `record`.hea: a regular file of at most MAX_HEADER_BYTES, UTF-8, with a record line."""
+    hea = record.with_name(record.name + ".hea")
+    raw = read_bounded(hea, MAX_HEADER_BYTES, "header")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnusableRecord(f"header not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}") from None
+    if "\x00" in text:
+        raise UnusableRecord("header holds NUL bytes: not a text header")
+    if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
+        raise UnusableRecord("header empty: no record line (only comments or blank lines)")
+    return text
+
+
+def _header_number(token: str, key: str, cast=float) -> float:
+    if len(token) > 20:
+        raise UnusableRecord(f"header does not parse: {key} {token[:24]}... has {len(token)} characters")
+    try:
+        value = cast(token)
+    except (ValueError, OverflowError):
+        raise UnusableRecord(f"header does not parse: {key} {token[:24]!r} is not a number") from None
+    return value
+
+
+def parse_header(text: str) -> dict[str, Any]:
+    """The fields of a single-segment WFDB header this layer checks, parsed here (not by wfdb, which falls
+    back to 250 Hz for a rate it cannot parse): fs, n_sig, sig_len and per signal its file, format,
+    samples per frame, byte offset and gain. UnusableRecord naming the field for anything implausible."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    rec = lines[0].split("#")[0].split()
+    if len(rec) < 2:
+        raise UnusableRecord(f"header does not parse: record line {lines[0][:60]!r} needs a name and a signal count")
+    if "/" in rec[0]:
+        raise UnusableRecord("multi-segment record: not supported")
+    n_sig = int(_header_number(rec[1], "signal count", int))
+    if n_sig < 1:
+        raise UnusableRecord("no signals: the header lists none")
+    if n_sig > MAX_SIGNALS:
+        raise UnusableRecord(f"bad header field: signal count {n_sig} over {MAX_SIGNALS}")
+    if len(rec) > 2:
+        fs = check_fs(rec[2].split("/")[0].split("(")[0], "sampling rate")
+    else:
+        fs = 250.0  # the WFDB default when the field is absent
+    sig_len = int(_header_number(rec[3], "length", int)) if len(rec) > 3 else 0
+    if sig_len < 0:
+        raise UnusableRecord(f"bad header field: length {sig_len} is negative")
+    if sig_len / fs > MAX_HOURS * 3600:
+        raise UnusableRecord(f"enormous length: header claims {sig_len} samples ({sig_len / fs / 3600:.0f} h at "
+                             f"{fs:g} Hz), over {MAX_HOURS:g} h, not read")
+    if len(lines) - 1 < n_sig:
+        raise UnusableRecord(f"bad header: {n_sig} signal(s) declared, {len(lines) - 1} signal line(s)")
+    signals = []
+    for ln in lines[1:1 + n_sig]:
+        tok = ln.split()
+        fname = tok[0]
+        if len(fname) > MAX_FILE_NAME:
+            raise UnusableRecord(f"bad signal file name: {len(fname)} characters, over {MAX_FILE_NAME}")
+        if "/" in fname or "\\" in fname or fname in (".", ".."):
+            raise UnusableRecord(f"bad signal file name: {fname[:60]!r} holds a path (a file beside the header only)")
+        if len(tok) < 2:
+            raise UnusableRecord(f"bad header signal line: {ln[:60]!r} has no format")
+        fmt_tok = tok[1]
+        fmt = fmt_tok.split("x")[0].split(":")[0].split("+")[0]
+        spf = int(_header_number(fmt_tok.split("x")[1].split(":")[0].split("+")[0], "samples per frame", int)) \
+            if "x" in fmt_tok else 1
+        offset = int(_header_number(fmt_tok.split("+")[1], "byte offset", int)) if "+" in fmt_tok else 0
+        if not 1 <= spf <= 1024 or offset < 0:
+            raise UnusableRecord(f"bad header field: format {fmt_tok[:30]!r} (samples per frame 1-1024, offset >= 0)")
+        gain = None
+        if len(tok) > 2:
+            gain = _header_number(tok[2].split("/")[0].split("(")[0], "gain")
+            if not np.isfinite(gain) or gain == 0:
+                raise UnusableRecord(f"bad header field: gain {tok[2][:30]} (finite and non-zero)")
+        signals.append({"file": fname, "fmt": fmt, "spf": spf, "offset": offset, "gain": gain})
+    return {"fs": fs, "n_sig": n_sig, "sig_len": sig_len, "signals": signals}
+
+
+def check_signal_files(info: dict[str, Any], folder: Path) -> None:
+    """Every signal file is a regular file beside the header holding the samples the header claims
+    (before anything is allocated); a compressed one may claim at most MAX_COMPRESSED_VALUES."""
+    per_file: dict[str, list[dict]] = {}
+    for sig in info["signals"]:
+        per_file.setdefault(sig["file"], []).append(sig)
+    sig_len = info["sig_len"]
+    for fname, sigs in per_file.items():
+        if fname == "~":  # a null signal (WFDB): no file
+            continue
+        have = regular_file(folder / fname, "signal file")
+        fmt = sigs[0]["fmt"]
+        if fmt not in BYTES_PER_SAMPLE:
+            if sig_len * len(sigs) > MAX_COMPRESSED_VALUES:
+                raise UnusableRecord(f"enormous length: header claims {sig_len} x {len(sigs)} samples in "
+                                     f"compressed {fname}, over {MAX_COMPRESSED_VALUES:.0e}: not read")
+            continue
+        if not sig_len:
+            if have / BYTES_PER_SAMPLE[fmt] / info["fs"] > MAX_HOURS * 3600 * len(sigs):
+                raise UnusableRecord(f"enormous signal file: {fname} holds over {MAX_HOURS:g} h of samples")
+            continue
+        need = int(sigs[0]["offset"] + np.ceil(sig_len * sum(s["spf"] for s in sigs) * BYTES_PER_SAMPLE[fmt]))
+        if have < need:
+            raise UnusableRecord(f"signal file truncated: {fname} has {have} bytes, the header needs {need}")
+
+
+def checked_header(record: Path) -> tuple[str, dict[str, Any]]:
+    """(header text, parsed fields) of a WFDB record, every check of this layer passed."""
+    text = header_text(record)
+    info = parse_header(text)
+    check_signal_files(info, record.parent)
+    return text, info
+
+
 @contextmanager
 def fixed_header(record: Path, text: str | None = None) -> Iterator[Path]:
     """A record path wfdb can read: the original, or a corrected copy of its header in a temporary folder.
@@ -265,7 +470,7 @@ def fixed_header(record: Path, text: str | None = None) -> Iterator[Path]:
     signal files are linked (or copied) beside the corrected header. `text`: the header, if already read.
     """
     if text is None:
-        text = record.with_name(record.name + ".hea").read_text(encoding="utf-8")
+        text = header_text(record)
     lines = text.splitlines()
     first = next((i for i, ln in enumerate(lines) if ln.strip() and not ln.lstrip().startswith("#")), None)
     name = lines[first].split()[0].split("/")[0] if first is not None else record.name
@@ -297,11 +502,14 @@ def read_wfdb(path: Path, lead: str | None = None, channels: int = 1) -> tuple[n
     except ImportError:
         raise UnusableRecord("reading WFDB records needs the wfdb package (pip install wfdb)") from None
     base = path.with_suffix("") if path.suffix == ".hea" else path
+    text, info = checked_header(base)
     try:
-        with fixed_header(base) as readable:
+        with fixed_header(base, text) as readable:
             rec = wfdb.rdrecord(str(readable), physical=True)
     except Exception as exc:
-        raise UnusableRecord(f"WFDB record unreadable ({type(exc).__name__}: {exc})") from None
+        raise UnusableRecord(f"WFDB record unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if rec.p_signal is None or not np.isclose(float(rec.fs), info["fs"]):
+        raise UnusableRecord(f"WFDB record unreadable: wfdb read {rec.fs} Hz, the header says {info['fs']:g} Hz")
     sig = np.asarray(rec.p_signal, dtype=np.float64).T
     for i, unit in enumerate(rec.units or []):
         if str(unit).lower() in ("uv", "µv", "microvolt"):
@@ -313,17 +521,22 @@ def read_wfdb(path: Path, lead: str | None = None, channels: int = 1) -> tuple[n
             sig = sig[[names.index(want[0])]]
         elif sig.shape[0] > 1:
             raise UnusableRecord(f"lead missing: no lead {lead} (leads: {', '.join(rec.sig_name)})")
-    return pick_rows(sig, None, channels), float(rec.fs)
+    return pick_rows(sig, None, channels), info["fs"]
 
 
 def is_wfdb_path(path: Path) -> bool:
     """A .hea, or a record name with a .hea beside it (not a .npy / .csv)."""
-    return path.suffix == ".hea" or (path.suffix not in (".npy", ".csv") and path.with_name(path.name + ".hea").exists())
+    try:
+        return path.suffix == ".hea" or (path.suffix not in (".npy", ".csv") and path.with_name(path.name + ".hea").exists())
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def read_record(path: str | Path, fs: float | None, lead: str | None, channels: int = 1) -> tuple[np.ndarray, float]:
     """(signal [C, T] float64, sampling rate Hz) of a .npy, .csv or WFDB record; UnusableRecord if bad."""
     path = Path(path)
+    if len(path.name) > MAX_FILE_NAME:
+        raise UnusableRecord(f"file name too long: {len(path.name)} characters")
     if is_wfdb_path(path):
         if not (path if path.suffix == ".hea" else path.with_name(path.name + ".hea")).exists():
             raise UnusableRecord("no such file")
@@ -332,7 +545,8 @@ def read_record(path: str | Path, fs: float | None, lead: str | None, channels: 
         raise UnusableRecord("no such file")
     if path.suffix not in (".npy", ".csv"):
         raise UnusableRecord("unknown record type (expected .npy, .csv or a WFDB .hea)")
-    if not fs or fs <= 0:
+    if fs is None:
         raise UnusableRecord(f"{path.suffix} records need the sampling rate: --fs HZ")
+    fs = check_fs(fs, "--fs")
     reader = read_npy if path.suffix == ".npy" else read_csv
-    return reader(path, lead, channels), float(fs)
+    return reader(path, lead, channels), fs

@@ -50,6 +50,10 @@ def window_results(probs: np.ndarray, starts: list[int], classes: list[str], fs:
     """One dict per window: start_s, end_s (s from the record start), rhythm, probability, all probabilities."""
     out = []
     for p, s in zip(probs, starts):
+        if not np.isfinite(p).all():  # a non-finite probability never becomes a class (nor NaN in JSON)
+            out.append({"start_s": round(s / fs, 3), "end_s": round((s + length) / fs, 3), "rhythm": None,
+                        "probability": None, "probabilities": None, "error": "non-finite model output"})
+            continue
         k = int(np.argmax(p))
         out.append({"start_s": round(s / fs, 3), "end_s": round((s + length) / fs, 3), "rhythm": classes[k],
                     "probability": round(float(p[k]), 6),
@@ -59,10 +63,14 @@ def window_results(probs: np.ndarray, starts: list[int], classes: list[str], fs:
 
 def summarise(windows: list[dict], classes: list[str]) -> dict:
     """Record-level rhythm: the majority over windows (ties: higher mean probability), per-class max probability."""
-    counts = {c: sum(w["rhythm"] == c for w in windows) for c in classes}
-    mean = {c: float(np.mean([w["probabilities"][c] for w in windows])) for c in classes}
+    scored = [w for w in windows if w.get("probabilities")]
+    if not scored:
+        return {"rhythm": None, "windows": len(windows), "counts": {}, "mean_probabilities": None,
+                "max_probabilities": None}
+    counts = {c: sum(w["rhythm"] == c for w in scored) for c in classes}
+    mean = {c: float(np.mean([w["probabilities"][c] for w in scored])) for c in classes}
     majority = max(classes, key=lambda c: (counts[c], mean[c]))
-    peak = {c: max(w["probabilities"][c] for w in windows) for c in classes}
+    peak = {c: max(w["probabilities"][c] for w in scored) for c in classes}
     return {"rhythm": majority, "windows": len(windows), "counts": {c: n for c, n in counts.items() if n},
             "mean_probabilities": {c: round(v, 6) for c, v in mean.items()},
             "max_probabilities": {c: round(v, 6) for c, v in peak.items()}}
@@ -210,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: beside run.py)")
     args = ap.parse_args(argv)
+    if args.fs is not None:
+        try:
+            pre.check_fs(args.fs, "--fs")
+        except pre.UnusableRecord as exc:
+            print(f"run.py: {exc}", file=sys.stderr)
+            return 2
     bundle = Bundle(args.bundle, threads=args.threads)
     if args.stdin:
         return run_stdin(bundle, args.fs, args.raw, args.hop, not args.no_quality)
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"record": rec, "error": str(exc)})
     spec = bundle.spec
     print(json.dumps({"artifact": spec["model_file"], "kind": "onnxruntime", "precision": spec.get("precision"),
-                      "classes": spec["classes"], "records": results}, indent=2))
+                      "classes": spec["classes"], "records": results}, indent=2, allow_nan=False))
     return 0 if any("error" not in r for r in results) else 2
 
 

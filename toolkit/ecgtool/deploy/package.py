@@ -20,7 +20,7 @@ import click
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
-from ecgtool.core.manifest import find_run_root, manifest_entry, record_artifact
+from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, record_artifact, verify_artifact
 from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER, BUNDLE_SPEC,
                                 BUNDLE_STREAM, CONFIG, MANIFEST, METRICS, WEIGHTS)
 from ecgtool.data import preprocess, stream
@@ -70,6 +70,32 @@ def _onnx_of(artifact: Path, precision: str, data: str | os.PathLike | None) -> 
             raise BadInput(f"{folder}: no fresh {target.name}; INT8 needs --data DIR for calibration")
     export(folder, fmt, **({"data": data} if data is not None else {}))
     return target
+
+
+def external_data_files(model, folder: Path) -> list[Path]:
+    """The external-data files an ONNX model's initializers name (beside it), each checked: a plain file
+    name (no path), a regular file; BadInput naming the file and the reason otherwise."""
+    from onnx.external_data_helper import uses_external_data
+
+    names: list[str] = []
+    for t in model.graph.initializer:
+        if uses_external_data(t):
+            loc = {e.key: e.value for e in t.external_data}.get("location", "")
+            if loc not in names:
+                names.append(loc)
+    files = []
+    for loc in names:
+        if not loc or "/" in loc or "\\" in loc or loc in (".", "..") or len(loc) > 255:
+            raise BadInput(f"{folder}: external-data weights at {loc[:80]!r}: not a file name beside the model; "
+                           "refusing to package it")
+        if loc in (BUNDLE_MODEL, BUNDLE_SPEC, BUNDLE_RUNNER, BUNDLE_PREPROCESS, "SHA256SUMS", "README.md",
+                   "requirements.txt"):
+            raise BadInput(f"{folder / loc}: external-data file name clashes with a bundle file; refusing to package it")
+        path = folder / loc
+        if path.is_symlink() or not path.is_file():
+            raise BadInput(f"{path}: external-data weights missing or not a regular file; refusing to package it")
+        files.append(path)
+    return files
 
 
 def _bundle_readme(spec: dict, model_json: dict) -> str:
@@ -124,13 +150,16 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         raise BadInput(f"{precision}: unknown precision (choose from {', '.join(PRECISIONS)})")
     if out.exists() and (out.is_file() or (any(out.iterdir()) and not overwrite)):
         raise BadInput(f"{out}: exists and is not an empty folder (use --overwrite to replace a bundle)")
+    verify_artifact(src)  # a tampered model folder or .onnx is refused before anything is exported or copied
     onnx_path = _onnx_of(src, precision, data)
+    verify_artifact(onnx_path)
     config = artifact_config(onnx_path)
     classes = list(config.get("classes") or [])
     if not classes:
         raise BadInput(f"{onnx_path}: neither a config.json nor its metadata names the classes; a bundle needs them")
     spec = preprocessing_spec(config, lead, source=onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
+    external = external_data_files(model, Path(onnx_path).parent)  # bundled beside model.onnx
     inp = model.graph.input[0]
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     folder_metrics = Path(onnx_path).parent / METRICS
@@ -152,8 +181,17 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes")},
         "metrics": metrics, "ecgtool_version": __version__,
     }
+    recorded = manifest_entry(Path(onnx_path)).get("sha256")
     with atomic_dir(out) as tmp:
         shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
+        # the copy is what ships: hashed again so that a file replaced after the check above is refused too
+        shipped = sha256(tmp / BUNDLE_MODEL)
+        if is_verifying() and recorded and shipped != recorded:
+            raise BadInput(f"{onnx_path}: differs from its SHA-256 in the run's manifest.json (changed while "
+                           "packaging?); refusing to package it")
+        model_json["source"]["sha256"] = shipped
+        for f in external:
+            shutil.copyfile(f, tmp / f.name)
         write_json(tmp / BUNDLE_SPEC, model_json)
         shutil.copyfile(Path(bundle_runner.__file__), tmp / BUNDLE_RUNNER)
         shutil.copyfile(Path(preprocess.__file__), tmp / BUNDLE_PREPROCESS)

@@ -143,7 +143,8 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
                 signal, rec_fs = read_input(rec, fs, spec["lead"], spec["channels"])
                 x, starts, dropped = prepare_windows(signal, rec_fs, spec)
             except UnusableRecord as exc:
-                ui.warn(f"{rec}: {exc}")
+                if len(records) > 1:  # a lone record's reason is the command's one error line
+                    ui.warn(f"{rec}: {exc}")
                 results.append({"record": str(rec), "error": str(exc)})
                 bar.advance()
                 continue
@@ -245,6 +246,11 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     from ecgtool.runtime import load
 
     opts = {k: v for k, v in options.items() if v is not None}
+    if "fs" in opts:
+        try:
+            opts["fs"] = preprocess.check_fs(opts["fs"], "--fs")
+        except UnusableRecord as exc:
+            raise BadInput(str(exc)) from None
     if out is not None and out.is_file():
         raise BadInput(f"{out}: --out must be a folder")
     if opts.get("hop") is not None and opts["hop"] <= 0:
@@ -289,7 +295,7 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
             click.echo(str(episodes.write_wfdb(stem, where, r["windows"], r["fs"])))
         return
     if out is None:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(doc, indent=2, allow_nan=False))
         return
     path = write_json(out / "predictions.json", doc)
     source = artifact if artifact.exists() else None
@@ -312,7 +318,11 @@ def predict_array(model: Any, signal: Any, fs: float, lead: str | int | None = N
     predictor = load(model) if isinstance(model, (str, os.PathLike)) else model
     spec = {**preprocessing_spec(predictor.config or {}), "window_policy": window_policy}
     arr = np.asarray(signal)
-    if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.number) or not fs or float(fs) <= 0:
+    try:
+        fs = preprocess.check_fs(fs)
+    except UnusableRecord as exc:
+        raise BadInput(f"signal: {exc}") from None
+    if arr.ndim not in (1, 2) or arr.dtype.kind not in "iuf":
         raise BadInput(f"signal: expected a numeric array [T] or [C, T] and fs > 0, got {arr.dtype} {list(arr.shape)}, "
                        f"fs {fs}")
     try:

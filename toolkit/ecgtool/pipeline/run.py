@@ -192,6 +192,44 @@ def _check_list(where: str, key: str, values: Any, valid: Any, what: str, cast: 
     return [cast(v) for v in values]
 
 
+#: value bounds of the numeric keys (lo, hi, integer?, hi exclusive?): an absurd value is refused naming the key
+#: before any step runs (a width of 10^4 or a kernel of 10^7 would otherwise run for minutes and take GBs)
+VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "train.width": (1, 1024, True, False), "train.kernel_size": (1, 255, True, False),
+    "train.dropout": (0, 1, False, True), "train.epochs": (1, 10_000, True, False),
+    "train.batch_size": (1, 65_536, True, False), "train.lr": (1e-12, 10, False, False),
+    "train.patience": (0, 10_000, True, False), "train.seed": (0, 2**32 - 1, True, False),
+    "train.precise_bn": (0, 1_000_000, True, False), "train.budget_s": (0, 30 * 86_400, False, False),
+    "prune.steps": (1, 100, True, False), "prune.batch_size": (1, 65_536, True, False),
+    "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
+    "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),
+    "quantize.calib_size": (1, 1_000_000, True, False), "quantize.seed": (0, 2**32 - 1, True, False),
+    "bench.batch": (1, 4096, True, False), "bench.throughput_batch": (1, 65_536, True, False),
+    "bench.warmup": (0, 100_000, True, False), "bench.min_runs": (1, 1_000_000, True, False),
+    "bench.min_time_s": (0, 3600, False, False), "bench.max_eval": (1, 10**8, True, False),
+    "bench.seed": (0, 2**32 - 1, True, False), "report.tolerance": (0, 100, False, False),
+    "data.synth.per_class": (1, 1_000_000, True, False), "data.synth.total": (1, 10**8, True, False),
+    "data.synth.seed": (0, 2**32 - 1, True, False), "data.import.seed": (0, 2**32 - 1, True, False),
+}
+
+
+def _check_bounds(where: str, cfg: dict) -> None:
+    for key, (lo, hi, integer, open_hi) in VALUE_BOUNDS.items():
+        *path, name = key.split(".")
+        node: Any = cfg
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        if value is None:
+            continue
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or float(value).is_integer())
+        if ok:
+            ok = lo <= value < hi if open_hi else lo <= value <= hi  # nan and inf fail here
+        if not ok:
+            raise BadInput(f"{where}: {key}: expected {kind} in [{lo:g}, {hi:g}{')' if open_hi else ']'}, got {value!r}")
+
+
 def validate_config(cfg: dict, where: str = "config") -> None:
     """BadInput (one line: file, key, nearest valid name) for anything the steps would not accept."""
     from ecgtool.compress.quantize import METHODS
@@ -212,6 +250,7 @@ def validate_config(cfg: dict, where: str = "config") -> None:
         raise BadInput(f"{where}: data needs exactly one of `synth` or `import`")
     _check_keys(where, "data.synth", src.get("synth"), keys["data.synth"])
     _check_keys(where, "data.import", src.get("import"), keys["data.import"])
+    _check_bounds(where, cfg)
     if "import" in src:
         imp = src["import"] or {}
         if not {"format", "src"} <= set(imp):

@@ -55,7 +55,8 @@ def label_whole_record(raw: RawRecord, label: str, source_labels: str, opts: Imp
 
 def headers_under(src: Path) -> list[str]:
     """Record ids (paths relative to src, no suffix) of every WFDB header below src, sorted."""
-    return sorted(str(p.relative_to(src).with_suffix("")) for p in src.rglob("*.hea") if p.is_file())
+    # not only regular files: a .hea that is a link to a device or a FIFO is listed, then skipped with its reason
+    return sorted(str(p.relative_to(src).with_suffix("")) for p in src.rglob("*.hea") if not p.is_dir())
 
 
 def require(cond: bool, reason: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, minmax, prepare
+from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, minmax, prepare, regular_file
 from ecgtool.data.importers.common import ImportOptions, RecordWindows, require
 from ecgtool.data.importers.wfdb_read import read_record
 
@@ -71,10 +71,11 @@ def read(src: Path, record: str, opts: ImportOptions) -> RecordWindows:
     require(record not in PACED, "paced record: left out, its rhythm is the pacemaker's")
     path = src / record
     raw = read_record(path, opts.lead)
+    regular_file(path.with_name(f"{path.name}.atr"), "annotation file")  # never a link to /dev/zero or a FIFO
     try:
         ann = wfdb.rdann(str(path), "atr")
     except Exception as exc:
-        raise UnusableRecord(f"annotations unreadable: {record}.atr ({type(exc).__name__}: {exc})") from None
+        raise UnusableRecord(f"annotations unreadable: {record}.atr ({type(exc).__name__}: {str(exc)[:160]})") from None
     fs = raw.fs
     n = raw.signal.shape[-1]
     win = int(round(WINDOW_S * fs))
