@@ -26,10 +26,10 @@ from ecgtool.data.dataset import write_dataset
 from ecgtool.data.labels import load_label_set
 from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
 from ecgtool.data.splits import patient_split, random_split, split_overlap
-from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl
+from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl, records as unlabelled_records
 from ecgtool.data.importers.common import ImportOptions
 
-FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl)}
+FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl, unlabelled_records)}
 SPLIT_KINDS = ("patient", "random", "strat-fold")
 DATASET_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json", "skipped.csv")
 
@@ -131,6 +131,18 @@ def _read_records(source, src: Path, ids: list[str], opts: ImportOptions, spill:
 
 def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skipped, dropped, leads_seen, labels,
                      *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool) -> None:
+    if getattr(source, "UNLABELLED", False):  # `data import records`: every window unlabelled, all in train
+        from ecgtool.data.dataset import UNLABELLED
+
+        y = np.full(len(rows), UNLABELLED, dtype=np.int64)
+        splits = {"train": np.arange(len(rows)), "val": np.zeros(0, np.int64), "test": np.zeros(0, np.int64)}
+        meta = {"source": fmt, "source_path": str(src.resolve()), "sampling_rate": TARGET_FS, "seconds": WINDOW_S,
+                "lead": lead, "leads": leads_seen, "preprocessing": describe(bandpass), "window_policy": policy,
+                "unlabelled": True, "split": {"kind": "none (unlabelled: all windows in train)"},
+                "label_set": labels.to_meta(), "records_total": len(ids), "records_read": len(ids) - len(skipped),
+                "windows_dropped": dict(dropped)}
+        write_dataset(out, signals, y, labels.classes, rows, splits, meta, skipped=skipped, overwrite=overwrite)
+        return
     y = np.array([labels.index(r["label"]) for r in rows], dtype=np.int64)
     has_patients = source.HAS_PATIENTS and all(r.get("patient_id") for r in rows)
     several = len({r["record"] for r in rows}) < len(rows)  # some record gave several windows
@@ -197,6 +209,8 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
     meta = read_json(out / "meta.json")
     counts = meta["counts"]
     cls_rows = [{"class": c, **{s: counts[s][c] for s in ("train", "val", "test", "all")}} for c in meta["classes"]]
+    if "unlabelled" in counts["all"]:
+        cls_rows.append({"class": "unlabelled", **{s: counts[s].get("unlabelled", 0) for s in ("train", "val", "test", "all")}})
     reasons: Counter = Counter()
     if (out / "skipped.csv").exists():
         with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
@@ -225,7 +239,7 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a non-empty output folder.")
 @ui.quiet_option
 def import_command(fmt: str, src: Path, out: Path, **options) -> None:
-    """Import a PhysioNet collection (FORMAT: challenge, mitdb, cinc2017, ptbxl) from SRC into --out."""
+    """Import a PhysioNet collection (FORMAT: challenge, mitdb, cinc2017, ptbxl; records: any WFDB folder, unlabelled) from SRC into --out."""
     given = {k: v for k, v in options.items() if v is not None}
     if "records" in given:
         given["records"] = [r.strip() for r in given["records"].split(",") if r.strip()]
