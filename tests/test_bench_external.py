@@ -71,3 +71,12 @@ def test_bench_refuses_unlabelled_external(tmp_path):
                   {"train": idx, "val": [], "test": []}, {"sampling_rate": 40})
     with pytest.raises(BadInput, match="unlabelled"):
         load_externals([tmp_path / "u"])
+
+
+def test_pipeline_config_accepts_bench_external():
+    from ecgtool.pipeline.run import default_config, section_keys, validate_config
+
+    assert "external" in section_keys()["bench"]
+    cfg = default_config()
+    cfg["bench"] = {**(cfg.get("bench") or {}), "external": ["/data/handheld"]}
+    validate_config(cfg)  # no BadInput
