@@ -71,6 +71,15 @@ def test_calibration_biases_are_folded_into_the_classifier(trained_source, tmp_p
     # the adapted folder is an ordinary artifact: evaluate reads it and sees the calibrated F1
     assert evaluate_artifact(tmp_path / "cal", data)["macro_f1"] == pytest.approx(s["macro_f1_after"])
     assert bn_only["calibration"] is None
+    # and the biases travel into ONNX with no code of their own: ONNX Runtime gives the torch logits
+    from ecgtool.export import export
+    from ecgtool.runtime import load
+
+    onnx = export(tmp_path / "cal", "onnx", data=data)
+    x = np.asarray(load_dataset(data).signals[:8], dtype=np.float32)
+    with torch.no_grad():
+        ref = after(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(load(onnx.path).predict(x), ref, atol=1e-4)
 
 
 def test_fit_biases_corrects_a_prior_shift():

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ecgtool.core.errors import BadInput
-from ecgtool.core.ui import info, print_table, quiet_option
+from ecgtool.core.ui import as_percent, info, print_table, quiet_option
 
 #: bias grid of the calibration search (logit units) and its passes over the classes
 BIAS_GRID = np.linspace(-4.0, 4.0, 41)
@@ -202,7 +202,7 @@ def adapt_command(model: str, data: str, out: str, **options: Any) -> None:
                 {"model": "AdaBN", "macro_f1": s["macro_f1_adabn"]}]
         if s["calibration"]:
             rows.append({"model": "AdaBN + calibration", "macro_f1": s["macro_f1_after"]})
-        print_table(rows, ["model", "macro_f1"], title=f"{data}: test split")
+        print_table(as_percent(rows), ["model", "macro_f1"], title=f"{data}: test split (macro-F1 %)")
     if s["calibration"]:
         c = s["calibration"]
         info(f"calibration on {c['windows']} {c['split']} window(s): biases " +
