@@ -22,7 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_data as R  # noqa: E402
 
 VARIANTS = {"rr_baseline": (["rr_baseline"], {}), "plain": (["se_resnet"], {}),
-            "device-aug": (["se_resnet"], {"augment": "device"})}
+            "device-aug": (["se_resnet"], {"augment": "device"}),
+            "robust-norm": (["se_resnet"], {})}  # data imported with --normalisation robust
+
+
+def robust_paths(out: Path, stride: int) -> tuple[dict, dict]:
+    """Both datasets imported with --normalisation robust (and the strided cross target of MIT-BIH)."""
+    from ecgtool.data.importers import import_dataset
+
+    paths = {}
+    for key, (fmt, src) in R.SOURCES.items():
+        dest = out / "data" / f"{key}-robust"
+        if not (dest / "meta.json").exists():
+            import_dataset(fmt, src, dest, seed=0, normalisation="robust")
+        paths[key] = dest
+    cross = {"challenge": paths["challenge"],
+             "mitdb": R.every_nth_window(paths["mitdb"], stride, out / "data" / f"mitdb-robust-all-every{stride}")}
+    return paths, cross
 
 
 def main() -> None:
@@ -55,20 +71,21 @@ def main() -> None:
     rows = []
     for variant in [v for v in args.variants.split(",") if v]:
         archs, opts = VARIANTS[variant]
+        v_paths, v_cross = robust_paths(out, args.cross_stride) if variant == "robust-norm" else (paths, cross)
         for source, target in (("mitdb", "challenge"), ("challenge", "mitdb")):
-            data = paths[source]
+            data = v_paths[source]
             if archs != ["rr_baseline"]:
                 opts = {**opts, "width": args.width, "epochs": args.epochs, "patience": args.patience,
                         "batch_size": args.batch_size, "lr": 1e-3}
                 if source == "mitdb" and args.mitdb_stride > 1:
-                    data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"mitdb-every{args.mitdb_stride}")
+                    data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}")
             run = out / source / variant
             t1 = time.perf_counter()
             train_models(data, archs, [18], run, seed=0, threads=args.threads, resume=(run / "run.json").exists(), **opts)
             model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
             counts = load_dataset(paths[source]).meta["counts"]["train"]
             own = json.loads((model / "metrics.json").read_text())["macro_f1"]
-            m = evaluate_artifact(model, cross[target], split="all")
+            m = evaluate_artifact(model, v_cross[target], split="all")
             f1, shared = R.shared_macro_f1(m, counts)
             row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": variant, "own_test": own,
                    "target": f1, "target_adabn": None, "shared": ",".join(shared),
@@ -76,8 +93,8 @@ def main() -> None:
             if archs != ["rr_baseline"]:
                 adapted = out / source / f"{variant}-adabn-{target}"
                 if not (adapted / "config.json").exists():
-                    adapt_model(model, cross[target], adapted, split="all")
-                row["target_adabn"] = R.shared_macro_f1(evaluate_artifact(adapted, cross[target], split="all"), counts)[0]
+                    adapt_model(model, v_cross[target], adapted, split="all")
+                row["target_adabn"] = R.shared_macro_f1(evaluate_artifact(adapted, v_cross[target], split="all"), counts)[0]
             rows.append(row)
             print(json.dumps(row), flush=True)
     flags = subprocess.run("grep -m1 flags /proc/cpuinfo", shell=True, capture_output=True, text=True).stdout
