@@ -279,3 +279,15 @@ def test_resume_with_fewer_epochs_is_accepted(trained_run):
     r = CliRunner().invoke(main, [*fewer, "--resume"])
     assert r.exit_code == 0, r.output
     assert read_json(run / "run.json")["recipe"]["epochs_requested_first"] == 6
+
+
+def test_summary_row_has_no_f1_for_a_class_without_test_records():
+    from ecgtool.core.ui import as_percent, format_cell
+    from ecgtool.evaluate.metrics import compute_metrics
+    from ecgtool.train.run import _summary_row
+
+    m = compute_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["Normal", "AF", "PVC"])
+    row = _summary_row("m", {}, "se_resnet", 18, 8, {"params": 1, "macs": 1}, m)
+    assert row["f1_PVC"] is None and row["f1_AF"] == pytest.approx(0.8)
+    shown = as_percent([row])[0]
+    assert format_cell(shown["f1_PVC"]) == "-" and shown["f1_AF"] == 80.0

@@ -30,6 +30,7 @@ from ecgtool.core.files import write_csv, write_json, write_text
 from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.bench.int8 import ARGMAX, compare_with_parents, int8_columns, score_tensorrt_simulated
+from ecgtool.bench.external import external_columns, load_externals, score_externals
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
@@ -196,13 +197,14 @@ class BenchResult:
 def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str | None = THREADS, batch: int = 1,
           throughput_batch: int = 64, warmup: int = 10, min_runs: int = 30, min_time_s: float = 0.5,
           split: str = "test", max_eval: int | None = None, device: str = "cpu", out: str | os.PathLike | None = None,
-          seed: int = 0) -> BenchResult:
+          seed: int = 0, external: Sequence[str | os.PathLike] = ()) -> BenchResult:
     """Bench every runnable artifact under `paths` (RUN folders or artifacts) on `data` (a prepared dataset).
 
     One row per artifact: status, params, MACs, size on disk (MB), macro-F1 / weighted F1 / accuracy (fractions
     in [0, 1]) on `split` (first `max_eval` records), latency p50/p95 (ms) at `batch`, throughput (samples/s) at
     `throughput_batch`, peak memory (MB), load time (ms). A failing artifact becomes a `failed: ...` row.
     With `out`, writes bench.csv, bench.json and bench.md there and records them in its manifest.
+    `external`: other datasets (e.g. other devices), each adding an ext_f1_<name> column and worst_f1 (bench/external.py).
     """
     import torch
 
@@ -215,6 +217,10 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
         raise BadInput(f"{ds.root}: the {split!r} split is empty")
     x = np.ascontiguousarray(xs[:n], dtype=np.float32)
     y = np.asarray(ys[:n], dtype=np.int64)
+    if (y < 0).any():
+        raise BadInput(f"{ds.root}: split {split!r} has unlabelled windows (label -1); bench needs labels "
+                       "(unlabelled data is for `ecgtool adapt`)")
+    externals = load_externals(external, max_eval) if external else []
     x1 = x[np.arange(batch) % n]
     candidates = discover(paths)
     if not candidates:
@@ -231,13 +237,16 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
         _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
         score_tensorrt_simulated(rows, candidates, x, y, ds.classes, threads, throughput_batch, _metrics)
         compare_with_parents(rows, ds.classes)
+        if externals:
+            score_externals(rows, preds, externals, throughput_batch)
         _time_all(rows, preds, x, x1, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
                   min_runs=min_runs, min_time_s=min_time_s, device=device, seed=seed, bar=bar)
     del preds
     gc.collect()
     settings = {"data": str(Path(ds.root).resolve()), "split": split, "n_eval": n, "threads": threads,
                 "batch": batch, "throughput_batch": throughput_batch, "warmup": warmup, "min_runs": min_runs,
-                "min_time_s": min_time_s, "device": device, "seed": seed}
+                "min_time_s": min_time_s, "device": device, "seed": seed,
+                "external": [{"name": e["name"], "path": e["path"], "n": int(len(e["y"]))} for e in externals]}
     machine = {**machine_info(threads, device), "load_start": load_start, "load_end": _load_average()}
     result = BenchResult(rows, machine, settings, _dataset_summary(ds))
     if out is not None:
@@ -395,11 +404,18 @@ def csv_rows(rows: Sequence[dict]) -> tuple[list[dict], list[str]]:
     """Flat rows for CSV: per-class F1 as f1_<class> columns; the confusion matrix stays in JSON."""
     flat, columns = [], []
     for r in rows:
-        f = {k: v for k, v in r.items() if k not in ("per_class_f1", "confusion", "f1_delta")}
+        f = {k: v for k, v in r.items() if k not in ("per_class_f1", "confusion", "f1_delta", "external")}
         f.update({f"f1_{c}": v for c, v in (r.get("per_class_f1") or {}).items()})
         flat.append(f)
         columns += [k for k in f if k not in columns]
     return flat, columns
+
+
+def _pct_columns(rows: Sequence[dict]) -> tuple[str, ...]:
+    """The fraction columns shown in %: the standard ones plus the external ones."""
+    from ecgtool.core.ui import PERCENT_COLUMNS
+
+    return (*PERCENT_COLUMNS, *external_columns(rows))
 
 
 def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, dataset: dict) -> list[Path]:
@@ -412,7 +428,7 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           f"dropped); throughput at batch {settings['throughput_batch']} (samples/s; smaller where one call would "
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
-          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows), TABLE_COLUMNS)]
+          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows, _pct_columns(rows)), TABLE_COLUMNS + external_columns(rows))]
     int8 = [r for r in rows if r.get("precision") == "int8"]
     if int8:
         md += ["", "## INT8 against FP32 (the PyTorch row of the same model, same records; deltas and agreement in %, "
@@ -440,6 +456,8 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
 @click.option("--min-time", "min_time_s", type=float, default=None, help="Seconds of timed calls per artifact at least [default: 0.5].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Where to run [default: cpu].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for bench.csv/json/md [default: the run].")
+@click.option("--external", multiple=True, type=click.Path(), help="Another device's prepared dataset (all windows, "
+              "classes matched by name): adds an ext_f1 column and worst_f1 (repeatable).")
 @quiet_option
 def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options: Any) -> None:
     """Bench RUN folders or artifacts side by side: status, size, F1, latency, throughput, memory."""
@@ -448,7 +466,7 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
     result = bench(paths, data, out=target, **options)
     for line in machine_lines(result.machine):
         click.echo(line)
-    print_table(as_percent(result.rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
+    print_table(as_percent(result.rows, _pct_columns(result.rows)), TABLE_COLUMNS + external_columns(result.rows), title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")
     if not any(r["status"] == "ok" for r in result.rows):
         raise EcgtoolError(f"{paths[0]}: no artifact ran (see the status column)")

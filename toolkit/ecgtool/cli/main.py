@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("ecgtool.report.build:report_command", "Size-accuracy report (HTML + markdown) of a benched run."),
     "pipeline": ("ecgtool.pipeline.run:pipeline_command", "Everything from data to report, from one YAML config."),
     "predict": ("ecgtool.deploy.predict:predict_command", "Rhythm per window of ECG records with any artifact."),
+    "adapt": ("ecgtool.train.adapt:adapt_command", "AdaBN: adapt a model to a device from its (unlabelled) windows."),
     "package": ("ecgtool.deploy.package:package_command", "A deploy bundle that runs without torch or ecgtool."),
     "distill": ("ecgtool.train.distill:distill_command", "Knowledge distillation from any artifact into a small student."),
     "search": ("ecgtool.search.budget:search_command", "Models that fit a latency or size budget on this machine."),

@@ -20,6 +20,8 @@ from ecgtool.core.errors import BadInput
 
 REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json")
 SPLITS = ("train", "val", "test")
+#: the label of a window without one (`ecgtool data import records`): accepted by `adapt`, refused by scoring
+UNLABELLED = -1
 
 
 @dataclass
@@ -92,8 +94,9 @@ def load_dataset(path: str | os.PathLike, require_splits: bool = True) -> Prepar
         raise BadInput(f"{root / 'labels.npy'}: {labels.shape[0]} labels for {signals.shape[0]} signals")
     if "classes" not in meta or "sampling_rate" not in meta:
         raise BadInput(f"{root / 'meta.json'}: lacks 'classes' or 'sampling_rate'")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
-        raise BadInput(f"{root / 'labels.npy'}: label outside 0..{len(meta['classes']) - 1}")
+    if len(labels) and (labels.min() < UNLABELLED or labels.max() >= len(meta["classes"])):
+        raise BadInput(f"{root / 'labels.npy'}: label outside 0..{len(meta['classes']) - 1} "
+                       f"(or {UNLABELLED}: unlabelled)")
     splits = {k: np.asarray(v, dtype=np.int64) for k, v in raw_splits.items()}
     if require_splits:
         for name in SPLITS:
@@ -102,12 +105,29 @@ def load_dataset(path: str | os.PathLike, require_splits: bool = True) -> Prepar
     return PreparedDataset(root=root, signals=signals, labels=labels.astype(np.int64), splits=splits, meta=meta)
 
 
+def is_unlabelled(data: PreparedDataset, idx: np.ndarray | None = None) -> bool:
+    """True when any window (of `idx`, default all) has no label (UNLABELLED)."""
+    labels = data.labels if idx is None else data.labels[idx]
+    return bool(len(labels)) and bool((labels < 0).any())
+
+
+def require_labels(data: PreparedDataset, idx: np.ndarray, what: str) -> None:
+    """BadInput (one line) when windows `idx` include unlabelled ones: `what` cannot score them."""
+    n = int((data.labels[idx] < 0).sum())
+    if n:
+        raise BadInput(f"{data.root}: {n} of {len(idx)} window(s) are unlabelled (label {UNLABELLED}); "
+                       f"{what} needs labels (unlabelled data is for `ecgtool adapt`)")
+
+
 def counts_per_split(labels: np.ndarray, splits: dict[str, np.ndarray], classes: Sequence[str]) -> dict:
     """{split: {class: count}} for meta.json and `ecgtool data info`."""
     out = {}
     for name, idx in splits.items():
-        bc = np.bincount(labels[idx], minlength=len(classes))
+        lab = np.asarray(labels)[np.asarray(idx, dtype=np.int64)]
+        bc = np.bincount(lab[lab >= 0], minlength=len(classes))
         out[name] = {c: int(n) for c, n in zip(classes, bc)}
+        if (lab < 0).any():
+            out[name]["unlabelled"] = int((lab < 0).sum())
     return out
 
 
@@ -140,7 +160,7 @@ def write_dataset(
     full_meta["channels"] = int(signals.shape[1])
     full_meta["length"] = int(signals.shape[2])
     full_meta["counts"] = counts_per_split(labels, splits, classes)
-    full_meta["counts"]["all"] = {c: int(n) for c, n in zip(classes, np.bincount(labels, minlength=len(classes)))}
+    full_meta["counts"]["all"] = counts_per_split(labels, {"all": np.arange(len(labels))}, classes)["all"]
     full_meta["skipped"] = {"count": len(skipped), "reasons": _reason_counts(skipped)}
 
     with atomic_dir(out) as tmp:

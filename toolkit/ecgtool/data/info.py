@@ -24,7 +24,7 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     meta, classes = ds.meta, ds.classes
     n, channels, length = ds.signals.shape
     counts = counts_per_split(ds.labels, ds.splits, classes)
-    counts["all"] = {c: int(k) for c, k in zip(classes, np.bincount(ds.labels, minlength=len(classes)))}
+    counts["all"] = counts_per_split(ds.labels, {"all": np.arange(len(ds.labels))}, classes)["all"]
     split = meta.get("split")  # a kind ("random") or, from importers, a dict with "kind" and details
     split_kind = split.get("kind") if isinstance(split, dict) else split
     seed = meta.get("seed", split.get("seed") if isinstance(split, dict) else None)

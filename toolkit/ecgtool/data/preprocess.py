@@ -36,6 +36,11 @@ BAND_HZ = (0.5, 40.0)
 FLAT_MV = 0.01
 BAND_ORDER = 4
 NORMALISATION = "minmax"  # per window and lead, to [0, 1]
+#: robust normalisation: (x - median) / IQR per window and lead, clipped to +-ROBUST_CLIP, divided by it (so in
+#: [-1, 1]): one artefact spike cannot squeeze the window as it does under min-max
+ROBUST = "robust"
+NORMALISATIONS = (NORMALISATION, ROBUST)
+ROBUST_CLIP = 20.0
 DEFAULT_LEAD = "II"
 
 
@@ -165,7 +170,29 @@ def minmax(window: np.ndarray, flat_mv: float = FLAT_MV) -> np.ndarray:
     return ((window - lo) / rng).astype(np.float32)
 
 
-def cut_windows(signal200: np.ndarray, policy: str = "first") -> tuple[np.ndarray, list[int], list[str]]:
+def robust(window: np.ndarray, flat_mv: float = FLAT_MV, clip: float = ROBUST_CLIP) -> np.ndarray:
+    """(x - median) / IQR of each lead of a [C, L] window, clipped to +-clip and divided by clip ([-1, 1]);
+    UnusableRecord for a flat lead (as minmax). An IQR under flat_mv / 10 is replaced by it."""
+    lo, hi = window.min(axis=-1, keepdims=True), window.max(axis=-1, keepdims=True)
+    if ((hi - lo) < flat_mv).any():
+        raise UnusableRecord(f"flat line: peak-to-peak below {flat_mv:g} mV in "
+                             f"{int(((hi - lo) < flat_mv).sum())} lead(s)")
+    q25, med, q75 = np.percentile(window, [25, 50, 75], axis=-1, keepdims=True)
+    iqr = np.maximum(q75 - q25, flat_mv / 10)
+    return (np.clip((window - med) / iqr, -clip, clip) / clip).astype(np.float32)
+
+
+def normalise(window: np.ndarray, method: str = NORMALISATION, flat_mv: float = FLAT_MV) -> np.ndarray:
+    """A [C, L] window normalised by `method` (NORMALISATIONS); ValueError for an unknown one."""
+    if method == NORMALISATION:
+        return minmax(window, flat_mv)
+    if method == ROBUST:
+        return robust(window, flat_mv)
+    raise ValueError(f"unknown normalisation {method!r} (this version knows {', '.join(NORMALISATIONS)})")
+
+
+def cut_windows(signal200: np.ndarray, policy: str = "first",
+                normalisation: str = NORMALISATION) -> tuple[np.ndarray, list[int], list[str]]:
     """Cut a prepared [C, T] record into normalised windows [n, C, L].
 
     Returns (windows, start sample of each kept window, reasons for windows dropped as flat).
@@ -174,7 +201,7 @@ def cut_windows(signal200: np.ndarray, policy: str = "first") -> tuple[np.ndarra
     kept, starts, dropped = [], [], []
     for s in window_starts(signal200.shape[-1], policy):
         try:
-            kept.append(minmax(signal200[:, s:s + WINDOW_LEN]))
+            kept.append(normalise(signal200[:, s:s + WINDOW_LEN], normalisation))
             starts.append(s)
         except UnusableRecord as exc:
             dropped.append(str(exc))
@@ -183,7 +210,7 @@ def cut_windows(signal200: np.ndarray, policy: str = "first") -> tuple[np.ndarra
     return np.stack(kept), starts, dropped
 
 
-def describe(band: bool) -> dict:
+def describe(band: bool, normalisation: str = NORMALISATION) -> dict:
     """The preprocessing, for meta.json (prose, plus the band-pass as numbers for `spec_from_meta`)."""
     return {
         "resample": f"scipy.signal.resample_poly to {TARGET_FS} Hz",
@@ -191,7 +218,9 @@ def describe(band: bool) -> dict:
         "bandpass_hz": list(BAND_HZ) if band else None,
         "bandpass_order": BAND_ORDER,
         "window": f"non-overlapping {WINDOW_S} s ({WINDOW_LEN} samples)",
-        "normalisation": "min-max to [0, 1] per window and lead",
+        "normalisation": "min-max to [0, 1] per window and lead" if normalisation == NORMALISATION else
+        f"robust: (x - median) / IQR per window and lead, clipped to +-{ROBUST_CLIP:g}, / {ROBUST_CLIP:g}",
+        "normalisation_method": normalisation,
     }
 
 
@@ -227,23 +256,25 @@ def spec_from_meta(meta: dict) -> dict[str, Any]:
     fs = float(meta.get("sampling_rate") or TARGET_FS)
     length = int(meta.get("length") or round(float(meta.get("seconds") or WINDOW_S) * fs))
     pre = meta.get("preprocessing")
-    band, order = None, BAND_ORDER
+    band, order, norm = None, BAND_ORDER, NORMALISATION
     if isinstance(pre, dict):
+        norm = pre.get("normalisation_method") or NORMALISATION
         # older meta.json files say only in prose that they were band-passed, always with BAND_HZ
         band = pre.get("bandpass_hz") or (list(BAND_HZ) if pre.get("bandpass") else None)
         order = int(pre.get("bandpass_order") or BAND_ORDER)
     lead = meta.get("lead")
     lead = lead if isinstance(lead, str) and lead and " " not in lead else DEFAULT_LEAD  # "single (AliveCor)"
     return make_spec(sampling_rate=fs, window_len=length, channels=int(meta.get("channels") or 1), lead=lead,
-                     bandpass_hz=band, bandpass_order=order, classes=meta.get("classes"))
+                     bandpass_hz=band, bandpass_order=order, normalisation=norm, classes=meta.get("classes"))
 
 
 def windows_for_spec(signal: np.ndarray, fs: float, spec: dict,
                      policy: str | None = None) -> tuple[np.ndarray, list[int], list[dict]]:
     """One record [C, T] at `fs` Hz prepared as `spec` says: (windows [n, C, L] float32, start sample of
     each at the spec's rate, dropped windows as {"start_s", "reason"}). UnusableRecord when nothing is left."""
-    if spec.get("normalisation", NORMALISATION) != NORMALISATION:
-        raise ValueError(f"unknown normalisation {spec['normalisation']!r} (this version knows {NORMALISATION!r})")
+    norm = spec.get("normalisation", NORMALISATION)
+    if norm not in NORMALISATIONS:
+        raise ValueError(f"unknown normalisation {norm!r} (this version knows {', '.join(NORMALISATIONS)})")
     target, length = float(spec["sampling_rate"]), int(spec["window_len"])
     fs = check_fs(fs)
     x = np.atleast_2d(np.asarray(signal, dtype=np.float64))
@@ -257,7 +288,7 @@ def windows_for_spec(signal: np.ndarray, fs: float, spec: dict,
     kept, starts, dropped = [], [], []
     for s in window_starts(x.shape[-1], policy or spec.get("window_policy") or "all", length):
         try:
-            kept.append(minmax(x[:, s:s + length], flat))
+            kept.append(normalise(x[:, s:s + length], norm, flat))
             starts.append(s)
         except UnusableRecord as exc:
             dropped.append({"start_s": s / target, "reason": str(exc)})

@@ -17,7 +17,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.ui import format_cell, info, print_table, progress_bar, quiet_option, warn
-from ecgtool.data.dataset import PreparedDataset, load_dataset
+from ecgtool.data.dataset import PreparedDataset, load_dataset, require_labels
 from ecgtool.evaluate.metrics import compute_metrics, confusion_png, map_classes, per_class_rows
 
 
@@ -48,6 +48,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
         raise BadInput(f"{dataset.root}: signals have {dataset.signals.shape[1]} channel(s), the model expects {in_ch}")
 
     idx = np.sort(dataset.indices(split))
+    require_labels(dataset, idx, "scoring (evaluate, bench)")
     true_data = dataset.labels[idx]
     known = mapping.to_model[true_data] >= 0
     excluded = {c: int(np.sum(true_data == i)) for i, c in enumerate(dataset.classes)

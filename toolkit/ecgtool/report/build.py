@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import click
 
 from ecgtool.report import plots
+from ecgtool.report.external import cross_dataset_part, has_externals, recommendation_by_worst
 from ecgtool.core.files import read_json, write_text
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
@@ -220,6 +221,7 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str]) ->
                      f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
+        *([("Across datasets (bench --external)", cross_dataset_part(rows))] if has_externals(rows) else []),
         ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), TABLE))]),
         ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
@@ -270,7 +272,10 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> ReportResult:
     bench = read_bench(run)
     if tolerance < 0:
         raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
-    rec_lines = recommendation_block(bench["rows"], tolerance)
+    if has_externals(bench["rows"]):  # bench --external: recommend by the worst of own-test and external F1
+        rec_lines = recommendation_by_worst(bench["rows"], tolerance, recommendation_block)
+    else:
+        rec_lines = recommendation_block(bench["rows"], tolerance)
     from ecgtool.report import ship  # what ships, and warnings on the figures (report/ship.py)
 
     rec_lines += ship.ship_lines(bench["rows"], run, recommend, tolerance)

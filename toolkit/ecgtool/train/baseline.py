@@ -81,7 +81,8 @@ def summary_row(name: str, metrics: dict, seconds: float) -> dict:
     """A row of RUN/summary.csv in train's column layout (no depth, width, params or MACs for trees)."""
     row = {"model": name, "arch": ARCH, "depth": None, "width": None, "params": None, "macs": None,
            "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "weighted_f1": metrics["weighted_f1"]}
-    row.update({f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()})
+    # a class without test records has no F1 (None, printed "-"), not 0
+    row.update({f"f1_{c}": (v["f1"] if v["support"] else None) for c, v in metrics["per_class"].items()})
     row.update({"epochs_run": None, "best_epoch": None, "train_seconds": seconds,
                 "val_macro_f1": metrics["val"]["macro_f1"], "feature_ms_per_window": metrics["feature_ms_per_window"]})
     return row

@@ -33,6 +33,9 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accura
 
 def check_splits(data: PreparedDataset) -> None:
     """BadInput when train or val is empty, or a class of val/test never occurs in train (names it)."""
+    from ecgtool.data.dataset import require_labels
+
+    require_labels(data, data.indices("all"), "training")
 
     for name in ("train", "val"):
         if len(data.indices(name)) < 2:

@@ -65,7 +65,8 @@ def _summary_row(name: str, cfg_extra: dict, arch: str, depth: int, width: int, 
     row = {"model": name, "arch": arch, "depth": depth, "width": width, "params": stats["params"],
            "macs": stats["macs"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
            "weighted_f1": metrics["weighted_f1"]}
-    row.update({f"f1_{c}": v["f1"] for c, v in metrics["per_class"].items()})
+    # a class without test records has no F1 (None, printed "-"), not 0
+    row.update({f"f1_{c}": (v["f1"] if v["support"] else None) for c, v in metrics["per_class"].items()})
     row.update({"epochs_run": cfg_extra.get("epochs_run"), "best_epoch": cfg_extra.get("best_epoch"),
                 "train_seconds": cfg_extra.get("train_seconds")})
     return row

@@ -26,10 +26,10 @@ from ecgtool.data.dataset import write_dataset
 from ecgtool.data.labels import load_label_set
 from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
 from ecgtool.data.splits import patient_split, random_split, split_overlap
-from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl
+from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl, records as unlabelled_records
 from ecgtool.data.importers.common import ImportOptions
 
-FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl)}
+FORMATS = {m.NAME: m for m in (challenge, mitdb, cinc2017, ptbxl, unlabelled_records)}
 SPLIT_KINDS = ("patient", "random", "strat-fold")
 DATASET_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "meta.json", "skipped.csv")
 
@@ -48,6 +48,7 @@ def import_dataset(
     derive_st: bool = False,
     overwrite: bool = False,
     records: Sequence[str] | None = None,
+    normalisation: str = "minmax",
 ) -> Path:
     """Import a PhysioNet collection at `src` into a prepared dataset at `out`; returns `out`.
 
@@ -76,7 +77,12 @@ def import_dataset(
     policy = window_policy or source.DEFAULT_WINDOW_POLICY
     if policy not in ("first", "all"):
         raise BadInput(f"{policy}: unknown window policy (choose first or all)")
-    opts = ImportOptions(labels=labels, lead=lead, window_policy=policy, bandpass=bandpass, derive_st=derive_st)
+    from ecgtool.data.preprocess import NORMALISATIONS
+
+    if normalisation not in NORMALISATIONS:
+        raise BadInput(f"--normalisation {normalisation}: unknown (choose from {', '.join(NORMALISATIONS)})")
+    opts = ImportOptions(labels=labels, lead=lead, window_policy=policy, bandpass=bandpass, derive_st=derive_st,
+                         normalisation=normalisation)
 
     ids = source.list_records(src)
     if records is not None:
@@ -91,7 +97,8 @@ def import_dataset(
         rows, skipped, dropped, channels, leads_seen = _read_records(source, src, ids, opts, spill)
         signals = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(rows), channels, WINDOW_LEN))
         _split_and_write(fmt, source, src, out, ids, signals, rows, skipped, dropped, leads_seen, labels,
-                         lead=lead, policy=policy, bandpass=bandpass, split=split, seed=seed, overwrite=overwrite)
+                         lead=lead, policy=policy, bandpass=bandpass, split=split, seed=seed, overwrite=overwrite,
+                         normalisation=normalisation)
         del signals
     for name in DATASET_FILES:
         if (out / name).exists():
@@ -130,7 +137,20 @@ def _read_records(source, src: Path, ids: list[str], opts: ImportOptions, spill:
 
 
 def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skipped, dropped, leads_seen, labels,
-                     *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool) -> None:
+                     *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool,
+                     normalisation: str = "minmax") -> None:
+    if getattr(source, "UNLABELLED", False):  # `data import records`: every window unlabelled, all in train
+        from ecgtool.data.dataset import UNLABELLED
+
+        y = np.full(len(rows), UNLABELLED, dtype=np.int64)
+        splits = {"train": np.arange(len(rows)), "val": np.zeros(0, np.int64), "test": np.zeros(0, np.int64)}
+        meta = {"source": fmt, "source_path": str(src.resolve()), "sampling_rate": TARGET_FS, "seconds": WINDOW_S,
+                "lead": lead, "leads": leads_seen, "preprocessing": describe(bandpass, normalisation), "window_policy": policy,
+                "unlabelled": True, "split": {"kind": "none (unlabelled: all windows in train)"},
+                "label_set": labels.to_meta(), "records_total": len(ids), "records_read": len(ids) - len(skipped),
+                "windows_dropped": dict(dropped)}
+        write_dataset(out, signals, y, labels.classes, rows, splits, meta, skipped=skipped, overwrite=overwrite)
+        return
     y = np.array([labels.index(r["label"]) for r in rows], dtype=np.int64)
     has_patients = source.HAS_PATIENTS and all(r.get("patient_id") for r in rows)
     several = len({r["record"] for r in rows}) < len(rows)  # some record gave several windows
@@ -149,7 +169,7 @@ def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skip
         "seconds": WINDOW_S,
         "lead": "all" if lead.lower() == "all" else (lead if fmt != "cinc2017" else "single (AliveCor)"),
         "leads": leads_seen,
-        "preprocessing": describe(bandpass),
+        "preprocessing": describe(bandpass, normalisation),
         "window_policy": policy,
         "split": {"kind": kind, "seed": seed, "stratified": stratified,
                   "group": "patient" if has_patients else "record",
@@ -197,6 +217,8 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
     meta = read_json(out / "meta.json")
     counts = meta["counts"]
     cls_rows = [{"class": c, **{s: counts[s][c] for s in ("train", "val", "test", "all")}} for c in meta["classes"]]
+    if "unlabelled" in counts["all"]:
+        cls_rows.append({"class": "unlabelled", **{s: counts[s].get("unlabelled", 0) for s in ("train", "val", "test", "all")}})
     reasons: Counter = Counter()
     if (out / "skipped.csv").exists():
         with open(out / "skipped.csv", newline="", encoding="utf-8") as fh:
@@ -223,9 +245,12 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
               help="mitdb: label (N windows above 100 bpm as ST, marked derived in records.csv.")
 @click.option("--records", "records", default=None, help="Comma-separated record ids to import (default: all).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a non-empty output folder.")
+@click.option("--normalisation", type=click.Choice(["minmax", "robust"]), default=None,
+              help="Per-window normalisation: minmax (the paper's, [0, 1]) or robust (median/IQR, clipped); "
+                   "frozen into every model trained on it.")
 @ui.quiet_option
 def import_command(fmt: str, src: Path, out: Path, **options) -> None:
-    """Import a PhysioNet collection (FORMAT: challenge, mitdb, cinc2017, ptbxl) from SRC into --out."""
+    """Import a PhysioNet collection (FORMAT: challenge, mitdb, cinc2017, ptbxl; records: any WFDB folder, unlabelled) from SRC into --out."""
     given = {k: v for k, v in options.items() if v is not None}
     if "records" in given:
         given["records"] = [r.strip() for r in given["records"].split(",") if r.strip()]

@@ -39,6 +39,8 @@ def reference(src: Path) -> dict[str, str]:
                 continue
             if len(row) < 2:
                 raise BadInput(f"{path}: line {i + 1} is not 'record,label'")
+            if i == 0 and row[1].strip() not in LETTERS and not (src / f"{row[0].strip()}.hea").exists():
+                continue  # a header row ("Record,Label"): not a record
             ref[row[0].strip()] = row[1].strip()
         _references[key] = ref
     return _references[key]

@@ -21,6 +21,7 @@ class ImportOptions:
     window_policy: str = "first"
     bandpass: bool = False
     derive_st: bool = False
+    normalisation: str = "minmax"  # data.preprocess.NORMALISATIONS
 
 
 @dataclass
@@ -37,7 +38,7 @@ def label_whole_record(raw: RawRecord, label: str, source_labels: str, opts: Imp
                        record_id: str, patient_id: str = "", extra: dict | None = None) -> RecordWindows:
     """Preprocess a record that carries one label and cut it into windows (first or all)."""
     sig200 = prepare(raw.signal, raw.fs, band=opts.bandpass)
-    windows, starts, dropped = cut_windows(sig200, opts.window_policy)
+    windows, starts, dropped = cut_windows(sig200, opts.window_policy, opts.normalisation)
     rows = []
     for s in starts:
         rows.append({

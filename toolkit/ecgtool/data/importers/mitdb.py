@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, minmax, prepare, regular_file
+from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, normalise, prepare, regular_file
 from ecgtool.data.importers.common import ImportOptions, RecordWindows, require
 from ecgtool.data.importers.wfdb_read import read_record
 
@@ -115,7 +115,7 @@ def read(src: Path, record: str, opts: ImportOptions) -> RecordWindows:
         if s200 + WINDOW_LEN > sig200.shape[-1]:
             s200 = sig200.shape[-1] - WINDOW_LEN
         try:
-            kept.append(minmax(sig200[:, s200:s200 + WINDOW_LEN]))
+            kept.append(normalise(sig200[:, s200:s200 + WINDOW_LEN], opts.normalisation))
         except UnusableRecord as exc:
             dropped.append(str(exc))
             continue

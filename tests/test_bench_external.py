@@ -1,0 +1,82 @@
+"""bench --external: a macro-F1 column per external dataset (classes by name), worst_f1, and the report's
+cross-dataset table and recommendation by the worst F1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgtool.data.dataset import write_dataset
+
+
+def _external(out, classes, seed=5, per_class=10, length=400):
+    """A 'device' with a subset of the classes (and one the models do not know), the same sine rule as tiny_run."""
+    from tiny_run import DEFAULT_CLASSES
+
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    k = np.array([DEFAULT_CLASSES.index(c) if c in DEFAULT_CLASSES else 9 for c in classes])[labels]
+    t = np.linspace(0, 1, length, dtype=np.float32)
+    x = np.sin(2 * np.pi * (2 + k[:, None]) * t)[:, None, :] + 0.3 * rng.standard_normal((len(labels), 1, length))
+    recs = [{"record_id": f"e{i}", "label": classes[c]} for i, c in enumerate(labels)]
+    idx = np.arange(len(labels))
+    return write_dataset(out, x.astype(np.float32), labels, classes, recs, {"train": idx, "val": [], "test": []},
+                         {"sampling_rate": 40})
+
+
+def test_bench_external_adds_columns_and_report_ranks_by_worst(tmp_path):
+    from tiny_run import BENCH_OPTIONS, make_run
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.report.build import report
+
+    run, data = make_run(tmp_path)
+    ext = _external(tmp_path / "handheld", ["AF", "Normal", "Noise"])
+    rows = bench([run], data, out=run, external=[ext], **BENCH_OPTIONS).rows
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok
+    for r in ok:
+        e = r["external"]["handheld"]
+        assert e["n"] == 20 and e["missing_in_model"] == ["Noise"] and e["excluded_windows"] == 10
+        assert set(e["missing_in_data"]) == {"AFL", "FAB", "SB", "ST", "PVC"}
+        assert 0 <= r["ext_f1_handheld"] <= 1 and r["worst_f1"] == min(r["macro_f1"], r["ext_f1_handheld"])
+    assert "ext_f1_handheld" in (run / "bench.md").read_text()
+    result = report(run)
+    md = (run / "report.md").read_text()
+    assert "Across datasets" in md and "worst" in result.recommendation[0] and "Noise" in md
+
+
+def test_recommendation_by_worst_prefers_the_artifact_that_transfers():
+    from ecgtool.report.build import recommendation_block
+    from ecgtool.report.external import recommendation_by_worst
+
+    base = {"status": "ok", "variant": "fp32", "runtime": "PyTorch", "size_mb": 1.0, "p50_ms": 1.0}
+    rows = [{**base, "model": "overfit", "macro_f1": 0.95, "ext_f1_dev": 0.50, "worst_f1": 0.50},
+            {**base, "model": "robust", "macro_f1": 0.85, "ext_f1_dev": 0.80, "worst_f1": 0.80}]
+    assert "overfit" in recommendation_block(rows)[0]
+    lines = recommendation_by_worst(rows, 1.0, recommendation_block)
+    assert "worst" in lines[0] and "**robust" in lines[1] and "80.00 %" in lines[1]
+
+
+def test_bench_refuses_unlabelled_external(tmp_path):
+    from tiny_run import make_dataset
+
+    from ecgtool.bench.external import load_externals
+    from ecgtool.core.errors import BadInput
+    from ecgtool.data.dataset import load_dataset
+
+    ds = load_dataset(make_dataset(tmp_path / "d"))
+    idx = np.arange(len(ds))
+    write_dataset(tmp_path / "u", np.asarray(ds.signals), np.full(len(idx), -1), ds.classes, ds.records,
+                  {"train": idx, "val": [], "test": []}, {"sampling_rate": 40})
+    with pytest.raises(BadInput, match="unlabelled"):
+        load_externals([tmp_path / "u"])
+
+
+def test_pipeline_config_accepts_bench_external():
+    from ecgtool.pipeline.run import default_config, section_keys, validate_config
+
+    assert "external" in section_keys()["bench"]
+    cfg = default_config()
+    cfg["bench"] = {**(cfg.get("bench") or {}), "external": ["/data/handheld"]}
+    validate_config(cfg)  # no BadInput

@@ -1,0 +1,55 @@
+"""The report's cross-dataset part: own-test vs external macro-F1 per artifact, and the recommendation by
+the worst of them when `bench --external` was given (an F1 that does not survive another device should
+not pick the artifact to ship)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ecgtool.bench.external import PREFIX, external_columns
+from ecgtool.core.ui import PERCENT_COLUMNS, as_percent
+
+
+def has_externals(rows: Sequence[dict]) -> bool:
+    return bool(external_columns(rows))
+
+
+def worst_rows(rows: Sequence[dict]) -> list[dict]:
+    """Copies of rows with macro_f1 replaced by worst_f1 (own_macro_f1 keeps the own-test one); a row
+    without a worst_f1 (it failed on an external set) is not ok for the recommendation."""
+    out = []
+    for r in rows:
+        c = {**r, "own_macro_f1": r.get("macro_f1"), "macro_f1": r.get("worst_f1")}
+        if c["macro_f1"] is None and c.get("status") == "ok":
+            c["status"] = "no external F1"
+        out.append(c)
+    return out
+
+
+def recommendation_by_worst(rows: Sequence[dict], tolerance: float, block: Any) -> list[str]:
+    """`block` (build.recommendation_block) applied to worst_rows, introduced by a line saying so."""
+    names = [c[len(PREFIX):] for c in external_columns(rows) if c.startswith(PREFIX)]
+    head = (f"External datasets given ({', '.join(names)}): artifacts are ranked by the **worst** of their own-test "
+            "and external macro-F1; the macro-F1 in each line below is that worst value.")
+    return [head, *block(worst_rows(rows), tolerance)]
+
+
+def cross_dataset_part(rows: Sequence[dict]) -> list[tuple[str, Any]]:
+    """Parts for the report: the table (own, each external, worst; %) and the classes each external lacks."""
+    cols = external_columns(rows)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    table = [{k: r.get(k) for k in ["model", "variant", "runtime", "macro_f1", *cols]} for r in ok]
+    notes = {}
+    for r in ok:
+        for name, m in (r.get("external") or {}).items():
+            if "error" in m:
+                notes.setdefault(f"{name}: failed for {r['model']} {r['variant']}", m["error"])
+            else:
+                notes.setdefault(name, f"{m['n']} windows; classes scored {', '.join(m['classes_scored'])}; "
+                                 f"model classes missing in data: {', '.join(m['missing_in_data']) or 'none'}; "
+                                 f"data classes the model lacks: {', '.join(m['missing_in_model']) or 'none'}")
+    text = ("Own test split (macro_f1) vs all windows of each external dataset (ext_f1_*), classes matched by "
+            "name, macro-F1 over the classes the data has; worst_f1 is the lowest. In %.")
+    return [("text", text), ("table", (as_percent(table, (*PERCENT_COLUMNS, *cols)), ["model", "variant", "runtime",
+                                                                                     "macro_f1", *cols])),
+            ("list", [f"{k}: {v}" for k, v in notes.items()])]
