@@ -41,6 +41,17 @@ SCREEN_COLUMNS = ["model", "variant", "runtime", "status", "size_mb", "macro_f1"
                   "throughput_sps", "peak_mem_mb"]
 TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1",
                  "accuracy", "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
+#: microcontroller footprint (from a .tflite's sidecar: flash estimate, measured TFLM arena), shown where any row has it
+MCU_COLUMNS = ["flash_kb", "ram_kb"]
+
+
+def table_columns(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> list[str]:
+    """`columns`, with flash_kb / ram_kb after size_mb when some row has them."""
+    cols = list(columns)
+    if any(r.get(c) is not None for r in rows for c in MCU_COLUMNS):
+        at = cols.index("size_mb") + 1 if "size_mb" in cols else len(cols)
+        cols[at:at] = MCU_COLUMNS
+    return cols
 
 # --- measuring ----------------------------------------------------------------------------------------
 
@@ -246,6 +257,10 @@ def _describe_all(candidates: list[dict], run_root: Path, length: int) -> list[d
         except Exception as exc:
             row.update(params=None, macs=None)
             info(f"{cand['path']}: parameters/MACs not counted ({_reason(exc)})")
+        if cand["kind"] == "tflm":
+            from ecgtool.runtime.tflm import footprint
+
+            row.update(footprint(cand["path"]))
     return rows
 
 
@@ -401,7 +416,7 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           f"dropped); throughput at batch {settings['throughput_batch']} (samples/s; smaller where one call would "
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
-          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows), TABLE_COLUMNS)]
+          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows), table_columns(rows))]
     paths = [write_json(out / BENCH_JSON, {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),
              write_csv(out / BENCH_CSV, flat, columns), write_text(out / BENCH_MD, "\n".join(md))]
     for p in paths:
@@ -431,7 +446,7 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
     result = bench(paths, data, out=target, **options)
     for line in machine_lines(result.machine):
         click.echo(line)
-    print_table(as_percent(result.rows), TABLE_COLUMNS, title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
+    print_table(as_percent(result.rows), table_columns(result.rows), title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")
     if not any(r["status"] == "ok" for r in result.rows):
         raise EcgtoolError(f"{paths[0]}: no artifact ran (see the status column)")
