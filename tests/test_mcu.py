@@ -150,6 +150,18 @@ def test_bench_shows_flash_and_ram(int8, tmp_path):
     assert torch_row.get("flash_kb") is None
     assert "flash_kb" in (tmp_path / "bench.md").read_text()
 
+    from ecgtool.report.build import report
+
+    fits = report(tmp_path, mcu_budget="1024,256")
+    assert (tmp_path / "report_pareto_flash.png").stat().st_size > 0
+    line = next(x for x in fits.recommendation if x.startswith("Microcontroller budget 1024 KB flash, 256 KB RAM"))
+    assert "se_resnet18 int8 on TFLite Micro" in line
+    assert "flash_kb" in (tmp_path / "report.md").read_text()
+    tight = report(tmp_path, mcu_budget="100,8")  # the model alone is ~187 KB
+    assert any("no artifact fits" in x for x in tight.recommendation)
+    with pytest.raises(BadInput, match="expected FLASH_KB,RAM_KB"):
+        report(tmp_path, mcu_budget="1024")
+
 
 def test_resnet18_and_fp32_convert_and_run_in_tflm(int8, tmp_path):
     from ecgtool.export import export
