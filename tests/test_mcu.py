@@ -113,6 +113,17 @@ def test_arena_is_the_smallest_that_runs(int8):
     assert not tflm.runs(buf, side["arena_bytes"] - 1024, x)
 
 
+def test_a_rewritten_sidecar_is_not_part_of_the_model_folder(int8, tmp_path):
+    folder, _, path, _ = int8  # a re-export rewrites the sidecar after the folder was recorded
+    copy = tmp_path / "side.json"
+    shutil.copy(litert_sidecar(path), copy)
+    try:
+        litert_sidecar(path).write_text(litert_sidecar(path).read_text() + "\n")
+        assert runtime.load(folder).kind == "pytorch"  # the folder's own files verify
+    finally:
+        shutil.copy(copy, litert_sidecar(path))
+
+
 def test_c_export_compiles(int8, tmp_path):
     _, _, path, _ = int8
     gxx = shutil.which("g++")
