@@ -186,3 +186,16 @@ def test_resnet18_and_fp32_convert_and_run_in_tflm(int8, tmp_path):
     assert not {"LOGISTIC", "MUL"} & set(side["ops"])  # no SE block
     assert r.check["status"] == "ok" and r.check["max_abs_diff"] < 1e-3  # FP32 TFLM reference kernels
     assert runtime.load(r.path).precision == "fp32"
+
+
+def test_search_with_a_microcontroller_budget(int8, tmp_path):
+    from ecgtool.core.errors import EcgtoolError
+    from ecgtool.search.budget import search
+
+    _, data, _, _ = int8
+    fitting = search(data, mcu_budget="256,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path)
+    assert [(r["model"], r["format"]) for r in fitting] == [("resnet18", "litert-int8")]
+    assert 0 < fitting[0]["flash_kb"] <= 256 and 0 < fitting[0]["ram_kb"] <= 128
+    assert "KB flash" in (tmp_path / "search.md").read_text()
+    with pytest.raises(EcgtoolError, match="no candidate fits"):  # w8 is ~185 KB of flash: skipped unmeasured
+        search(data, mcu_budget="100,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path / "b")

@@ -11,25 +11,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ecgtool.core.errors import BadInput
 from ecgtool.core.plots import pyplot, save_figure
 from ecgtool.core.ui import as_percent
+from ecgtool.runtime.tflm import parse_mcu_budget as parse_budget  # noqa: F401 (report's --mcu-budget)
 
 COLUMNS = ["flash_kb", "ram_kb"]
-
-
-def parse_budget(text: str | None) -> tuple[float, float] | None:
-    """'1024,256' -> (1024.0, 256.0) (flash KB, RAM KB); None for None; BadInput otherwise."""
-    if text is None:
-        return None
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        flash, ram = (float(p) for p in parts)
-    except ValueError:
-        raise BadInput(f"--mcu-budget {text}: expected FLASH_KB,RAM_KB (e.g. 1024,256)") from None
-    if flash <= 0 or ram <= 0:
-        raise BadInput(f"--mcu-budget {text}: both budgets must be positive")
-    return flash, ram
 
 
 def mcu_rows(rows: Sequence[dict]) -> list[dict]:

@@ -208,6 +208,20 @@ def footprint(path: str | os.PathLike) -> dict:
             "ram_kb": round(s["arena_bytes"] / 1024, 1) if s.get("arena_bytes") else None}
 
 
+def parse_mcu_budget(text: str | None) -> tuple[float, float] | None:
+    """'1024,256' -> (1024.0, 256.0) (flash KB, RAM KB); None for None; BadInput otherwise."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        flash, ram = (float(p) for p in parts)
+    except ValueError:
+        raise BadInput(f"--mcu-budget {text}: expected FLASH_KB,RAM_KB (e.g. 1024,256)") from None
+    if flash <= 0 or ram <= 0:
+        raise BadInput(f"--mcu-budget {text}: both budgets must be positive")
+    return flash, ram
+
+
 def matches(p: Path) -> bool:
     return p.is_file() and p.suffix == ".tflite"
 
