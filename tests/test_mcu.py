@@ -199,3 +199,20 @@ def test_search_with_a_microcontroller_budget(int8, tmp_path):
     assert "KB flash" in (tmp_path / "search.md").read_text()
     with pytest.raises(EcgtoolError, match="no candidate fits"):  # w8 is ~185 KB of flash: skipped unmeasured
         search(data, mcu_budget="100,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path / "b")
+
+
+def test_without_the_extra_export_and_load_say_how_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") or importlib.util.find_spec("tflite_micro"):
+        pytest.skip("the [mcu] extra is installed")
+    from ecgtool.export import export
+
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "m", get_model("resnet18", width=8, extra={"input_length": LENGTH}))
+    with pytest.raises(BadInput, match=r"m: litert export needs the \[mcu\] extra"):
+        export(folder, "litert-fp32")
+    fake = folder / "model.fp32.tflite"
+    fake.write_bytes(b"TFL3")
+    with pytest.raises(BadInput, match=r"model\.fp32\.tflite: TensorFlow Lite Micro is not installed"):
+        runtime.load(fake)

@@ -51,13 +51,13 @@ ARENA_NOTE = ("smallest arena in which the x86_64 TFLM interpreter allocates and
               "MicroInterpreter::arena_used_bytes() on the target")
 
 
-def _require():
+def _require(where: str | Path = "model"):
     try:
         import litert_torch  # noqa: F401
         from ai_edge_quantizer import quantizer  # noqa: F401
         from tflite_micro.python.tflite_micro import runtime  # noqa: F401
     except ImportError as exc:
-        raise BadInput(f"litert export needs the [mcu] extra: pip install -e '.[mcu]' ({exc.name} missing)") from None
+        raise BadInput(f"{where}: litert export needs the [mcu] extra: pip install -e '.[mcu]' ({exc.name} missing)") from None
 
 
 def versions() -> dict:
@@ -179,7 +179,7 @@ def convert(model, length: int, precision: str, calib: np.ndarray | None = None,
     """(.tflite bytes, info) of a torch ECGResNet: rewritten, converted, INT8-quantised when asked, packed."""
     import torch
 
-    _require()
+    _require(where)
     net = mcu_rewrite(model, where)
     x = torch.rand(4, channels, length, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -285,7 +285,7 @@ def build_litert(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
     from ecgtool.models import load_model
     from ecgtool.runtime import tflm
 
-    _require()
+    _require(folder)
     config = find_config(folder)
     channels, length = input_shape(config, opts.get("data"))
     target = folder / spec.artifact

@@ -34,12 +34,12 @@ FLASH_NOTE = ("model bytes + 16 KB TFLM core runtime (tensorflow.org/lite/microc
 ARENA_STEP = 16
 
 
-def require_tflm():
-    """The tflite_micro runtime module, or BadInput saying how to install it."""
+def require_tflm(path: Path | str = "model"):
+    """The tflite_micro runtime module, or BadInput (naming `path`) saying how to install it."""
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
-        raise BadInput("TensorFlow Lite Micro is not installed: pip install -e '.[mcu]' (tflite-micro)") from None
+        raise BadInput(f"{path}: TensorFlow Lite Micro is not installed: pip install -e '.[mcu]' (tflite-micro)") from None
     return runtime
 
 
@@ -62,7 +62,7 @@ def captured_fd2() -> Iterator[dict]:
 
 def interpreter(buf: bytes, arena: int, path: Path | str = "model"):
     """A TFLM interpreter over `buf` with an `arena`-byte tensor arena; BadInput with TFLM's reason if it fails."""
-    runtime = require_tflm()
+    runtime = require_tflm(path)
     with captured_fd2() as cap:
         try:
             return runtime.Interpreter.from_bytes(buf, arena_size=int(arena))
@@ -113,7 +113,7 @@ def min_arena(buf: bytes, x: np.ndarray, step: int = ARENA_STEP, path: Path | st
     so this doubles up from 16 KB, then bisects, each probe in its own process. (The allocation report is
     not enough: AllocateTensors also needs temporary planner memory.)
     """
-    require_tflm()
+    require_tflm(path)
     with tempfile.TemporaryDirectory() as d:
         m, xf = os.path.join(d, "m.tflite"), os.path.join(d, "x.npy")
         Path(m).write_bytes(buf)
