@@ -32,6 +32,11 @@ setup(
         # nncf 3.4 pulls no torch (checked with pip --dry-run against torch 2.13.0+cpu)
         "nncf": ["nncf>=3.4"],
         "dev": ["pytest>=7", "hypothesis>=6.100"],
+        # Microcontrollers (issue 13): PyTorch -> .tflite (litert-torch, which brings ai-edge-quantizer and
+        # ai-edge-litert) and the real TensorFlow Lite Micro interpreter. Heavy (~1.2 GB: jax, transformers,
+        # torchao) and it downgrades typing_extensions, so it is an extra, never install_requires.
+        # onnx2tf is not an option here: 2.x needs Python >= 3.12, 1.29 hard-pins tensorflow 2.19 / numpy 1.26.
+        "mcu": ["litert-torch==0.10.0", "ai-edge-quantizer>=0.10", "tflite-micro==0.dev20261023182759"],
     },
     entry_points={"console_scripts": ["ecgtool=ecgtool.cli.main:main"]},
 )

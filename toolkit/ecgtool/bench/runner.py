@@ -48,6 +48,18 @@ TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "siz
 INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "f1_source", "macro_f1",
                 "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
 
+#: microcontroller footprint (from a .tflite's sidecar: flash estimate, measured TFLM arena), shown where any row has it
+MCU_COLUMNS = ["flash_kb", "ram_kb"]
+
+
+def table_columns(rows: Sequence[dict], columns: Sequence[str] = TABLE_COLUMNS) -> list[str]:
+    """`columns`, with flash_kb / ram_kb after size_mb when some row has them."""
+    cols = list(columns)
+    if any(r.get(c) is not None for r in rows for c in MCU_COLUMNS):
+        at = cols.index("size_mb") + 1 if "size_mb" in cols else len(cols)
+        cols[at:at] = MCU_COLUMNS
+    return cols
+
 # --- measuring ----------------------------------------------------------------------------------------
 
 def _proc_kb(field: str) -> int:
@@ -264,6 +276,10 @@ def _describe_all(candidates: list[dict], run_root: Path, length: int) -> list[d
         except Exception as exc:
             row.update(params=None, macs=None)
             info(f"{cand['path']}: parameters/MACs not counted ({_reason(exc)})")
+        if cand["kind"] == "tflm":
+            from ecgtool.runtime.tflm import footprint
+
+            row.update(footprint(cand["path"]))
     return rows
 
 
@@ -428,7 +444,7 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
           f"dropped); throughput at batch {settings['throughput_batch']} (samples/s; smaller where one call would "
           "exceed 1 s, see bench.csv); peak memory = growth of peak RSS (VmHWM) over load + one latency batch; "
           "load time excludes library imports",
-          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows, _pct_columns(rows)), TABLE_COLUMNS + external_columns(rows))]
+          f"- Date: {machine['date']}", "", markdown_table(as_percent(rows, _pct_columns(rows)), table_columns(rows) + external_columns(rows))]
     int8 = [r for r in rows if r.get("precision") == "int8"]
     if int8:
         md += ["", "## INT8 against FP32 (the PyTorch row of the same model, same records; deltas and agreement in %, "
@@ -466,7 +482,7 @@ def bench_command(paths: tuple[str, ...], data: str, out: str | None, **options:
     result = bench(paths, data, out=target, **options)
     for line in machine_lines(result.machine):
         click.echo(line)
-    print_table(as_percent(result.rows, _pct_columns(result.rows)), TABLE_COLUMNS + external_columns(result.rows), title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
+    print_table(as_percent(result.rows, _pct_columns(result.rows)), table_columns(result.rows) + external_columns(result.rows), title="ecgtool bench (F1 and accuracy in %, latency in ms, size in MB)")
     click.echo(f"wrote {target / 'bench.csv'}, bench.json, bench.md")
     if not any(r["status"] == "ok" for r in result.rows):
         raise EcgtoolError(f"{paths[0]}: no artifact ran (see the status column)")

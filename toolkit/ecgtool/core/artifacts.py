@@ -19,7 +19,8 @@ from ecgtool.core.names import CONFIG, WEIGHTS
 NOT_SHIPPED = re.compile(r"(metrics.*\.json|history\.csv|.*\.png|.*\.sh|summary\..*|run\.json|checkpoint.*|.*\.log"
                          r"|teacher_logits\.npy|\..*)$")
 #: Files that are artifacts of their own (exports), never part of their folder's size.
-EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".engine", ".plan", ".data", ".cache", ".tflite", ".cc", ".h")
+EXPORT_SUFFIXES = (".onnx", ".xml", ".bin", ".engine", ".plan", ".data", ".cache", ".tflite", ".cc", ".h",
+                   ".litert.json")  # the last: a .tflite's sidecar (core.names.litert_sidecar)
 #: How many folders up from an artifact its model folder may be (model/openvino-int8/model.xml: 1).
 _UP = 3
 

@@ -58,3 +58,27 @@ ONNX_META_SOURCE_SHA = "ecgtool.source_sha256"
 ONNX_META_INT8_TARGET = "ecgtool.int8_target"
 ONNX_META_INT8_FORM = "ecgtool.int8_form"
 ONNX_META_INT8_FP32_NODES = "ecgtool.int8_fp32_nodes"
+
+#: beside a .tflite (LiteRT / TFLM): model.int8.tflite -> model.int8.litert.json (I/O scales and zero points,
+#: measured arena, flash, op list, classes, preprocessing); and the C export folder for firmware beside it
+LITERT_SIDECAR_SUFFIX = ".litert.json"
+MCU_C_DIR_SUFFIX = "-c"  # model.int8.tflite -> model.int8-c/
+MCU_MODEL_DATA_H = "model_data.h"
+MCU_MODEL_DATA_CC = "model_data.cc"
+MCU_README = "README.md"
+
+
+def litert_sidecar(tflite):
+    """The sidecar JSON of a .tflite file (a pathlib.Path)."""
+    from pathlib import Path
+
+    p = Path(tflite)
+    return p.with_name(p.name[: -len(p.suffix)] + LITERT_SIDECAR_SUFFIX)
+
+
+def mcu_c_dir(tflite):
+    """The folder of the firmware C export beside a .tflite file."""
+    from pathlib import Path
+
+    p = Path(tflite)
+    return p.with_name(p.name[: -len(p.suffix)] + MCU_C_DIR_SUFFIX)

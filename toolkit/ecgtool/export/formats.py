@@ -24,7 +24,7 @@ COMMON_OPTIONS = ("data", "check_limit", "threads", "force")
 
 #: backend kind (ecgtool.runtime) -> the name people know it by
 RUNTIME_LABELS = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT",
-                  "baseline": "scikit-learn"}
+                  "baseline": "scikit-learn", "tflm": "TFLite Micro"}
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ class ExportFormat:
 
     name: str
     artifact: str
-    runtime: str  # ecgtool.runtime kind: onnxruntime | openvino | tensorrt
+    runtime: str  # ecgtool.runtime kind: onnxruntime | openvino | tensorrt | tflm
     precision: str  # fp32 | fp16 | bf16 | int8
-    target: str  # module of ecgtool.export that builds it: onnx | openvino | tensorrt
+    target: str  # module of ecgtool.export that builds it: onnx | openvino | tensorrt | litert
     options: tuple[str, ...] = ()
     graph: str | None = None
 
@@ -58,6 +58,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("tensorrt-fp16", "model.fp16.engine", "tensorrt", "fp16", "tensorrt", TRT_OPTIONS, "model.trt-fp16.onnx"),
     ExportFormat("tensorrt-int8", "model.int8.engine", "tensorrt", "int8", "tensorrt", INT8_OPTIONS + TRT_OPTIONS,
                  "model.trt-int8.onnx"),
+    # microcontrollers: LiteRT flatbuffers run in the TensorFlow Lite Micro interpreter (ecgtool.export.litert)
+    ExportFormat("litert-int8", "model.int8.tflite", "tflm", "int8", "litert", ("calib_size", "calib_dir", "seed")),
+    ExportFormat("litert-fp32", "model.fp32.tflite", "tflm", "fp32", "litert"),
 ]}
 
 

@@ -101,5 +101,13 @@ def build_tensorrt(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
     return engine
 
 
+def build_litert(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
+    """A LiteRT .tflite for microcontrollers (litert-int8 / litert-fp32), run and measured in TFLM."""
+    from ecgtool.export.litert import build_litert as build  # the [mcu] extra is imported only here
+
+    return build(folder, spec, opts, files)
+
+
 #: ExportFormat.target -> its builder
-TARGETS = {"onnx": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt}
+TARGETS = {"onnx": build_onnxruntime, "openvino": build_openvino, "tensorrt": build_tensorrt,
+           "litert": build_litert}

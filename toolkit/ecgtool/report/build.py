@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import click
 
-from ecgtool.report import plots
+from ecgtool.report import mcu, plots
 from ecgtool.report.external import cross_dataset_part, has_externals, recommendation_by_worst
 from ecgtool.core.files import read_json, write_text
 from ecgtool.core.manifest import record_artifact
@@ -205,7 +205,8 @@ def read_bench(run: Path) -> dict:
     return bench
 
 
-def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str]) -> tuple[list, dict]:
+def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str],
+              mcu_budget: tuple[float, float] | None = None) -> tuple[list, dict]:
     """The report's sections [(heading, [(kind, value)])] and its figures, from a bench.json."""
     rows, machine, dataset, settings = bench["rows"], bench["machine"], bench.get("dataset", {}), bench["settings"]
     rec = recommend(rows, tolerance)
@@ -222,7 +223,7 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str]) ->
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
         *([("Across datasets (bench --external)", cross_dataset_part(rows))] if has_externals(rows) else []),
-        ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), TABLE))]),
+        ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), mcu.columns(TABLE, rows)))]),
         ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
          [("table", (as_percent(fam_rows, FAMILY_PERCENT), fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
@@ -234,6 +235,9 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str]) ->
                      ("table", (ds_rows, ds_cols))]),
         ("Machine", [("list", machine_lines(machine) + [f"date: {machine.get('date')}"])]),
     ]
+    if mcu.mcu_rows(rows):  # LiteRT .tflite rows run in TFLM: flash and RAM
+        figs["pareto_flash"] = mcu.pareto_flash_png(rows, run / "report_pareto_flash.png", mcu_budget)
+        sections.insert(3, ("Microcontrollers: macro-F1 vs flash (RAM annotated)", [("fig", figs["pareto_flash"])]))
     return sections, figs
 
 
@@ -266,21 +270,26 @@ def _render(title: str, sections: list) -> tuple[str, str]:
     return "\n".join(md), page
 
 
-def report(run: str | os.PathLike, tolerance: float = 1.0) -> ReportResult:
-    """Write RUN/report.html (self-contained) and RUN/report.md + report_*.png from RUN/bench.json."""
+def report(run: str | os.PathLike, tolerance: float = 1.0, mcu_budget: str | tuple[float, float] | None = None) -> ReportResult:
+    """Write RUN/report.html (self-contained) and RUN/report.md + report_*.png from RUN/bench.json.
+
+    `mcu_budget` ('FLASH_KB,RAM_KB' or a pair) adds the recommendation among the artifacts that fit it."""
     run = Path(run)
     bench = read_bench(run)
     if tolerance < 0:
         raise BadInput(f"--tolerance {tolerance}: must be 0 or more macro-F1 points")
+    budget = mcu.parse_budget(mcu_budget) if isinstance(mcu_budget, (str, type(None))) else tuple(mcu_budget)
     if has_externals(bench["rows"]):  # bench --external: recommend by the worst of own-test and external F1
         rec_lines = recommendation_by_worst(bench["rows"], tolerance, recommendation_block)
     else:
         rec_lines = recommendation_block(bench["rows"], tolerance)
+    if budget is not None:
+        rec_lines += mcu.budget_lines(bench["rows"], budget, tolerance, recommend, recommendation_lines)
     from ecgtool.report import ship  # what ships, and warnings on the figures (report/ship.py)
 
     rec_lines += ship.ship_lines(bench["rows"], run, recommend, tolerance)
     rec_lines += ship.warning_lines(bench["rows"], bench["machine"], (bench.get("dataset") or {}).get("classes") or [])
-    sections, figs = _sections(run, bench, tolerance, rec_lines)
+    sections, figs = _sections(run, bench, tolerance, rec_lines, budget)
     md, page = _render(f"ecgtool report: {run.resolve().name}", sections)
     out = [write_text(run / REPORT_HTML, page), write_text(run / REPORT_MD, md)]
     for p in [*figs.values(), *out]:
@@ -291,10 +300,12 @@ def report(run: str | os.PathLike, tolerance: float = 1.0) -> ReportResult:
 @click.command("report")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--tolerance", type=float, default=None, help="Macro-F1 points below the best still acceptable [default: 1.0].")
+@click.option("--mcu-budget", default=None, metavar="FLASH_KB,RAM_KB",
+              help="Also recommend among the microcontroller (.tflite) artifacts that fit, e.g. 1024,256.")
 @quiet_option
-def report_command(run: str, tolerance: float | None) -> None:
+def report_command(run: str, tolerance: float | None, mcu_budget: str | None) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md from RUN/bench.json."""
-    result = report(run, **({"tolerance": tolerance} if tolerance is not None else {}))
+    result = report(run, **({"tolerance": tolerance} if tolerance is not None else {}), mcu_budget=mcu_budget)
     for line in result.recommendation:
         click.echo(line.replace("**", ""))
     info(f"figures: {', '.join(p.name for p in result.figures)}")

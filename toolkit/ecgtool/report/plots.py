@@ -16,7 +16,8 @@ import numpy as np
 from ecgtool.core.plots import pyplot, save_figure
 from ecgtool.core.ui import as_percent
 
-RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl"}
+RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl",
+                 "TFLite Micro": "TFLM"}
 
 
 def label(row: dict) -> str:

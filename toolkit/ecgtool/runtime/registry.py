@@ -2,7 +2,7 @@
 
 Kinds, tried in order: a PyTorch model folder (or its model.safetensors), the RR baseline's folder,
 ONNX files (FP32 / FP16 / INT8 QDQ) on ONNX Runtime, OpenVINO IR (.xml), TensorRT engines
-(.engine/.plan). Each backend module offers `matches(path)` and `open_predictor(path, **options)`
+(.engine/.plan), .tflite in the TensorFlow Lite Micro interpreter. Each backend module offers `matches(path)` and `open_predictor(path, **options)`
 and imports its heavy runtime only when a predictor is built. Every predictor takes float32
 [N, C, L] numpy batches and returns float32 [N, K] logits, so F1 is measured on the artifact that ships.
 """
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ecgtool.core.errors import BadInput
 from ecgtool.core.manifest import verify_artifact
-from ecgtool.runtime import baseline, onnxruntime, openvino, pytorch, tensorrt
+from ecgtool.runtime import baseline, onnxruntime, openvino, pytorch, tensorrt, tflm
 from ecgtool.runtime.base import Predictor
 
 #: kind name -> backend module, in the order the kinds are tried
 BACKENDS = {"pytorch": pytorch, "baseline": baseline, "onnxruntime": onnxruntime, "openvino": openvino,
-            "tensorrt": tensorrt}
+            "tensorrt": tensorrt, "tflm": tflm}
 
 
 def artifact_kind(path: str | os.PathLike) -> str | None:
@@ -46,7 +46,7 @@ def load(path: str | os.PathLike, *, verify: bool = True, **options) -> Predicto
     kind = artifact_kind(p)
     if kind is None:
         raise BadInput(f"{p}: not an artifact ecgtool can run (expected a model folder, .onnx, OpenVINO .xml "
-                       "or TensorRT .engine)")
+                       "TensorRT .engine or .tflite)")
     if verify:
         verify_artifact(p)
     return BACKENDS[kind].open_predictor(p, **options)

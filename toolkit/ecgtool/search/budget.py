@@ -28,19 +28,21 @@ from ecgtool.export.formats import FORMATS as EXPORTS
 from ecgtool.core.ui import info, quiet_option
 from ecgtool.train.defaults import LR, THREADS, resolve_threads
 
-#: what search can measure: the PyTorch folder and the ONNX Runtime formats of the export table
-FORMATS = ("pytorch", "onnx", "onnx-int8")
+#: what search can measure: the PyTorch folder, the ONNX Runtime formats of the export table and the
+#: microcontroller one (litert-int8, run in TFLM: flash and arena; needs the [mcu] extra, so not a default)
+FORMATS = ("pytorch", "onnx", "onnx-int8", "litert-int8")
+DEFAULT_FORMATS = ("pytorch", "onnx", "onnx-int8")
 SIZE_SLACK = 1.5  # measure a candidate whose estimated size is within 1.5x the size budget
 LATENCY_CUTOFF = 3.0  # stop an (arch, format) sweep once a latency exceeds 3x the budget
-BYTES_PER_PARAM = {"pytorch": 4, "onnx": 4, "onnx-int8": 1}
-COLUMNS = ["model", "width", "format", "params", "macs", "size_mb", "p50_ms", "val_macro_f1", "test_macro_f1",
+BYTES_PER_PARAM = {"pytorch": 4, "onnx": 4, "onnx-int8": 1, "litert-int8": 1}
+COLUMNS = ["model", "width", "format", "params", "macs", "size_mb", "flash_kb", "ram_kb", "p50_ms", "val_macro_f1", "test_macro_f1",
            "status", "fits"]
 
 
-def check_budget(budget_ms: float | None, budget_mb: float | None) -> None:
+def check_budget(budget_ms: float | None, budget_mb: float | None, mcu: tuple[float, float] | None = None) -> None:
     """BadInput unless at least one budget is given and every given budget is > 0."""
-    if budget_ms is None and budget_mb is None:
-        raise BadInput("search: give --budget-ms X and/or --budget-mb Y")
+    if budget_ms is None and budget_mb is None and mcu is None:
+        raise BadInput("search: give --budget-ms X and/or --budget-mb Y and/or --mcu-budget FLASH_KB,RAM_KB")
     for name, value in (("--budget-ms", budget_ms), ("--budget-mb", budget_mb)):
         if value is not None and not value > 0:
             raise BadInput(f"search: {name} {value} must be greater than 0")
@@ -58,13 +60,18 @@ def median_latency_ms(predictor: Any, x: np.ndarray, *, warmup: int = 3, min_run
     return float(np.median(clip_outliers(times["c"]))) * 1e3
 
 
-def _materialise(fmt: str, folder: Path, length: int, calibration: np.ndarray | None) -> Path:
+def _materialise(fmt: str, folder: Path, length: int, calibration: np.ndarray | None, data_root: Path | None = None) -> Path:
     """The artifact of `fmt` for a saved model folder (ONNX export / INT8 quantisation as needed)."""
     from ecgtool.export import torch2onnx
     from ecgtool.compress.quantize import onnx2int8
 
     if fmt == "pytorch":
         return folder
+    if fmt == "litert-int8":  # full export: .tflite, measured arena, flash estimate (sidecar)
+        from ecgtool.export import export
+
+        return export(folder, fmt, data=data_root, calib_size=len(calibration), calib_dir=folder.parent / "calibration",
+                      check_limit=16).path
     onnx = folder / EXPORTS["onnx"].artifact
     if not onnx.exists():
         torch2onnx(folder, onnx, length=length)
@@ -76,15 +83,17 @@ def _materialise(fmt: str, folder: Path, length: int, calibration: np.ndarray | 
     return int8
 
 
-def _within(row: dict, budget_ms: float | None, budget_mb: float | None) -> bool:
+def _within(row: dict, budget_ms: float | None, budget_mb: float | None, mcu: tuple[float, float] | None = None) -> bool:
     ok_mb = budget_mb is None or (row["size_mb"] is not None and row["size_mb"] <= budget_mb)
     ok_ms = budget_ms is None or (row["p50_ms"] is not None and row["p50_ms"] <= budget_ms)
-    return bool(ok_mb and ok_ms)
+    ok_mcu = mcu is None or (row.get("flash_kb") is not None and row["flash_kb"] <= mcu[0]
+                             and row.get("ram_kb") is not None and row["ram_kb"] <= mcu[1])
+    return bool(ok_mb and ok_ms and ok_mcu)
 
 
 def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float | None, archs: Sequence[str],
                        depths: Sequence[int], widths: Sequence[int], formats: Sequence[str], threads: int,
-                       scratch: Path, calib_size: int = 64) -> list[dict]:
+                       scratch: Path, calib_size: int = 64, mcu: tuple[float, float] | None = None) -> list[dict]:
     """One row per (model, width, format): params, MACs, size (MB), p50 latency (ms, batch 1), status, fits."""
     import torch
 
@@ -105,7 +114,7 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
                                   extra={"input_length": length})
                 specs.append((arch, depth, width, model_stats(model, length=length, in_channels=channels)))
     calibration = None
-    if "onnx-int8" in formats:
+    if "onnx-int8" in formats or "litert-int8" in formats:
         calibration = calibration_set(data.root, calib_size, calib_dir=scratch / "calibration").signals
     rows: list[dict] = []
     with progress_bar("search", len(specs) * len(formats)) as bar:
@@ -114,11 +123,13 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
                 too_slow: str | None = None
                 for _, depth, width, stats in sorted((s for s in specs if s[0] == arch), key=lambda s: s[3]["macs"]):
                     row = {"model": f"{arch}{depth}", "arch": arch, "depth": depth, "width": width, "format": fmt,
-                           **stats, "size_mb": None, "p50_ms": None, "val_macro_f1": None, "test_macro_f1": None}
+                           **stats, "size_mb": None, "flash_kb": None, "ram_kb": None, "p50_ms": None, "val_macro_f1": None, "test_macro_f1": None}
                     bar.update(f"{row['model']} w{width} {fmt}")
                     estimate = stats["params"] * BYTES_PER_PARAM[fmt] / 1e6
                     if budget_mb is not None and estimate > SIZE_SLACK * budget_mb:
                         row["status"] = f"skipped: about {estimate:.3g} MB"
+                    elif mcu is not None and fmt == "litert-int8" and estimate * 1e3 > SIZE_SLACK * mcu[0]:
+                        row["status"] = f"skipped: about {estimate * 1e3:.0f} KB of flash"
                     elif too_slow:
                         row["status"] = f"skipped: {too_slow} was over {LATENCY_CUTOFF:g}x the budget"
                     else:
@@ -129,14 +140,18 @@ def measure_candidates(data: Any, *, budget_ms: float | None, budget_mb: float |
                                                          num_classes=k, classes=data.classes,
                                                          preprocessing=spec_from_meta(data.meta),
                                                          extra={"input_length": length}))
-                        artifact = _materialise(fmt, folder, length, calibration)
+                        artifact = _materialise(fmt, folder, length, calibration, Path(data.root))
                         row["size_mb"] = size_on_disk_mb(artifact)
+                        if fmt == "litert-int8":
+                            from ecgtool.runtime.tflm import footprint
+
+                            row.update(footprint(artifact))
                         if budget_ms is not None and (budget_mb is None or row["size_mb"] <= budget_mb):
                             row["p50_ms"] = median_latency_ms(load(artifact, threads=threads, verify=False), x1)
                             if row["p50_ms"] > LATENCY_CUTOFF * budget_ms:
                                 too_slow = f"{row['model']} w{width}"
                         row["status"] = "ok"
-                    row["fits"] = row["status"] == "ok" and _within(row, budget_ms, budget_mb)
+                    row["fits"] = row["status"] == "ok" and _within(row, budget_ms, budget_mb, mcu)
                     rows.append(row)
                     bar.advance()
     return rows
@@ -171,7 +186,8 @@ def search(
     archs: Sequence[str] = ("se_resnet", "resnet"),
     depths: Sequence[int] = (18, 34, 50, 101, 152),
     widths: Sequence[int] = (8, 16, 32, 64),
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    mcu_budget: str | tuple[float, float] | None = None,
     threads: int | str = THREADS,
     train_top: int = 0,
     epochs: int = 5,
@@ -195,7 +211,12 @@ def search(
     from ecgtool.models import ARCHS, DEPTHS
     from ecgtool.core.ui import markdown_table
 
-    check_budget(budget_ms, budget_mb)
+    from ecgtool.runtime.tflm import parse_mcu_budget
+
+    mcu = parse_mcu_budget(mcu_budget) if isinstance(mcu_budget, (str, type(None))) else tuple(mcu_budget)
+    check_budget(budget_ms, budget_mb, mcu)
+    if mcu is not None and tuple(formats) == DEFAULT_FORMATS:  # a microcontroller budget: its format
+        formats = ("litert-int8",)
     bad = [f"--arch {a}" for a in archs if a not in ARCHS] + [f"--depth {d}" for d in depths if int(d) not in DEPTHS] \
         + [f"--format {f}" for f in formats if f not in FORMATS] + [f"--width {w}" for w in widths if int(w) < 1]
     if bad or not (archs and depths and widths and formats):
@@ -212,7 +233,8 @@ def search(
     scratch = Path(tempfile.mkdtemp(prefix="ecgtool-search-", dir=out))
     try:
         rows = measure_candidates(ds, budget_ms=budget_ms, budget_mb=budget_mb, archs=archs, depths=depths,
-                                  widths=widths, formats=formats, threads=threads, scratch=scratch, calib_size=calib_size)
+                                  widths=widths, formats=formats, threads=threads, scratch=scratch, calib_size=calib_size,
+                                  mcu=mcu)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     fitting = [r for r in rows if r["fits"]]
@@ -225,7 +247,7 @@ def search(
     ordered = fitting + [r for r in rows if not r["fits"]]
     for rank, r in enumerate(ordered, 1):
         r["rank"] = rank if r["fits"] else None
-    settings = {"budget_ms": budget_ms, "budget_mb": budget_mb, "threads": threads, "batch": 1, "train_top": train_top,
+    settings = {"budget_ms": budget_ms, "budget_mb": budget_mb, "mcu_budget_kb": list(mcu) if mcu else None, "threads": threads, "batch": 1, "train_top": train_top,
                 "epochs": epochs if train_top else None, "lr": lr if train_top else None, "data": str(ds.root),
                 "input_length": int(ds.signals.shape[2]),
                 "ranked_by": "val_macro_f1" if train_top and fitting else "macs"}
@@ -257,6 +279,8 @@ def describe(row: dict) -> str:
              f"{row['macs'] / 1e6:.3g} M MACs"]
     if row["size_mb"] is not None:
         parts.append(f"{row['size_mb']:.3g} MB")
+    if row.get("flash_kb") is not None:
+        parts.append(f"flash {row['flash_kb']:.1f} KB, RAM {row['ram_kb']:.1f} KB")
     if row["p50_ms"] is not None:
         parts.append(f"{row['p50_ms']:.3g} ms")
     if row.get("val_macro_f1") is not None:
@@ -266,7 +290,9 @@ def describe(row: dict) -> str:
 
 def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown_table) -> str:
     budget = " and ".join(b for b in (f"{settings['budget_ms']} ms" if settings["budget_ms"] else "",
-                                      f"{settings['budget_mb']} MB" if settings["budget_mb"] else "") if b)
+                                      f"{settings['budget_mb']} MB" if settings["budget_mb"] else "",
+                                      "{:g} KB flash, {:g} KB RAM".format(*settings["mcu_budget_kb"])
+                                      if settings.get("mcu_budget_kb") else "") if b)
     head = f"# Budget search: {budget} (batch 1, {settings['threads']} thread(s), ranked by {settings['ranked_by']})\n\n"
     rec = f"Recommended: {describe(fitting[0])}\n\n" if fitting else "No candidate fits the budget.\n\n"
     return head + rec + markdown_table(ordered, ["rank", *COLUMNS])
@@ -277,10 +303,12 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
               help="Prepared dataset (input shape, calibration, training).")
 @click.option("--budget-ms", type=float, help="Most batch-1 latency on this machine (ms).")
 @click.option("--budget-mb", type=float, help="Most size on disk (MB). Both budgets together must both hold.")
+@click.option("--mcu-budget", default=None, metavar="FLASH_KB,RAM_KB",
+              help="Microcontroller budget (with --format litert-int8, needs the [mcu] extra), e.g. 256,128.")
 @click.option("--arch", "archs", multiple=True, help="se_resnet and/or resnet (default both).")
 @click.option("--depth", "depths", multiple=True, type=int, help="Depths to try (default 18 34 50 101 152).")
 @click.option("--width", "widths", multiple=True, type=int, help="Widths to try (default 8 16 32 64).")
-@click.option("--format", "formats", multiple=True, help="pytorch, onnx, onnx-int8 (default all).")
+@click.option("--format", "formats", multiple=True, help="pytorch, onnx, onnx-int8, litert-int8 (default the first three).")
 @click.option("--threads", help=f"Inference threads: N or auto (default {THREADS}: all cores when the load "
               "average is under half of them, else 1).")
 @click.option("--train-top", type=click.IntRange(0), help="Train the K largest fitting models and rank by val macro-F1.")

@@ -1,0 +1,218 @@
+"""Microcontroller export (litert-int8 / litert-fp32) run in the real TFLM interpreter: I/O quantisation recorded,
+agreement with PyTorch, the smallest arena, the C export, bench's flash/RAM columns, unsupported layers and ops.
+
+Skips (with the reason) where the [mcu] extra (litert-torch, ai-edge-quantizer, tflite-micro) is not installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import copy_trained
+from tiny_dataset import LENGTH
+
+from ecgtool import runtime
+from ecgtool.core.errors import BadInput
+from ecgtool.core.files import read_json
+from ecgtool.core.manifest import manifest_entry
+from ecgtool.core.names import MCU_MODEL_DATA_CC, MCU_MODEL_DATA_H, litert_sidecar, mcu_c_dir
+from ecgtool.export.formats import FORMATS
+from ecgtool.export.mcu_rewrite import check_layers, mcu_rewrite
+from ecgtool.models import get_model, save_model
+
+NO_EXTRA = "the [mcu] extra is not installed (pip install -e '.[mcu]')"
+
+
+def _need_extra():
+    pytest.importorskip("litert_torch", reason=NO_EXTRA)
+    pytest.importorskip("ai_edge_quantizer", reason=NO_EXTRA)
+    pytest.importorskip("tflite_micro", reason=NO_EXTRA)
+
+
+@pytest.fixture(scope="module")
+def int8(tmp_path_factory, trained_source):
+    """(model folder, dataset, .tflite, CLI output) after `ecgtool export --format litert-int8` of the tiny se_resnet18."""
+    _need_extra()
+    from ecgtool.cli.main import main
+
+    folder, data = copy_trained(trained_source, tmp_path_factory.mktemp("mcu"))
+    res = CliRunner().invoke(main, ["export", str(folder), "--format", "litert-int8", "--data", str(data),
+                                    "--calib-dir", str(folder.parent / "calib")])
+    assert res.exit_code == 0, res.output
+    return folder, data, folder / FORMATS["litert-int8"].artifact, res.output
+
+
+def test_rewrite_is_exact_in_fp32_and_refuses_unknown_layers():
+    torch.manual_seed(0)
+    for arch in ("se_resnet18", "resnet18"):
+        m = get_model(arch, width=8, extra={"input_length": LENGTH}).eval()
+        with torch.no_grad():  # non-trivial BN statistics
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.BatchNorm1d):
+                    mod.running_mean.uniform_(-0.5, 0.5)
+                    mod.running_var.uniform_(0.5, 2.0)
+        x = torch.rand(3, 1, LENGTH)
+        with torch.no_grad():
+            assert torch.allclose(mcu_rewrite(m)(x), m(x), atol=1e-4)
+    m.blocks[0].relu = torch.nn.GELU()
+    with pytest.raises(BadInput, match=r"blocks\.0\.relu \(GELU\) has no microcontroller rewrite"):
+        check_layers(m, "tiny")
+
+
+def test_an_op_tflm_lacks_is_named():
+    from ecgtool.export.litert import require_ops
+
+    assert require_ops({"CONV_2D": 3, "MEAN": 1}) == ["AddConv2D", "AddMean"]
+    with pytest.raises(BadInput, match="op NON_MAX_SUPPRESSION_V5 has no TensorFlow Lite Micro kernel"):
+        require_ops({"CONV_2D": 1, "NON_MAX_SUPPRESSION_V5": 1}, "m.tflite")
+
+
+def test_int8_export_records_int8_io_and_agrees_with_pytorch_in_tflm(int8):
+    folder, data, path, output = int8
+    assert "litert-int8:" in output and "argmax agreement" in output
+    side = read_json(litert_sidecar(path))
+    assert side["input"]["dtype"] == "int8" and side["output"]["dtype"] == "int8"
+    assert side["input"]["shape"] == [1, 1, LENGTH]
+    assert side["input"]["scale"] == pytest.approx(1 / 255, rel=0.02)  # min-max normalised input in [0, 1]
+    assert side["input"]["zero_point"] == -128
+    assert side["output"]["scale"] > 0 and -128 <= side["output"]["zero_point"] <= 127
+    assert side["classes"] == read_json(folder / "config.json")["classes"]
+    assert side["preprocessing"]["window_len"] == LENGTH
+    assert side["calibration"]["records"] > 0
+    assert "TRANSPOSE" not in side["ops"] and {"LOGISTIC", "MUL", "MEAN"} <= set(side["ops"])  # SE as int8 ops
+    assert side["flash_bytes"] > side["model_bytes"] == path.stat().st_size
+    entry = manifest_entry(path)
+    assert entry["check"]["runtime"] == "tflm" and entry["check"]["precision"] == "int8"
+    assert entry["check"]["status"] == "ok"  # the export gate: argmax agreement >= 99 % on the test split
+    pred = runtime.load(path)
+    assert pred.kind == "tflm" and pred.precision == "int8" and pred.classes == side["classes"]
+    from ecgtool.data.dataset import load_dataset
+
+    x, _ = load_dataset(data).split("test")
+    x = np.asarray(x, np.float32)
+    ref = runtime.load(folder).predict(x)
+    got = pred.predict(x)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95  # measured 100 % (28 records)
+    assert np.abs(got - ref).max() < 8 * side["output"]["scale"] + 0.5  # dequantised logits, a few LSB off
+
+
+def test_arena_is_the_smallest_that_runs(int8):
+    from ecgtool.runtime import tflm
+
+    _, _, path, _ = int8
+    side = read_json(litert_sidecar(path))
+    buf = path.read_bytes()
+    x = np.full((1, 1, LENGTH), 0, np.int8)
+    assert tflm.runs(buf, side["arena_bytes"], x)
+    assert not tflm.runs(buf, side["arena_bytes"] - 1024, x)
+
+
+def test_a_rewritten_sidecar_is_not_part_of_the_model_folder(int8, tmp_path):
+    folder, _, path, _ = int8  # a re-export rewrites the sidecar after the folder was recorded
+    copy = tmp_path / "side.json"
+    shutil.copy(litert_sidecar(path), copy)
+    try:
+        litert_sidecar(path).write_text(litert_sidecar(path).read_text() + "\n")
+        assert runtime.load(folder).kind == "pytorch"  # the folder's own files verify
+    finally:
+        shutil.copy(copy, litert_sidecar(path))
+
+
+def test_c_export_compiles(int8, tmp_path):
+    _, _, path, _ = int8
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no g++ on this machine")
+    side = read_json(litert_sidecar(path))
+    cdir = mcu_c_dir(path)
+    header = (cdir / MCU_MODEL_DATA_H).read_text()
+    assert f"kEcgTensorArenaSize = {side['arena_bytes']};" in header
+    assert f"kEcgInputZeroPoint = {side['input']['zero_point']};" in header
+    assert "alignas(16) const unsigned char g_ecg_model[]" in (cdir / MCU_MODEL_DATA_CC).read_text()
+    fake = "struct R { " + " ".join(f"void {a}() {{}}" for a in side["resolver"]) + " };"
+    (tmp_path / "t.cc").write_text(f'#include "{MCU_MODEL_DATA_H}"\n{fake}\n'
+                                   "int main() { R r; EcgAddOps(r); static_assert(kEcgNumOps > 0, \"ops\");\n"
+                                   "  return g_ecg_model_len > 0 && kEcgClasses[0][0] ? 0 : 1; }\n")
+    r = subprocess.run([gxx, "-std=c++17", "-fsyntax-only", "-I", str(cdir), str(tmp_path / "t.cc"),
+                        str(cdir / MCU_MODEL_DATA_CC)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_bench_shows_flash_and_ram(int8, tmp_path):
+    from tiny_run import BENCH_OPTIONS
+
+    from ecgtool.bench.runner import bench
+
+    folder, data, path, _ = int8
+    rows = bench([path, folder], data, max_eval=8, out=tmp_path, **BENCH_OPTIONS).rows
+    row = next(r for r in rows if r["kind"] == "tflm")
+    side = read_json(litert_sidecar(path))
+    assert row["status"] == "ok" and row["runtime"] == "TFLite Micro"
+    assert row["flash_kb"] == pytest.approx(side["flash_bytes"] / 1024, abs=0.1)
+    assert row["ram_kb"] == pytest.approx(side["arena_bytes"] / 1024, abs=0.1)
+    assert 0 <= row["macro_f1"] <= 1
+    torch_row = next(r for r in rows if r["kind"] == "pytorch")
+    assert torch_row.get("flash_kb") is None
+    assert "flash_kb" in (tmp_path / "bench.md").read_text()
+
+    from ecgtool.report.build import report
+
+    fits = report(tmp_path, mcu_budget="1024,256")
+    assert (tmp_path / "report_pareto_flash.png").stat().st_size > 0
+    line = next(x for x in fits.recommendation if x.startswith("Microcontroller budget 1024 KB flash, 256 KB RAM"))
+    assert "se_resnet18 int8 on TFLite Micro" in line
+    assert "flash_kb" in (tmp_path / "report.md").read_text()
+    tight = report(tmp_path, mcu_budget="100,8")  # the model alone is ~187 KB
+    assert any("no artifact fits" in x for x in tight.recommendation)
+    with pytest.raises(BadInput, match="expected FLASH_KB,RAM_KB"):
+        report(tmp_path, mcu_budget="1024")
+
+
+def test_resnet18_and_fp32_convert_and_run_in_tflm(int8, tmp_path):
+    from ecgtool.export import export
+
+    _, data, _, _ = int8
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "resnet18", get_model("resnet18", width=8, extra={"input_length": LENGTH}))
+    r = export(folder, "litert-fp32", data=data)
+    side = read_json(litert_sidecar(r.path))
+    assert side["input"]["dtype"] == "float32" and side["precision"] == "fp32"
+    assert not {"LOGISTIC", "MUL"} & set(side["ops"])  # no SE block
+    assert r.check["status"] == "ok" and r.check["max_abs_diff"] < 1e-3  # FP32 TFLM reference kernels
+    assert runtime.load(r.path).precision == "fp32"
+
+
+def test_search_with_a_microcontroller_budget(int8, tmp_path):
+    from ecgtool.core.errors import EcgtoolError
+    from ecgtool.search.budget import search
+
+    _, data, _, _ = int8
+    fitting = search(data, mcu_budget="256,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path)
+    assert [(r["model"], r["format"]) for r in fitting] == [("resnet18", "litert-int8")]
+    assert 0 < fitting[0]["flash_kb"] <= 256 and 0 < fitting[0]["ram_kb"] <= 128
+    assert "KB flash" in (tmp_path / "search.md").read_text()
+    with pytest.raises(EcgtoolError, match="no candidate fits"):  # w8 is ~185 KB of flash: skipped unmeasured
+        search(data, mcu_budget="100,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path / "b")
+
+
+def test_without_the_extra_export_and_load_say_how_to_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") or importlib.util.find_spec("tflite_micro"):
+        pytest.skip("the [mcu] extra is installed")
+    from ecgtool.export import export
+
+    torch.manual_seed(0)
+    folder = save_model(tmp_path / "m", get_model("resnet18", width=8, extra={"input_length": LENGTH}))
+    with pytest.raises(BadInput, match=r"m: litert export needs the \[mcu\] extra"):
+        export(folder, "litert-fp32")
+    fake = folder / "model.fp32.tflite"
+    fake.write_bytes(b"TFL3")
+    with pytest.raises(BadInput, match=r"model\.fp32\.tflite: TensorFlow Lite Micro is not installed"):
+        runtime.load(fake)
