@@ -307,32 +307,32 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     click.echo(str(path))
 
 
-def predict_array(model: Any, signal: Any, fs: float, lead: str | int | None = None, *, window_policy: str = "all",
-                  batch_size: int = 64) -> dict:
+def predict_array(model: Any, signal: Any, fs: float, lead: str | int | None = None, *, batch_size: int = 64,
+                  hop: float | None = None, quality: bool = True, min_episode_s: float = episodes.MIN_EPISODE_S,
+                  gap_s: float = episodes.GAP_S) -> dict:
     """`predict` on an in-memory array: `model` a path (any artifact) or an open predictor, `signal` [T] or
     [C, T] in mV at `fs` Hz (`lead`: the row of a multi-row array, as for a .npy record). Returns what
-    `ecgtool predict` gives for one record: {"record": "array", ..., "windows": [...], ...}; BadInput when
-    the array cannot be used (too short, not finite, flat...)."""
+    `ecgtool predict` gives for one record (the same StreamCore path: per-window quality, clinical block,
+    tail); BadInput when the array cannot be used (too short, not finite, flat...)."""
     from ecgtool.runtime import load
 
     predictor = load(model) if isinstance(model, (str, os.PathLike)) else model
-    spec = {**preprocessing_spec(predictor.config or {}), "window_policy": window_policy}
+    spec = preprocessing_spec(predictor.config or {})
     arr = np.asarray(signal)
     try:
         fs = preprocess.check_fs(fs)
     except UnusableRecord as exc:
         raise BadInput(f"signal: {exc}") from None
     if arr.ndim not in (1, 2) or arr.dtype.kind not in "iuf":
-        raise BadInput(f"signal: expected a numeric array [T] or [C, T] and fs > 0, got {arr.dtype} {list(arr.shape)}, "
-                       f"fs {fs}")
+        raise BadInput(f"signal: expected a numeric array [T] or [C, T], got {arr.dtype} {list(arr.shape)}")
+    classes = list(predictor.classes)
+    if not classes:
+        raise BadInput("signal: the model names no classes")
     try:
         x = preprocess.pick_rows(np.atleast_2d(arr.astype(np.float64)), None if lead is None else str(lead),
                                  spec["channels"])
-        windows, starts, dropped = prepare_windows(x, float(fs), spec)
+        return bundle_runner.long_record_result("array", float(fs), iter([x]), lambda w: _logits(predictor, w, batch_size),
+                                                spec, classes, hop_s=hop, quality=quality,
+                                                min_episode_s=min_episode_s, gap_s=gap_s)
     except UnusableRecord as exc:
         raise BadInput(f"signal: {exc}") from None
-    logits = _logits(predictor, windows, batch_size)
-    classes = list(predictor.classes) or [f"class_{i}" for i in range(logits.shape[1])]
-    results = bundle_runner.window_results(bundle_runner.softmax(logits), starts, classes, spec["sampling_rate"],
-                                           int(spec["window_len"]))
-    return bundle_runner.record_result("array", float(fs), x.shape[-1], results, dropped, classes)
