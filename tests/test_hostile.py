@@ -327,7 +327,7 @@ def test_predict_cli_exits_0_or_2_with_one_line(trained_source, tmp_path_factory
     else:
         doc = _no_nan(r.stdout)
         for w in doc["records"][0]["windows"]:
-            assert w["rhythm"] in doc["classes"] or w["rhythm"] is None
+            assert w["rhythm"] in doc["classes"] or w["rhythm"] in (None, "unclassifiable")
 
 
 @settings(max_examples=60 if LONG else 4)

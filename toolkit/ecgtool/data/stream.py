@@ -60,13 +60,6 @@ CHUNK_S = 600.0  # seconds of input read at a time
 QUALITY_OK = "ok"
 
 
-def check_fs(fs: float) -> float:
-    fs = float(fs)
-    if not math.isfinite(fs) or not FS_RANGE[0] <= fs <= FS_RANGE[1]:
-        raise pre.UnusableRecord(f"implausible sampling rate {fs:g} Hz (expected {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz)")
-    return fs
-
-
 # --- stateful resampling and band-pass -------------------------------------------------------------
 
 
@@ -291,7 +284,7 @@ class StreamCore:
     def __init__(self, predict_fn: Callable[[np.ndarray], np.ndarray], spec: dict, fs: float, classes: list[str],
                  hop_s: float | None = None, quality: bool = True, batch: int = 64):
         self.predict_fn, self.spec, self.classes, self.quality = predict_fn, spec, list(classes), quality
-        self.fs_in = check_fs(fs)
+        self.fs_in = pre.check_fs(fs)
         self.fs = float(spec["sampling_rate"])
         self.length = int(spec["window_len"])
         self.hop = int(round((hop_s if hop_s else self.length / self.fs) * self.fs))
@@ -448,7 +441,7 @@ def open_record(path: str | Path, fs: float | None, lead: str | None, channels: 
         raise pre.UnusableRecord("unknown record type (expected .npy, .csv or a WFDB .hea)")
     if not fs or fs <= 0:
         raise pre.UnusableRecord(f"{path.suffix} records need the sampling rate: --fs HZ")
-    fs = check_fs(fs)
+    fs = pre.check_fs(fs)
     n = max(1, int(chunk_s * fs))
     if path.suffix == ".npy":
         try:
@@ -527,7 +520,7 @@ def _wfdb_chunks(path: Path, lead: str | None, channels: int, chunk_s: float) ->
             hdr = wfdb.rdheader(str(readable))
     except Exception as exc:
         raise pre.UnusableRecord(f"WFDB header unreadable ({type(exc).__name__}: {exc})") from None
-    fs = check_fs(hdr.fs)
+    fs = pre.check_fs(hdr.fs)
     names = [str(s).strip().lower() for s in (hdr.sig_name or [])]
     if len(names) == channels:
         picks = list(range(channels))

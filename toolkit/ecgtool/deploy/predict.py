@@ -257,9 +257,9 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
         raise BadInput(f"--hop {opts['hop']:g}: must be a positive number of seconds")
     if "fs" in opts:
         try:
-            stream.check_fs(opts["fs"])
+            preprocess.check_fs(opts["fs"], "--fs")
         except UnusableRecord as exc:
-            raise BadInput(f"--fs: {exc}") from None
+            raise BadInput(str(exc)) from None
     fmt = fmt or ("json" if out is not None or explain or not sys.stdout.isatty() else "table")
     predictor = load(artifact, **({"threads": opts.pop("threads")} if "threads" in opts else {}))
     if out is not None:
