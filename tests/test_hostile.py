@@ -380,7 +380,9 @@ def test_bundle_run_py_one_line_exit_2(bundle, tmp_path):
     proc = _run_py(b, str(tmp_path / "x.npy"), str(tmp_path / "huge.npy"), "--fs", "360")
     assert proc.returncode == 0, proc.stderr
     doc = _no_nan(proc.stdout)
-    assert doc["records"][0]["summary"]["rhythm"] in doc["classes"] and "error" in doc["records"][1]
+    assert doc["records"][0]["summary"]["rhythm"] in doc["classes"]
+    garbage = doc["records"][1]  # refused whole, or every window unclassifiable by the quality gate: never a rhythm
+    assert "error" in garbage or all(w["rhythm"] in (None, "unclassifiable") for w in garbage["windows"])
 
 
 def test_package_refuses_a_tampered_model(bundle, tmp_path):

@@ -135,7 +135,8 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
                 try:
                     results.append(predict_long(predictor, rec, spec, classes, fs=fs, batch_size=batch_size, **long))
                 except UnusableRecord as exc:
-                    ui.warn(f"{rec}: {exc}")
+                    if len(records) > 1:  # a lone record's reason is the command's one error line
+                        ui.warn(f"{rec}: {exc}")
                     results.append({"record": str(rec), "error": str(exc)})
                 bar.advance()
                 continue
