@@ -135,18 +135,14 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
                 try:
                     results.append(predict_long(predictor, rec, spec, classes, fs=fs, batch_size=batch_size, **long))
                 except UnusableRecord as exc:
-                    if len(records) > 1:  # a lone record's reason is the command's one error line
-                        ui.warn(f"{rec}: {exc}")
-                    results.append({"record": str(rec), "error": str(exc)})
+                    results.append(_skipped(rec, exc, len(records)))
                 bar.advance()
                 continue
             try:
                 signal, rec_fs = read_input(rec, fs, spec["lead"], spec["channels"])
                 x, starts, dropped = prepare_windows(signal, rec_fs, spec)
             except UnusableRecord as exc:
-                if len(records) > 1:  # a lone record's reason is the command's one error line
-                    ui.warn(f"{rec}: {exc}")
-                results.append({"record": str(rec), "error": str(exc)})
+                results.append(_skipped(rec, exc, len(records)))
                 bar.advance()
                 continue
             logits = _logits(predictor, x, batch_size)
@@ -168,6 +164,13 @@ def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: floa
             results.append(bundle_runner.record_result(str(rec), rec_fs, signal.shape[-1], windows, dropped, classes))
             bar.advance()
     return results
+
+
+def _skipped(rec: str | os.PathLike, exc: Exception, n_records: int) -> dict:
+    """A bad record's entry; its reason is warned in a batch (a lone record's is the command's one error line)."""
+    if n_records > 1:
+        ui.warn(f"{rec}: {exc}")
+    return {"record": str(rec), "error": str(exc)}
 
 
 def predict_long(predictor, rec: str | os.PathLike, spec: dict, classes: list[str], *, fs: float | None = None,
