@@ -233,7 +233,7 @@ def test_predict_explain_writes_spans_and_pngs(setup, tmp_path):
     doc = json.loads((out / "predictions.json").read_text())
     for w in doc["records"][0]["windows"]:
         ex = w["explanation"]
-        assert ex["method"] == "gradcam" and 1 <= len(ex["top_spans"]) <= 3
+        assert ex["method"] == "occlusion" and 1 <= len(ex["top_spans"]) <= 3  # auto = occlusion
         assert all(w["start_s"] <= s["start_s"] < s["end_s"] <= w["end_s"] for s in ex["top_spans"])
         assert (out / ex["png"]).read_bytes()[:4] == b"\x89PNG"
     manifest = json.loads((out / "manifest.json").read_text())["artifacts"]

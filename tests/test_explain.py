@@ -23,8 +23,8 @@ def model_and_windows(tmp_path_factory):
 
 def test_gradcam_has_input_length_finite_and_varies(model_and_windows):
     predictor, x, _ = model_and_windows
-    rel, method = xai.explain(predictor, x)
-    assert method == "gradcam"
+    rel, method = xai.explain(predictor, x, method="gradcam")
+    assert method == "gradcam" and xai.explain(predictor, x[:1])[1] == "occlusion"  # auto: occlusion localises
     assert rel.shape == (len(x), x.shape[-1])
     assert np.isfinite(rel).all()
     assert rel.min() >= 0 and np.allclose(rel.max(axis=1), 1.0)

@@ -207,8 +207,7 @@ def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *
             **long: Any) -> list[dict]:
     """Rhythm per window of each record with any artifact kind; see `predict_records` for the result.
 
-    `explain`: False, True/'auto' (Grad-CAM for PyTorch folders, occlusion otherwise), 'gradcam' or
-    'occlusion'; PNGs go to `out` when given. Bad records become {"record", "error"} entries.
+    `explain`: False, True/'auto' (occlusion), 'gradcam' (PyTorch folders) or 'occlusion'; PNGs go to `out` when given. Bad records become {"record", "error"} entries.
     `long`: hop, quality, min_episode_s, gap_s (see `predict_records`).
     """
     from ecgtool.runtime import load
@@ -238,7 +237,7 @@ FORMATS = ("table", "json", "csv", "wfdb")
 @click.option("--min-episode", "min_episode_s", type=float, help=f"Shortest episode reported, s (default {episodes.MIN_EPISODE_S:g}).")
 @click.option("--gap", "gap_s", type=float, help=f"Longest gap bridged inside an episode, s (default {episodes.GAP_S:g}).")
 @click.option("--explain", "explain", is_flag=True, help="Add the most relevant time spans per window (+ PNGs with --out).")
-@click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto: Grad-CAM for PyTorch folders, else occlusion.")
+@click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto (= occlusion: it localises beats better, benchmarks/RESULTS.md), gradcam (PyTorch folders), occlusion.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for predictions.json and explanation PNGs (default: JSON on stdout).")
 @click.option("--threads", type=int, help="Inference threads.")
 @ui.quiet_option

@@ -363,12 +363,14 @@ def _step_prune(cfg: dict, out: Path, resume: bool) -> list[Path]:
 
 def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[Path]:
     from ecgtool.export import export
+    from ecgtool.export.formats import FORMATS
 
     files = []
     for folder in _compressed(cfg, out):
         for fmt in formats:
             try:
-                res = export(folder, fmt, data=out / "data", **(extra if fmt.endswith("int8") else {}))
+                opts = {k: v for k, v in extra.items() if k in FORMATS[fmt].options} if fmt.endswith("int8") else {}
+                res = export(folder, fmt, data=out / "data", **opts)  # e.g. --target is not an openvino-int8 option
                 files += [f for f in res.files if Path(f).exists()]
             except BadInput as exc:
                 if not fmt.startswith("tensorrt"):
