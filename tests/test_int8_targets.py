@@ -54,10 +54,10 @@ def test_detection_reads_cpuid_not_the_hosts_proc_cpuinfo():
 
 def test_judge_gate_in_points():
     y = np.array([0, 0, 1, 1, 2, 2])
-    v = judge(y, y, np.array([0, 0, 1, 1, 2, 1]), ["a", "b", "c"])
+    v = judge(y, y, np.array([0, 0, 1, 1, 2, 1]), ["a", "b", "c"], min_windows=0)  # points alone (window rule: test_gate)
     assert not v.passed and v.worst_class[0] == "c" and v.macro_loss_points > 0.5
     assert judge(y, y, y, ["a", "b", "c"]).passed
-    assert judge(y, y, y, ["a", "b", "c"], macro_points=-1).passed is False  # a negative limit forces a scan
+    assert judge(y, y, y, ["a", "b", "c"], macro_points=-1, min_windows=0).passed is False  # a negative limit forces a scan
 
 
 def test_calibration_file_named_by_records_held(trained, tmp_path):
@@ -91,7 +91,7 @@ def test_forced_gate_scans_and_keeps_nodes_fp32(trained, tmp_path):
     folder, data = trained
     out = tmp_path / "gated.onnx"
     r = quantize_folder(folder, data, out=out, target="x86-vnni", calib_size=21, calib_dir=tmp_path, gate_macro=-1,
-                        gate_class=-1)  # no INT8 can lose less than -1 point: every group gets scanned
+                        gate_class=-1, gate_min_windows=0)  # no INT8 can lose less than -1 point: every group gets scanned
     groups = dict(candidate_groups(folder / "model.onnx"))
     assert len(groups["stem conv"]) == 1 and len(groups["SE gates"]) >= 2 and groups["classifier"]
     g = r["gate"]

@@ -32,7 +32,8 @@ import numpy as np
 from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, candidate_groups, judge, latency_ratio, scan
+from ecgtool.compress.gate import (DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, candidate_groups, judge,
+                                   latency_ratio, scan)
 from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
 
@@ -165,13 +166,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    exclude: Sequence[str] = (), calib_dir: str | os.PathLike = DEFAULT_DIR, seed: int = DEFAULT_SEED,
                    symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
-                   gate_class: float = DEFAULT_CLASS_POINTS) -> dict:
+                   gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS) -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
     symmetric=True without a target means tensorrt. method="auto" tries minmax and percentile and keeps
     the best validation macro-F1. gate: if INT8 loses more than `gate_macro` points of validation
-    macro-F1 or `gate_class` points of any class, the most sensitive nodes are kept FP32 until it holds
+    macro-F1 or `gate_class` points of any class, carried by at least `gate_min_windows` windows (net; fewer
+    are waived, with the reason recorded), the most sensitive nodes are kept FP32 until it holds
     (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
@@ -181,6 +183,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     fp32, out = Path(fp32), Path(out)
     if method not in METHODS + ("auto",):
         raise BadInput(f"--method {method}: unknown calibration method (choose from {', '.join(METHODS)}, auto)")
+    if isinstance(gate_min_windows, bool) or not isinstance(gate_min_windows, int) or gate_min_windows < 0:
+        raise BadInput(f"--gate-min-windows {gate_min_windows}: must be a whole number of windows, 0 or more")
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
                        "drop --symmetric/--asymmetric or choose another target")
@@ -201,7 +205,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         return _logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
 
     def verdict(pred: np.ndarray):
-        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class)
+        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows)
 
     tried: dict[str, float] = {}
     gate_report: dict[str, Any] | None = None
@@ -226,7 +230,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         chosen = first
         if gate and fp32_val is not None:
             v0 = verdict(predict(first))
-            gate_report = {"macro_points": gate_macro, "class_points": gate_class, "split": "val", "n": int(len(val)),
+            gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
+                           "split": "val", "n": int(len(val)),
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
@@ -243,9 +248,12 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 v = v0
             gate_report["after"] = v.as_dict()
             gate_report["passed"] = v.passed
+            gate_report["reason"] = v.reason
             msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
                    f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
                    "negative = INT8 gained)")
+            if v.waived:
+                msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
                         f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")

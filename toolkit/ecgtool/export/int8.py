@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ecgtool.compress.calibration import DEFAULT_SIZE
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
@@ -24,7 +24,8 @@ from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.files import atomic_path
 from ecgtool.core.manifest import record_artifact, recorded_check
-from ecgtool.core.names import CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET, WEIGHTS
+from ecgtool.core.names import (CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_GATE,
+                                ONNX_META_INT8_TARGET, WEIGHTS)
 from ecgtool.export.check import check_export, checked
 from ecgtool.export.formats import FORMATS, INT8_OPTIONS, OPSET, ExportFormat
 from ecgtool.export.onnx import fresh, stamp_metadata, torch2onnx
@@ -59,7 +60,7 @@ def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None 
     report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, **options)
     stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS,
                    {ONNX_META_INT8_TARGET: report["target"], ONNX_META_INT8_FORM: report["form"]["label"],
-                    ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"])})
+                    ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"]), ONNX_META_INT8_GATE: json.dumps(gate_summary(report["gate"]))})
     check = check_export(out, folder, data, check_limit, threads)
     if check["status"] != "ok":
         ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
@@ -68,6 +69,14 @@ def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None 
                                              "quantization": {k: v for k, v in report.items()
                                                               if k not in ("per_class_f1", "path", "gate")}})
     return report
+
+
+def gate_summary(gate: dict | None) -> dict | None:
+    """The gate's decision as the INT8 file carries it (None when the gate was off)."""
+    if not gate:
+        return None
+    return {k: gate.get(k) for k in ("passed", "macro_points", "class_points", "min_windows", "split", "n", "reason")} | {
+        "groups_fp32": gate.get("groups_fp32") or []}
 
 
 def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat, force: bool = False) -> Path:
@@ -114,6 +123,9 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
 @click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
 @click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
+@click.option("--gate-min-windows", type=int, help=f"Gate: a loss fails it only when at least this many validation windows "
+              f"carry it, net (default {DEFAULT_MIN_WINDOWS}: the fewest the exact McNemar test calls significant at 5 %; "
+              "0: points alone decide).")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default MODEL/model.int8.onnx).")
@@ -131,3 +143,4 @@ def quantize_command(model: Path, data: Path, **options: Any) -> None:
     if g:
         click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}): "
                    f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: {', '.join(g['groups_fp32']) or 'nothing'}")
+        click.echo(f"gate decision: {g['reason']}")
