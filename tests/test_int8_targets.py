@@ -123,11 +123,12 @@ def test_scan_keeps_most_sensitive_group_until_the_gate_holds(tmp_path):
     from ecgtool.compress.gate import scan
 
     groups = [("SE gates", ["sig0", "mul0"]), ("stem conv", ["stem0"]), ("classifier", ["fc"])]
-    v0 = judge(y, y, bad, ["a", "b", "c"])
-    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), groups, [], tmp_path, (tmp_path / "x", v0))
+    v0 = judge(y, y, bad, ["a", "b", "c"], min_windows=0)
+    points = lambda p: judge(y, y, p, ["a", "b", "c"], min_windows=0)  # noqa: E731 (points alone: 8 windows)
+    res = scan(build, predict, points, groups, [], tmp_path, (tmp_path / "x", v0))
     assert res["groups_fp32"] == ["stem conv"] and res["kept_fp32"] == ["stem0"] and res["verdict"].passed
     useless = [("SE gates", ["sig0"])]  # buys nothing: the ungated file is kept, no FP32 nodes
-    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), useless, [], tmp_path, (tmp_path / "x", v0))
+    res = scan(build, predict, points, useless, [], tmp_path, (tmp_path / "x", v0))
     assert res["kept_fp32"] == [] and res["path"] == tmp_path / "x" and not res["verdict"].passed
 
 
