@@ -62,6 +62,8 @@ def mark_picks(ax, pts: Sequence[dict], x: str, y: str, picks: dict[str, list[st
     """Draw every recommended point among `pts` with its roles' markers (hollow, one per role) and a label
     naming the roles. Artists carry gids `pick:ROLE:ID` and `picklabel:ID` (tests read them back)."""
     shown: set[str] = set()
+    xs = [r[x] for r in pts if r[x] and r[x] > 0]
+    mid = math.sqrt(min(xs) * max(xs)) if xs else 0.0  # log-axis middle: labels right of it point left
     for r in pts:
         roles = [role for role in picks.get(artifact_id(r), []) if role in ROLE_STYLE]
         for k, role in enumerate(roles):
@@ -71,8 +73,10 @@ def mark_picks(ax, pts: Sequence[dict], x: str, y: str, picks: dict[str, list[st
                        gid=f"pick:{role}:{artifact_id(r)}")
             shown.add(role)
         if roles:
+            left = r[x] > mid
             ax.annotate(", ".join(ROLE_STYLE[role][2] for role in roles), (r[x], r[y]), fontsize=7, color="darkred",
-                        xytext=(8, -12), textcoords="offset points", fontweight="bold", gid=f"picklabel:{artifact_id(r)}")
+                        xytext=(-10 if left else 10, -14), textcoords="offset points", ha="right" if left else "left",
+                        fontweight="bold", gid=f"picklabel:{artifact_id(r)}")
 
 
 def plotted_points(fig) -> dict[str, dict]:
