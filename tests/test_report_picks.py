@@ -130,6 +130,8 @@ def test_artifact_table_fits_the_page_and_the_csv_keeps_every_column(tmp_path):
             "flash/RAM KB", "pick"} <= set(header)
     too_wide = [line for line in lines if len(line) > WIDTH]
     assert not too_wide, too_wide
+    every_table = [line for line in result.markdown.read_text().splitlines() if line.startswith("|")]
+    assert max(map(len, every_table)) <= WIDTH  # the per-pick, cross-dataset, family and dataset tables too
     with open(result.csv, newline="", encoding="utf-8") as fh:
         got = list(csv.DictReader(fh))
     assert len(got) == len(bench["rows"])

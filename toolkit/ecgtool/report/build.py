@@ -34,7 +34,7 @@ from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, p
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f0f3f7}td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}tr.failed td{color:#a00}tr.skipped td{color:#888}
+th{background:#f0f3f7}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr.failed td{color:#a00}tr.skipped td{color:#888}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.rec{background:#eef7ee;border-left:4px solid #3a3;padding:.6em 1em}
 code{background:#f4f4f4;padding:0 3px}"""
 
@@ -147,7 +147,8 @@ def pick_class_table(rows: Sequence[dict], roles: dict[str, list[str]], classes:
                     "macro": int(sum(map(sum, support)))})
     for r in chosen:
         f1 = r.get("per_class_f1") or {}
-        out.append({"artifact": table.short_name(r), "pick": ", ".join(roles[plots.artifact_id(r)]),
+        out.append({"artifact": table.short_name(r),
+                    "pick": "".join(plots.ROLE_CODES.get(x, "?") for x in roles[plots.artifact_id(r)]),
                     **{c: None if f1.get(c) is None else round(100 * f1[c], 2) for c in classes},
                     "macro": None if r.get("macro_f1") is None else round(100 * r["macro_f1"], 2)})
         if r.get("f1_delta"):
@@ -325,7 +326,8 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str],
         (f"Pareto: {y_axis(score)[1]} vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
         ("Recommended artifacts: per-class F1 and confusion (bench split, each artifact's own predictions)",
          [("text", "Scored by bench through each artifact's own runtime (ONNX Runtime, OpenVINO, ...), not its PyTorch "
-                   "parent; F1 in %, deltas in points."), ("table", (pick_rows, pick_cols))]
+                   "parent; F1 in %, deltas in points; pick: " + ", ".join(f"{c} {r}" for r, c in plots.ROLE_CODES.items())
+                   + "."), ("table", (pick_rows, pick_cols))]
          + [("fig", f) for f in pick_figs] if pick_rows else [("text", "no artifact recommended")]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
          [("table", (as_percent(fam_rows, FAMILY_PERCENT), fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
