@@ -16,7 +16,7 @@ from scipy.signal import resample_poly
 from conftest import copy_trained, shared_data
 from ecgtool.cli.main import main as cli
 from ecgtool.data.preprocess import resample
-from ecgtool.data.stream import Resampler, StreamCore, window_quality
+from ecgtool.data.stream import Resampler, StreamCore, batch_quality, window_quality
 from ecgtool.deploy.episodes import clinical_summary, episodes
 from ecgtool.deploy.package import package
 from ecgtool.deploy.predict import predict
@@ -70,6 +70,70 @@ def test_quality_on_real_windows_clean_ok_and_damage_marked(rec):
     bad = wins[0].copy()
     bad[50] = np.nan
     assert _q(bad) == "non-finite"
+
+
+def _damaged(wins, rng):
+    """Real windows, each left clean or given one kind of damage (noise at a random SNR, lead-off of 1-3 s,
+    clipping at a random percentile, a NaN, a flat line, a 60-Hz hum)."""
+    out = []
+    for i, w in enumerate(wins):
+        w = w.copy()
+        kind = i % 7
+        if kind == 1:
+            w = w + rng.normal(0, w.std() * rng.uniform(0.2, 2.0), w.size)
+        elif kind == 2:
+            a = int(rng.integers(0, w.size - 1100))
+            w[a:a + int(rng.uniform(1.0, 3.0) * 360)] = w[a]
+        elif kind == 3:
+            w = np.minimum(w, np.percentile(w, rng.uniform(90, 99.8)))
+        elif kind == 4:
+            w[int(rng.integers(0, w.size))] = np.nan
+        elif kind == 5:
+            w = w + 0.3 * w.std() * rng.uniform(0.5, 3) * np.sin(2 * np.pi * 60 * np.arange(w.size) / 360)
+        elif kind == 6 and i % 14 == 6:
+            w[:] = w[0]
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("rec", ["105", "203"])
+def test_batched_gate_equals_per_window_definition_on_real_damaged_windows(rec):
+    """batch_quality (one FFT / filter / percentile over the batch) decides exactly as window_quality does,
+    window for window: status, reason and the rounded details (hr_bpm, sqi, hf)."""
+    rng = np.random.default_rng(int(rec))
+    raws = _damaged(_mitdb_windows(rec, 28), rng)
+    xs = [resample(np.nan_to_num(w, nan=0.0)[None], 360)[0] for w in raws]
+    ref = [window_quality(x, 200, w, 360) for x, w in zip(xs, raws)]
+    got = batch_quality(np.stack(xs)[:, None], 200, [w[None] for w in raws], 360)
+    assert got == ref
+    statuses = {r[0] for r in ref}
+    assert {"ok", "noisy", "flat", "clipped", "non-finite"} <= statuses, statuses  # every branch was exercised
+    # and at the model rate with the window itself as the input (a 200-Hz record), in uneven batches
+    ref200 = [window_quality(x, 200) for x in xs]
+    got200 = batch_quality(np.stack(xs[:5])[:, None], 200) + batch_quality(np.stack(xs[5:])[:, None], 200)
+    assert got200 == ref200
+
+
+def test_stream_gate_per_push_equals_per_window_definition(monkeypatch):
+    """StreamCore gates the windows of each push together: its results (with 360-Hz input, resampled, in
+    uneven pushes) equal those of a StreamCore whose gate calls window_quality window by window."""
+    from ecgtool.data import stream as st
+
+    raws = _damaged(_mitdb_windows("119", 28), np.random.default_rng(3))
+    sig = np.concatenate(raws)
+    spec = {"sampling_rate": 200, "window_len": 2000}
+
+    def run():
+        core = StreamCore(lambda w: np.stack([w.mean(axis=(1, 2)), w.std(axis=(1, 2))], axis=1), spec, 360, ["a", "b"])
+        out = core.push(sig[:17_001]) + core.push(sig[17_001:17_002]) + core.push(sig[17_002:])
+        return out + core.close()[0]
+
+    batched = run()
+    monkeypatch.setattr(st, "batch_quality", lambda x, fs, raws, fs_raw, flat: [
+        window_quality(w, fs, r, fs_raw, flat) for w, r in zip(x, raws)])
+    per_window = run()
+    assert len(batched) == 28 and batched == per_window
+    assert {"ok", "noisy", "flat", "clipped", "non-finite"} <= {w["quality"] for w in batched}
 
 
 @pytest.fixture(scope="module")
