@@ -744,14 +744,18 @@ def _csv_chunks(path: Path, lead: str | None, channels: int, n: int) -> Iterator
             while True:
                 lines = carry + fh.readlines(n * 12)  # ~n lines of a few characters each
                 carry = []
-                lines = [ln for ln in lines if ln.strip()]
                 if not lines:
                     return
-                try:
+                try:  # loadtxt skips empty lines; lines of blanks only are dropped (and parsed again) on error
                     data = np.loadtxt(lines, delimiter=",", ndmin=2, usecols=cols, dtype=np.float64)
-                except ValueError as exc:
-                    raise pre.UnusableRecord(f"non-numeric value in CSV ({exc})") from None
-                yield data.T
+                except ValueError:
+                    lines = [ln for ln in lines if ln.strip()]
+                    try:
+                        data = np.loadtxt(lines, delimiter=",", ndmin=2, usecols=cols, dtype=np.float64)
+                    except ValueError as exc:
+                        raise pre.UnusableRecord(f"non-numeric value in CSV ({exc})") from None
+                if data.size:
+                    yield data.T
     return gen()
 
 
