@@ -109,6 +109,16 @@ def test_batched_gate_equals_per_window_definition_on_real_damaged_windows(rec):
     statuses = {r[0] for r in ref}
     assert {"ok", "noisy", "flat", "clipped", "non-finite"} <= statuses, statuses  # every branch was exercised
     # and at the model rate with the window itself as the input (a 200-Hz record), in uneven batches
+    # raw windows of uneven length (2.56-s windows at 100 Hz: 921 or 922 input samples), damaged
+    sig = np.concatenate(raws)
+    m = resample(np.nan_to_num(sig, nan=0.0)[None], 360, 100)[0]
+    starts = range(0, len(m) - 256, 256)
+    cuts = [(int(round(s * 3.6)), int(round((s + 256) * 3.6))) for s in starts]
+    assert len({b - a for a, b in cuts}) == 2
+    ref100 = [window_quality(m[s:s + 256], 100, sig[a:b], 360) for s, (a, b) in zip(starts, cuts)]
+    got100 = batch_quality(np.stack([m[s:s + 256] for s in starts])[:, None], 100,
+                           [sig[a:b][None] for a, b in cuts], 360)
+    assert got100 == ref100 and len({r[0] for r in ref100}) >= 4
     ref200 = [window_quality(x, 200) for x in xs]
     got200 = batch_quality(np.stack(xs[:5])[:, None], 200) + batch_quality(np.stack(xs[5:])[:, None], 200)
     assert got200 == ref200
@@ -263,3 +273,29 @@ def test_bundle_stdin_text_and_raw_equal_file(model, tmp_path):
         lines = [json.loads(ln) for ln in out.stdout.decode().splitlines()]
         assert _probs(lines[:-1]) == _probs(file_ws)
         assert lines[-1]["tail"]["seconds"] > 0 and "af_burden" in lines[-1]["clinical"]
+
+
+def test_predict_reference_scores_against_wfdb_rhythm_annotations(model, tmp_path):
+    import wfdb
+
+    from ecgtool.evaluate.rhythm_truth import read_reference, score_record
+
+    x = _signal(60.0)
+    wfdb.wrsamp("rec", fs=360, units=["mV"], sig_name=["MLII"], p_signal=x[:, None], fmt=["212"],
+                write_dir=str(tmp_path))
+    wfdb.wrann("rec", "atr", np.array([0, 20 * 360]), symbol=["+", "+"], aux_note=["(N", "(AFIB"],
+               write_dir=str(tmp_path))
+    run = CliRunner().invoke
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "atr", "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])["records"][0]
+    ref = res["reference"]
+    ok = [w for w in res["windows"] if w["rhythm"] != "unclassifiable"]
+    assert ok and ref["reference_episodes"] == 1 and ref["reference_af_s"] == pytest.approx(
+        min(60.0, res["windows"][-1]["end_s"]) - 20.0, abs=0.01)
+    assert ref == {"annotations": "atr", "rule": ref["rule"],
+                   **score_record({k: v for k, v in res.items() if k != "reference"}, read_reference(tmp_path / "rec")[0])}
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "atr", "-q", "--format", "table"])
+    assert r.exit_code == 0 and "vs reference (atr): AF burden" in r.output, r.output
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "qrs", "-q", "--format", "table"])
+    assert r.exit_code == 0 and "no reference annotations rec.qrs" in r.output, r.output

@@ -476,7 +476,7 @@ def batch_quality(x: np.ndarray, fs: float, raws: list[np.ndarray] | None = None
             js = pos[idx]
             sel = js >= 0
             if sel.any():
-                frac[js[sel]] = _plateau_fracs(arr[np.asarray(idx)[sel], min(lead, arr.shape[1] - 1)], fs_raw)
+                frac[js[sel]] = _plateau_fracs(arr[sel, min(lead, arr.shape[1] - 1)], fs_raw)
         spec = np.abs(np.fft.rfft(s - s.mean(axis=1, keepdims=True), axis=1)) ** 2
         band = spec[:, in_band].sum(axis=1)
         hf_all = np.where(band > 0, spec[:, out_band].sum(axis=1) / np.where(band > 0, band, 1.0), 0.0)
