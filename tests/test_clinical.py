@@ -299,3 +299,49 @@ def test_predict_reference_scores_against_wfdb_rhythm_annotations(model, tmp_pat
     assert r.exit_code == 0 and "vs reference (atr): AF burden" in r.output, r.output
     r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "qrs", "-q", "--format", "table"])
     assert r.exit_code == 0 and "no reference annotations rec.qrs" in r.output, r.output
+
+
+def test_batched_gate_equals_per_window_definition_on_generated_windows():
+    """Hostile and odd windows (hypothesis): constant stretches, spikes, steps, NaN/inf, tiny and huge
+    amplitudes, 1-3 leads, raw windows of uneven length: batch_quality == window_quality, window for window."""
+    hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is a [dev] dependency")
+    from hypothesis import given
+    from hypothesis import strategies as hs
+
+    base = _mitdb_windows("119", 6)
+
+    @given(hs.data())
+    def check(data):
+        n = data.draw(hs.integers(1, 5))
+        leads = data.draw(hs.integers(1, 3))
+        fs, length = 100, 256
+        xs, raws = [], []
+        for _ in range(n):
+            src = base[data.draw(hs.integers(0, len(base) - 1))]
+            a = data.draw(hs.integers(0, len(src) - 1000))
+            m = data.draw(hs.sampled_from([921, 922]))
+            chans = []
+            for _ in range(leads):
+                r = src[a:a + m] * data.draw(hs.sampled_from([1.0, 1e-4, 1e3, -1.0]))
+                kind = data.draw(hs.sampled_from(["clean", "const", "spike", "step", "nan", "inf", "zero-run"]))
+                r = r.copy()
+                i = data.draw(hs.integers(0, m - 1))
+                if kind == "const":
+                    r[:] = r[i]
+                elif kind == "spike":
+                    r[i] += 50.0
+                elif kind == "step":
+                    r[i:] += 2.0
+                elif kind in ("nan", "inf"):
+                    r[i] = np.nan if kind == "nan" else np.inf
+                elif kind == "zero-run":
+                    r[i:i + data.draw(hs.integers(1, 900))] = 0.0
+                chans.append(r)
+            raw = np.stack(chans)
+            raws.append(raw)
+            xs.append(resample(np.nan_to_num(raw, nan=0.0, posinf=0.0)[:, :921], 360, fs)[:, :length])
+        x = np.stack(xs)
+        ref = [window_quality(w, fs, r, 360) for w, r in zip(x, raws)]
+        assert batch_quality(x, fs, raws, 360) == ref
+
+    check()
