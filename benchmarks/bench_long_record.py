@@ -64,7 +64,7 @@ def build(tmp: Path, hours: float) -> tuple[Path, Path]:
     return npy, csv
 
 
-def stages(model: str, npy: Path, gate: str, batch_size: int) -> dict:
+def stages(model: str, npy: Path, gate: str, batch_size: int, fs: float | None = 200.0) -> dict:
     """Seconds per stage of predict_records on `npy` (see the module doc); gate 'window' or 'batch'."""
     from ecgtool.data import stream
     from ecgtool.deploy import predict as pr
@@ -108,7 +108,7 @@ def stages(model: str, npy: Path, gate: str, batch_size: int) -> dict:
     stream.open_record = open_timed
     try:
         t = time.perf_counter()
-        res = pr.predict_records(p, [str(npy)], fs=200.0, batch_size=batch_size)[0]
+        res = pr.predict_records(p, [str(npy)], fs=fs, batch_size=batch_size)[0]
         total = time.perf_counter() - t
     finally:
         stream.batch_quality, stream.Resampler.push, stream.Resampler.flush, stream.open_record = saved
@@ -118,7 +118,7 @@ def stages(model: str, npy: Path, gate: str, batch_size: int) -> dict:
     return acc
 
 
-def stage_report(model: str, npy: Path, reps: int) -> None:
+def stage_report(model: str, npy: Path, reps: int, fs: float | None = 200.0) -> None:
     from ecgtool.core import ui
 
     ui.set_quiet(True)
@@ -126,7 +126,7 @@ def stage_report(model: str, npy: Path, reps: int) -> None:
     best: dict = {}
     for _ in range(reps):
         for cfg in configs:
-            r = stages(model, npy, *cfg)
+            r = stages(model, npy, *cfg, fs=fs)
             old = best.get(cfg)
             best[cfg] = r if old is None else {k: (min(v, old[k]) if k != "_statuses" else v) for k, v in r.items()}
     assert best[configs[0]]["_statuses"] == best[configs[1]]["_statuses"], "batched gate decided differently"
@@ -151,6 +151,8 @@ def main() -> int:
     ap.add_argument("--stage-hours", type=float, default=1.0, help="record length of the per-stage table (0: none)")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--skip-long", action="store_true", help="only the per-stage table")
+    ap.add_argument("--stage-record", action="append", default=[],
+                    help="also a per-stage table of this WFDB record (e.g. a 360-Hz MIT-BIH .hea: reading, resampling)")
     args = ap.parse_args()
     flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f" {f}" in flags]
@@ -158,6 +160,8 @@ def main() -> int:
     if args.stage_hours:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         stage_report(args.model, build(Path(args.tmp), args.stage_hours)[0], args.reps)
+    for rec in args.stage_record:
+        stage_report(args.model, Path(rec), args.reps, fs=None)
     if args.skip_long:
         return 0
     npy, csv = build(Path(args.tmp), args.hours)
