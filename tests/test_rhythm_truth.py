@@ -30,11 +30,11 @@ def test_episode_sensitivity_ppv_and_durations():
     assert (s["predicted_episodes"], s["true_predicted"]) == (3, 2) and s["ppv"] == pytest.approx(2 / 3)
     assert s["overlap_s"] == 55 and s["duration_sensitivity"] == pytest.approx(55 / 210)
     assert s["duration_ppv"] == pytest.approx(55 / 185)
-    none = score_episodes([], ref)
+    none = score_episodes([], ref, 30)
     assert none["sensitivity"] == 0 and none["ppv"] is None and none["duration_ppv"] is None
-    assert score_episodes(pred, [])["ppv"] == 0 and score_episodes(pred, [])["sensitivity"] is None
+    assert score_episodes(pred, [], 30)["ppv"] == 0 and score_episodes(pred, [], 30)["sensitivity"] is None
     # reference AF outside the part the windows cover is left out
-    assert score_episodes([], [(0, 100)], covered=(0, 50))["reference_af_s"] == 50
+    assert score_episodes([], [(0, 100)], 30, covered=(0, 50))["reference_af_s"] == 50
 
 
 def _w(start, rhythm, length=10.0):
@@ -46,7 +46,7 @@ def test_score_record_burden_over_classifiable_time_and_pool():
     windows = [_w(10.0 * i, r) for i, r in enumerate(rhythms)]  # 0-100 s
     assert classifiable_spans(windows) == [(0.0, 70.0), (80.0, 100.0)]
     result = {"record": "r", "windows": windows,
-              "clinical": {"af_burden": 6 / 9, "episodes": [{"rhythm": "AF", "start_s": 30.0, "end_s": 100.0},
+              "clinical": {"af_burden": 6 / 9, "episode_rule": {"min_episode_s": 30.0, "gap_s": 10.0}, "episodes": [{"rhythm": "AF", "start_s": 30.0, "end_s": 100.0},
                                                             {"rhythm": "Normal", "start_s": 0.0, "end_s": 30.0}]}}
     ref = {"(AFIB": [(40.0, 100.0)], "(N": [(0.0, 40.0)]}
     r = score_record(result, ref)
@@ -54,7 +54,10 @@ def test_score_record_burden_over_classifiable_time_and_pool():
     assert r["burden_reference"] == pytest.approx(50 / 90, abs=1e-6)
     assert r["burden_error_pp"] == pytest.approx(100 * (6 / 9 - 50 / 90), abs=0.01)
     assert (r["detected"], r["reference_episodes"], r["true_predicted"], r["predicted_episodes"]) == (1, 1, 1, 1)
-    miss = score_record({**result, "clinical": {"af_burden": 0.0, "episodes": []}}, ref)
+    miss = score_record({**result, "clinical": {**result["clinical"], "af_burden": 0.0, "episodes": []}}, ref)
+    # the reference minimum follows the prediction's episode rule: a 40-s minimum leaves no reference episode
+    assert score_record({**result, "clinical": {**result["clinical"], "episode_rule": {"min_episode_s": 40.0}}},
+                        {"(AFIB": [(40.0, 70.0)]})["reference_episodes"] == 0
     assert miss["sensitivity"] == 0 and miss["burden_error_pp"] == pytest.approx(-100 * 50 / 90, abs=0.01)
     p = pool([r, miss])
     assert (p["detected"], p["reference_episodes"], p["sensitivity"]) == (1, 2, 0.5)

@@ -12,8 +12,8 @@ Scoring (`score_record`), as AF detectors are scored (ANSI/AAMI EC57's episode a
   error is predicted - reference, in percentage points.
 - episodes: predicted AF episodes are `clinical.episodes` with rhythm AF (predict's rule: windows joined
   across gaps <= gap_s, episodes >= min_episode_s). Reference episodes are the AF intervals at least
-  `min_ref_s` long (default 30 s, the same minimum as predict's episodes: a shorter reference episode is
-  not expected to be reported). A reference episode is detected when any predicted AF episode overlaps it
+  `min_ref_s` long (default: the minimum the prediction used, its clinical.episode_rule.min_episode_s,
+  30 s unless --min-episode: a shorter reference episode is not expected to be reported). A reference episode is detected when any predicted AF episode overlaps it
   (overlap > 0 s): episode sensitivity = detected / reference episodes. A predicted episode is a true
   positive when it overlaps any reference AF interval (of any length): episode PPV = true / predicted.
 - duration sensitivity = |predicted episodes ∩ reference AF| / |reference AF| and duration PPV =
@@ -28,7 +28,6 @@ from typing import Iterable, Sequence
 
 AF_NOTE = "(AFIB"
 AF_CLASS = "AF"
-MIN_REF_S = 30.0
 
 Interval = tuple[float, float]
 
@@ -99,7 +98,7 @@ def classifiable_spans(windows: list[dict]) -> list[Interval]:
     return merge(out)
 
 
-def score_episodes(predicted: Sequence[Interval], reference: Sequence[Interval], min_ref_s: float = MIN_REF_S,
+def score_episodes(predicted: Sequence[Interval], reference: Sequence[Interval], min_ref_s: float,
                    covered: Interval | None = None) -> dict:
     """Episode and duration sensitivity / PPV (see the module doc). `covered`: the part of the record the
     windows cover (reference AF outside it cannot be found and is left out of the durations)."""
@@ -122,7 +121,7 @@ def score_episodes(predicted: Sequence[Interval], reference: Sequence[Interval],
 
 
 def score_record(result: dict, reference: dict[str, list[Interval]], *, af_note: str = AF_NOTE,
-                 af_class: str = AF_CLASS, min_ref_s: float = MIN_REF_S) -> dict:
+                 af_class: str = AF_CLASS, min_ref_s: float | None = None) -> dict:
     """A `predict` record result (with its "clinical" block) against the record's reference intervals."""
     windows = result["windows"]
     spans = classifiable_spans(windows)
@@ -132,6 +131,8 @@ def score_record(result: dict, reference: dict[str, list[Interval]], *, af_note:
     pred_burden = result["clinical"]["af_burden"]
     pred_eps = [(e["start_s"], e["end_s"]) for e in result["clinical"]["episodes"] if e["rhythm"] == af_class]
     covered = (windows[0]["start_s"], windows[-1]["end_s"]) if windows else None
+    if min_ref_s is None:
+        min_ref_s = float(result["clinical"]["episode_rule"]["min_episode_s"])
     eps = score_episodes(pred_eps, ref_af, min_ref_s, covered)
     err = None if pred_burden is None or ref_burden is None else 100.0 * (pred_burden - ref_burden)
     return {"record": result["record"], "classifiable_s": round(cls_t, 3),
