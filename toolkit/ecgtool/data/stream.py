@@ -273,11 +273,12 @@ def window_quality(x: np.ndarray, fs: float, raw: np.ndarray | None = None, fs_r
 #
 # `batch_quality` gives, window for window, exactly what `window_quality` gives (status, reason and the
 # rounded details; tests/test_clinical.py checks it on real MIT-BIH windows with noise, lead-off and
-# clipping added), with one call per step over the whole batch: one FFT, one QRS filter, one max/min
-# filter, one percentile, one run-length pass, ragged medians by sorting. It only reorders the work:
-# every number is computed with the same numpy/scipy operation as in the per-window definition, so the
-# results are equal bit for bit, except the beat-template dot products (one small BLAS gemv per window,
-# as before) -- the remaining per-window loops are np.convolve and scipy.signal.find_peaks, which are 1-D.
+# clipping added, and on generated hostile windows), with one call per step over the whole batch: one
+# FFT, one QRS filter, one percentile and median, one run-length pass, ragged medians by sorting, and
+# the max/min filters only on the rows that can hold a flat span. It only reorders the work: every number
+# comes from the same numpy/scipy operation on the same values as in the per-window definition (the
+# beat-template dot products stay one small BLAS gemv per window); the remaining per-window loops are
+# np.convolve and scipy.signal.find_peaks, which are 1-D.
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
