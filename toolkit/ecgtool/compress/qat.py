@@ -119,7 +119,15 @@ def export_qdq(net: QATNet, out: str | os.PathLike, example: torch.Tensor, opset
     """The fake-quantised network as a QDQ ONNX (input 'input', output 'logits', batch axis dynamic)."""
     import onnx
 
+    from torch.ao.quantization import FakeQuantize
+
     net.eval()
+    for name, m in net.net.named_modules():
+        if isinstance(m, FakeQuantize) and name.endswith("weight_fake_quant") and (m.quant_min, m.quant_max) == (-64, 63):
+            # reduce_range: the exporter takes only the full int8 range; the 7-bit scale keeps the weights in
+            # -64..64 (the one max-magnitude weight of a channel may round to 64 where torch clamped to 63)
+            m.quant_min, m.quant_max = -128, 127
+            m.activation_post_process.quant_min, m.activation_post_process.quant_max = -128, 127
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="ecgtool-qat-") as tmp:
         raw = Path(tmp) / "raw.onnx"
