@@ -107,3 +107,17 @@ def test_qat_bad_input_is_one_line_exit_2(trained, tmp_path):
     assert "only with --qat" in _one_line_exit_2(["quantize", str(folder), "--data", str(data), "--qat-epochs", "2"])
     assert "--qat-epochs 0" in _one_line_exit_2(["quantize", str(folder), "--data", str(data), "--qat", "--qat-epochs", "0"])
     assert "do not apply" in _one_line_exit_2(["quantize", str(folder), "--data", str(data), "--qat", "--method", "auto"])
+
+
+def test_bench_finds_the_qat_file_and_compares_it_with_its_fp32_parent(trained, qat_cpu, tmp_path):
+    from tiny_run import BENCH_OPTIONS
+
+    from ecgtool.bench.runner import bench
+
+    folder, data = trained
+    rows = bench([folder], data, out=tmp_path, **BENCH_OPTIONS).rows
+    qat = [r for r in rows if r.get("int8_form") == "u8s8-asym-pc-rr"]
+    assert len(qat) == 1 and qat[0]["int8_qat_epochs"] == 1 and qat[0]["int8_target"] == "x86-avx2"
+    assert 0.0 <= qat[0]["agreement_fp32"] <= 1.0 and qat[0]["int8_gate"] in ("pass", "fail")
+    assert qat[0]["f1_delta_macro"] == pytest.approx(qat[0]["macro_f1"] - next(
+        r["macro_f1"] for r in rows if r.get("kind") == "pytorch"), abs=1e-6)
