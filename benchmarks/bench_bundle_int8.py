@@ -23,7 +23,34 @@ import numpy as np
 
 from ecgtool.core.ui import markdown_table
 
-from bench_int8 import cpu_line  # noqa: E402  (same folder)
+from bench_int8 import QEMU_EVAL, cpu_line  # noqa: E402  (same folder)
+
+
+def qemu_agreement(bundles: dict[str, Path], record: Path, out: Path) -> dict[str, float]:
+    """Windows of `record` as the FP32 bundle prepares them (natively), then every INT8 bundle's model.onnx run
+    under `qemu-x86_64 -cpu Haswell` (AVX2, no VNNI): argmax agreement with the FP32 bundle run natively, %.
+    (The whole run.py does not run under QEMU 7.2 here: the interpreter segfaults importing wfdb's stack.)"""
+    import shutil
+
+    sys.path.insert(0, str(bundles["fp32"]))
+    from run import Bundle  # the bundle's own runner
+
+    fp32 = Bundle(bundles["fp32"], threads=1)
+    x = np.ascontiguousarray(fp32.windows(record)[0], dtype=np.float32)
+    ref = fp32.predict(x).argmax(1)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / f"{record.stem}.npy", x)
+    (out / "qemu_eval.py").write_text(QEMU_EVAL)
+    res = {}
+    for k, b in bundles.items():
+        if k == "fp32":
+            continue
+        model = out / f"{record.stem}-{b.name}.onnx"
+        shutil.copyfile(b / "model.onnx", model)
+        subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, str(out / "qemu_eval.py"),
+                        str(out / f"{record.stem}.npy"), str(model)], check=True, capture_output=True)
+        res[k] = round(100 * float(np.mean(np.load(str(model) + ".qemu.npy").argmax(1) == ref)), 2)
+    return res
 
 
 def split_of_records(data: Path, records: list[str]) -> dict[str, str]:
@@ -61,6 +88,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--int8", type=Path, action="append", required=True)
     ap.add_argument("--records", default="201,203,210,219")
+    ap.add_argument("--qemu", action="store_true", help="also run the INT8 models under qemu-x86_64 -cpu Haswell")
     args = ap.parse_args()
     print(cpu_line())
     records = args.records.split(",")
@@ -77,6 +105,9 @@ def main() -> None:
         for k in bundles:
             if k != "fp32":
                 row[f"{k} agreement %"] = round(100 * float(np.mean(np.array(got[k]) == ref)), 2)
+        if args.qemu:
+            for k, v in qemu_agreement(bundles, args.mitdb / f"{rec}.hea", args.out / "qemu").items():
+                row[f"{k} under qemu Haswell %"] = v
         rows.append(row)
     print(f"bundle run.py, one process per record, load average {os.getloadavg()}")
     print(markdown_table(rows, list(rows[0])))
