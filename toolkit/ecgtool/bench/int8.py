@@ -1,6 +1,7 @@
 """INT8 rows of a bench: their target and form, what they cost against their FP32 parent, and TensorRT's F1 simulated.
 
-- `int8_columns(path)`: `int8_target` and `int8_form` from the file's ecgtool metadata (ONNX INT8 files; an
+- `int8_columns(path)`: `int8_target`, `int8_form` and `int8_qat_epochs` (0: post-training; `quantize --qat` files
+  say how many epochs of quantisation-aware training) from the file's ecgtool metadata (ONNX INT8 files; an
   OpenVINO IR gets its source graph's through the manifest's parent).
 - `score_tensorrt_simulated`: TensorRT cannot run here, but its INT8 arithmetic is what a QDQ graph
   run as written computes (ONNX Runtime with graph optimisations off: explicit quantise/dequantise
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ecgtool.compress.gate import judge
-from ecgtool.core.names import ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET
+from ecgtool.core.names import (ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_QAT_EPOCHS,
+                                ONNX_META_INT8_TARGET)
 
 ARGMAX = "_argmax"  # per-row predictions kept while benching, dropped before anything is written
 
@@ -50,7 +52,7 @@ def int8_columns(path: Path) -> dict:
         return {}
     nodes = json.loads(props.get(ONNX_META_INT8_FP32_NODES) or "[]")
     return {"int8_target": props.get(ONNX_META_INT8_TARGET), "int8_form": props[ONNX_META_INT8_FORM],
-            "int8_fp32_nodes": len(nodes)}
+            "int8_fp32_nodes": len(nodes), "int8_qat_epochs": int(props.get(ONNX_META_INT8_QAT_EPOCHS) or 0)}
 
 
 def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.ndarray, y: np.ndarray,

@@ -45,8 +45,8 @@ SCREEN_COLUMNS = ["model", "variant", "runtime", "status", "size_mb", "macro_f1"
 TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1",
                  "accuracy", "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
 #: INT8 columns (bench.md's second table, bench.csv/json): see ecgtool.bench.int8
-INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "f1_source", "macro_f1",
-                "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
+INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "int8_qat_epochs", "f1_source",
+                "macro_f1", "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
 
 #: microcontroller footprint (from a .tflite's sidecar: flash estimate, measured TFLM arena), shown where any row has it
 MCU_COLUMNS = ["flash_kb", "ram_kb"]

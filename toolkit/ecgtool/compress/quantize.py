@@ -133,7 +133,7 @@ def qdq_properties(path: str | os.PathLike) -> dict:
             "tensorrt_ready": n_q > 0 and zp_types == {"int8"} and nonzero == 0 and opset >= 17}
 
 
-def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
+def onnx_logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
             optimize: bool = True) -> np.ndarray:
     """Logits of an ONNX file on signals[idx]; optimize=False: QDQ simulated as written (TensorRT's arithmetic)."""
     from ecgtool.evaluate.artifact import predict_batches
@@ -143,15 +143,15 @@ def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | Non
     return predict_batches(load(path, threads=threads, verify=False, **opts), signals, idx, 256, desc=desc)
 
 
-def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
+def compare_int8(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
     """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them (INT8 simulated
     with graph optimisations off when optimize=False)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
     idx = np.sort(ds.indices(split))
     y = ds.labels[idx]
-    a = _logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
-    b = _logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
+    a = onnx_logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
+    b = onnx_logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
     ma, mb = compute_metrics(y, a, ds.classes), compute_metrics(y, b, ds.classes)
     return {
         "split": split, "n": int(len(idx)), "fp32_macro_f1": ma["macro_f1"], "int8_macro_f1": mb["macro_f1"],
@@ -194,7 +194,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}")
     start = time.perf_counter()
     val = np.sort(ds.indices("val"))
-    fp32_val = _logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
+    fp32_val = onnx_logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
@@ -202,7 +202,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     simulated = target == "tensorrt"  # TensorRT's arithmetic, not ONNX Runtime's fused CPU kernels
 
     def predict(path: Path) -> np.ndarray:
-        return _logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
+        return onnx_logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
 
     def verdict(pred: np.ndarray):
         return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows)
@@ -261,7 +261,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
     seconds = time.perf_counter() - start
-    report = _compare(fp32, out, ds, "test", threads, optimize=not simulated)
+    report = compare_int8(fp32, out, ds, "test", threads, optimize=not simulated)
     drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
     weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
     excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])
