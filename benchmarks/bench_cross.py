@@ -138,10 +138,9 @@ def main() -> None:
         own = np.array([r["own_test"] for r in rs])
         q = [r["target_int8"] for r in rs if r["target_int8"] is not None]
         sd = f" +- {t.std(ddof=1):.3f}" if len(t) > 1 else ""
-        lines.append(f"| {direction} | {variant} | {len(rs)} | {own.mean():.3f} | {t.mean():.3f}{sd} | "
-                     f"{np.mean(q):.3f} |" if q else f"| {direction} | {variant} | {len(rs)} | {own.mean():.3f} | "
-                     f"{t.mean():.3f}{sd} | - |")
-        lines[-1] += f" {rs[0]['shared']} |"
+        q8 = f"{np.mean(q):.3f}" if q else "-"
+        lines.append(f"| {direction} | {variant} | {len(rs)} | {own.mean():.3f} | {t.mean():.3f}{sd} | {q8} | "
+                     f"{rs[0]['shared']} |")
     (out / "bench_cross.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
