@@ -33,6 +33,7 @@ VARIANTS = {
     "rr-head": (["se_resnet"], {"rr_head": True}, "plain"),
     "device-shift": (["se_resnet"], {"augment": "device-shift"}, "plain"),
     "leads-any": (["se_resnet"], {"leads": "any"}, "leads"),
+    "rr-head+trunk-dropout": (["se_resnet"], {"rr_head": True, "rr_trunk_dropout": 0.5}, "plain"),
     "rr-head+device-shift": (["se_resnet"], {"rr_head": True, "augment": "device-shift"}, "plain"),
     "rr-head+leads-any": (["se_resnet"], {"rr_head": True, "leads": "any"}, "leads"),
     "rr-head+leads-any+device-shift": (["se_resnet"], {"rr_head": True, "leads": "any", "augment": "device-shift"},

@@ -148,3 +148,27 @@ def test_other_formats_are_refused_in_one_line(hybrid):
     res = CliRunner().invoke(cli, ["export", str(folder), "--format", "openvino-fp32"])
     assert res.exit_code == 2 and "RR-head model exports to onnx" in res.output
     assert "Traceback" not in res.output
+
+
+def test_trunk_dropout_zeroes_whole_trunk_vectors_in_training_only():
+    import torch
+
+    from ecgtool.models import ModelConfig, build_model
+
+    with pytest.raises(BadInput, match="rr_trunk_dropout"):
+        ModelConfig(rr_features=4, rr_trunk_dropout=1.0).validate()
+    m = build_model(ModelConfig(depth=18, width=4, rr_features=4, rr_trunk_dropout=0.5))
+    feats = torch.rand(64, m.head_bn.num_features, 5)
+    rr = torch.rand(64, 4)
+    m.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = m.head(feats, rr)
+        rr_only = m.fc(torch.cat([torch.zeros(64, m.head_bn.num_features), m.rr_norm(rr)], 1))
+    dropped = torch.isclose(out, rr_only, atol=1e-6).all(1)
+    assert 10 < int(dropped.sum()) < 54  # about half the records decide from their RR features alone
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m.head(feats, rr), m.head(feats, rr))
+        assert not torch.isclose(m.head(feats, rr), m.fc(torch.cat([torch.zeros(64, m.head_bn.num_features),
+                                                                    m.rr_norm(rr)], 1))).all(1).any()

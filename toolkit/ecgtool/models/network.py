@@ -53,6 +53,10 @@ class ModelConfig:
     #: concatenated with the baseline's window features (ecgtool.baseline.features.head_inputs) after a
     #: BatchNorm (`train --rr-head`); its spec (feature names, transform) is in extra["rr_head"].
     rr_features: int = 0
+    #: RR head only: in training, the pooled trunk features of this fraction of the records are zeroed (the rest
+    #: scaled by 1/(1-p), as dropout does), so the classifier also learns to decide from the RR features alone
+    #: ("modality dropout"); nothing changes at inference
+    rr_trunk_dropout: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -85,6 +89,9 @@ class ModelConfig:
             _check_int(key, getattr(self, key), lo, hi)
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             raise BadInput(f"model config: dropout = {self.dropout!r}: must be a number in [0, 1)")
+        p = self.rr_trunk_dropout
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+            raise BadInput(f"model config: rr_trunk_dropout = {p!r}: must be a number in [0, 1)")
         if self.classes is not None:
             if (not isinstance(self.classes, list) or len(self.classes) != self.num_classes
                     or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in self.classes)
@@ -243,6 +250,10 @@ class ECGResNet(nn.Module):
         if self.rr_norm is not None:
             if rr is None:
                 raise BadInput(f"{self.config.name}: an RR-head model needs its RR features as a second input")
+            p = float(self.config.rr_trunk_dropout)
+            if self.training and p > 0:
+                keep = (torch.rand(pooled.shape[0], 1, device=pooled.device) >= p).to(pooled.dtype)
+                pooled = pooled * keep / (1 - p)
             pooled = torch.cat([pooled, self.rr_norm(rr)], dim=1)
         return self.fc(self.dropout(pooled))
 

@@ -123,6 +123,7 @@ def train_models(
     threads: int | str | None = D.THREADS,
     precise_bn: int = 32,
     rr_head: bool = False,
+    rr_trunk_dropout: float = 0.0,
     leads: str = "deploy",
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
@@ -174,6 +175,10 @@ def train_models(
               "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
     if rr_head:  # only when asked, so the recipe of a run made before the option stays the same
         recipe["rr_head"] = True
+        if rr_trunk_dropout:
+            recipe["rr_trunk_dropout"] = float(rr_trunk_dropout)
+    elif rr_trunk_dropout:
+        raise BadInput("--rr-trunk-dropout applies to an RR-head model (--rr-head)")
     if leads not in ("deploy", "any"):
         raise BadInput(f"--leads {leads}: choose deploy (the dataset's channels as stored) or any")
     if leads == "any":
@@ -233,7 +238,8 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
     cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
                       in_channels=1 if any_lead else int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
                       dropout=dropout, classes=dataset.classes, preprocessing=spec,
-                      rr_features=int(rr.shape[-1]) if rr is not None else 0, extra=dict(recipe))
+                      rr_features=int(rr.shape[-1]) if rr is not None else 0,
+                      rr_trunk_dropout=float(recipe.get("rr_trunk_dropout") or 0.0), extra=dict(recipe))
     if rr is not None:
         from ecgtool.baseline.features import HEAD_SPEC
 
@@ -329,6 +335,9 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--augment", default=None, help="default, device, device-shift (device + band limits, mains hum, electrode-motion steps), "
               "or a list: amplitude,baseline,noise,shift,invert,stretch,bandlimit,mains,steps.")
 @click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
+@click.option("--rr-trunk-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="With --rr-head: zero the trunk's features of this fraction of training records (so the head also "
+                   "decides from the RR features alone; default 0).")
 @click.option("--leads", type=click.Choice(["deploy", "any"]), default=None,
               help="any: a random lead per training record (dataset imported with --keep-leads); validation and "
                    "test on the deployment lead. deploy (default): the channels as stored.")
