@@ -98,10 +98,9 @@ def test_prune_keeps_the_rr_input(hybrid, tmp_path):
     assert res["after"]["params"] < res["before"]["params"]
 
 
-def test_onnx_int8_bench_and_bundle(hybrid, tmp_path):
+def test_onnx_export_and_torch_free_bundle(hybrid, tmp_path):
     import onnx
 
-    from ecgtool.bench.runner import bench
     from ecgtool.data.dataset import load_dataset
     from ecgtool.deploy.package import package
     from ecgtool.export import export
@@ -117,16 +116,6 @@ def test_onnx_int8_bench_and_bundle(hybrid, tmp_path):
     ref = load(folder).predict(x)
     np.testing.assert_allclose(load(fp32).predict(x), ref, atol=1e-4)
 
-    int8 = export(folder, "onnx-int8", data=data, calib_size=32, threads=1).path
-    q = onnx.load(str(int8))
-    # calibration fed the second input too: it is quantised like the signal
-    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
-    assert np.isfinite(load(int8).predict(x)).all()
-
-    result = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.01, throughput_batch=4)
-    ok = [r for r in result.rows if r.get("status") == "ok"]
-    assert {r["runtime"] for r in ok} >= {"PyTorch", "ONNX Runtime"} and all(r["macro_f1"] is not None for r in ok)
-
     bundle = package(fp32, tmp_path / "bundle", precision="fp32")
     assert (bundle / BUNDLE_FEATURES).is_file()
     spec = json.loads((bundle / "model.json").read_text())
@@ -137,6 +126,27 @@ def test_onnx_int8_bench_and_bundle(hybrid, tmp_path):
                           cwd=bundle, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, atol=1e-4)
+
+
+@pytest.mark.slow  # ~10 s of CPU (INT8 calibration, bench), over a minute on this loaded machine
+def test_int8_calibrates_both_inputs_and_benches(hybrid):
+    import onnx
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.export import export
+    from ecgtool.runtime import load
+
+    folder, data = hybrid
+    int8 = export(folder, "onnx-int8", data=data, calib_size=32, threads=1).path
+    q = onnx.load(str(int8))
+    # calibration fed the second input too: it is quantised like the signal
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    x = np.asarray(load_dataset(data).signals[:16], dtype=np.float32)
+    assert np.isfinite(load(int8).predict(x)).all()
+    result = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.01, throughput_batch=4)
+    ok = [r for r in result.rows if r.get("status") == "ok"]
+    assert {r["runtime"] for r in ok} >= {"PyTorch", "ONNX Runtime"} and all(r["macro_f1"] is not None for r in ok)
 
 
 def test_other_formats_are_refused_in_one_line(hybrid):
