@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ def _changed(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ~torch.isclose(x, y, atol=1e-6).all(dim=2).view(-1)
 
 
-@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+@pytest.mark.parametrize("name", [n for n in AUGMENTATIONS if n != "mains"])  # 50/60 Hz hum needs fs > 120 Hz
 def test_each_augmentation_is_seeded_and_changes_about_half(name):
     x = _batch()
     a = AUGMENTATIONS[name](x, FS, torch.Generator().manual_seed(7))
@@ -93,10 +94,72 @@ def test_baseline_adds_slow_wander_only():
 def test_parse_and_build():
     assert parse_augment("default") == ("amplitude", "baseline", "noise", "shift")
     assert parse_augment("stretch, noise") == ("noise", "stretch")
-    assert parse_augment(["device"]) == tuple(AUGMENTATIONS)
+    assert parse_augment(["device"]) == ("amplitude", "baseline", "noise", "shift", "invert", "stretch")
+    assert parse_augment("device-shift") == tuple(AUGMENTATIONS)
     assert parse_augment(None) == () and build_augment([], FS) is None
     with pytest.raises(BadInput, match="unknown augmentation 'jitter'"):
         parse_augment("noise,jitter")
     apply = build_augment(["invert", "amplitude"], FS)
     x = _batch()
     assert torch.equal(apply(x, torch.Generator().manual_seed(1)), apply(x, torch.Generator().manual_seed(1)))
+
+
+# --- device shift (issue 9): band limits, mains hum, electrode-motion steps -----------------------------
+
+FS_DEV = 500.0
+
+
+def _noisy(n: int = 64, length: int = 2500) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    t = torch.arange(length) / FS_DEV
+    x = torch.sin(2 * torch.pi * 1.2 * t).view(1, 1, -1) + 0.3 * torch.randn(n, 1, length, generator=g)
+    return (x - x.amin(dim=2, keepdim=True)) / (x.amax(dim=2, keepdim=True) - x.amin(dim=2, keepdim=True))
+
+
+def test_device_shift_preset_adds_the_three():
+    names = parse_augment("device-shift")
+    assert set(parse_augment("device")) < set(names) and {"bandlimit", "mains", "steps"} <= set(names)
+
+
+def test_bandlimit_removes_high_frequencies_and_keeps_the_range():
+    from ecgtool.train.augment import LOWPASS_HZ
+
+    x = _noisy()
+    y = AUGMENTATIONS["bandlimit"](x, FS_DEV, torch.Generator().manual_seed(0))
+    changed = _changed(x, y)
+    assert 10 < int(changed.sum()) < 54
+    f = torch.fft.rfftfreq(x.shape[-1], 1 / FS_DEV)
+    hi = f > LOWPASS_HZ[1] * 1.5  # above the highest low-pass corner: every filtered record loses power there
+    px, py = torch.fft.rfft(x[changed, 0]).abs() ** 2, torch.fft.rfft(y[changed, 0]).abs() ** 2
+    assert (py[:, hi].sum(1) < 0.5 * px[:, hi].sum(1)).all()
+    np.testing.assert_allclose((y.amax(2) - y.amin(2)).numpy(), (x.amax(2) - x.amin(2)).numpy(), rtol=1e-4)
+
+
+def test_mains_adds_50_or_60_hz_and_nothing_at_a_low_rate():
+    from ecgtool.train.augment import MAINS_AMPLITUDE
+
+    x = _noisy()
+    y = AUGMENTATIONS["mains"](x, FS_DEV, torch.Generator().manual_seed(0))
+    changed = _changed(x, y)
+    assert 10 < int(changed.sum()) < 54
+    d = (y - x)[changed, 0]
+    f = torch.fft.rfftfreq(x.shape[-1], 1 / FS_DEV)
+    peaks = f[torch.fft.rfft(d).abs().argmax(1)]
+    assert set(peaks.round().tolist()) <= {50.0, 60.0} and len(set(peaks.round().tolist())) == 2
+    amp = d.abs().amax(1)
+    assert (amp <= MAINS_AMPLITUDE[1] * 1.01).all() and (amp >= MAINS_AMPLITUDE[0] * 0.9).all()
+    low = torch.rand(4, 1, 300)
+    assert torch.equal(AUGMENTATIONS["mains"](low, 100.0, torch.Generator().manual_seed(0)), low)
+
+
+def test_steps_are_jumps_that_decay():
+    from ecgtool.train.augment import STEP_AMPLITUDE
+
+    x = _noisy()
+    y = AUGMENTATIONS["steps"](x, FS_DEV, torch.Generator().manual_seed(0))
+    changed = _changed(x, y)
+    assert 10 < int(changed.sum()) < 54
+    d = (y - x)[changed, 0]
+    jump = d.diff(dim=1).abs().amax(1)  # the onset: one sample carries the step
+    assert (jump >= STEP_AMPLITUDE[0] * 0.99).all()
+    assert (d[:, -1].abs() < d.abs().amax(1)).all()  # it recovers (decays) towards the end

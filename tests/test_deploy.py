@@ -20,7 +20,7 @@ from conftest import shared_data
 from deploy_fixtures import bandpassed_dataset, record_360, trained
 from ecgtool.deploy import bundle_runner
 from ecgtool.cli.main import main as cli
-from ecgtool.core.names import BUNDLE_EPISODES, BUNDLE_PREPROCESS, BUNDLE_STREAM
+from ecgtool.core.names import BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_PREPROCESS, BUNDLE_STREAM
 from ecgtool.data import preprocess
 from ecgtool.data.preprocess import SPEC_KEYS, make_spec, spec_from_meta
 from ecgtool.deploy.package import package
@@ -259,10 +259,12 @@ def _check_bundle(bundle: Path) -> dict:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported[name].add(node.module.split(".")[0])
     # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
-    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped
+    # (and ecg_features, a copy of baseline/features.py, which only an RR-head model's bundle ships)
+    optional = {Path(BUNDLE_FEATURES).stem}
+    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped | optional
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
     assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)
-            - {"ecgtool"} - shipped) == {"numpy", "scipy", "onnxruntime", "wfdb"}
+            - {"ecgtool"} - shipped - optional) == {"numpy", "scipy", "onnxruntime", "wfdb"}
     return json.loads((bundle / "model.json").read_text())
 
 

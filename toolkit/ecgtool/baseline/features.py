@@ -4,6 +4,11 @@ premature beats, QRS width, P wave and PR interval, atrial activity after QRST c
 Every feature is NaN where it is undefined (e.g. RR features with fewer than 2 beats), never an error,
 so a flat line or a window without detectable beats still yields a row. Cost per window: the
 baseline's `feature_ms_per_window` in its metrics.json; figures in benchmarks/RESULTS.md.
+
+`head_inputs` turns the same vector into the input of the deep models' RR head (`train --rr-head`).
+This module imports only the standard library, numpy and scipy at the top (wfdb when beats are
+detected, ecgtool only inside `extract_features`), so `ecgtool package` ships it unchanged into a
+deploy bundle as ecg_features.py.
 """
 
 from __future__ import annotations
@@ -14,8 +19,6 @@ from typing import Iterator
 
 import numpy as np
 from scipy.signal import welch
-
-from ecgtool.core.errors import BadInput
 
 #: Feature names in column order (units in the names: s, ms, bpm, Hz; ratios are unitless).
 FEATURE_NAMES: tuple[str, ...] = (
@@ -193,6 +196,7 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
 
     `indices` selects windows of a (memory-mapped) array without loading the others.
     """
+    from ecgtool.core.errors import BadInput
     from ecgtool.core.ui import progress_bar
 
     if signals.ndim != 3:
@@ -208,6 +212,40 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
             if bar is not None:
                 bar.advance()
     return feats
+
+
+# --- the RR head's input (the hybrid deep models) --------------------------------------------------
+
+#: width of `head_inputs`: every feature, compressed, then one "undefined" flag per feature
+HEAD_DIM = 2 * len(FEATURE_NAMES)
+#: what an artifact records about its second input (config.json, ONNX metadata, bundle model.json)
+HEAD_SPEC = {"features": list(FEATURE_NAMES), "transform": "sign(v)*log1p(|v|), NaN -> 0; then 1 per NaN feature",
+             "dim": HEAD_DIM, "channel": 0}
+
+
+def head_vector(feats: np.ndarray) -> np.ndarray:
+    """[N, F] window_features rows -> [N, 2F] float32: sign(v) * log1p(|v|) (0 where NaN), then NaN flags.
+
+    The log keeps counts, rates and ratios of very different scales within a few units (what a
+    BatchNorm and an INT8 input scale can hold); the flags tell "no beats found" from a value of 0.
+    """
+    f = np.asarray(feats, dtype=np.float64)
+    missing = ~np.isfinite(f)
+    v = np.where(missing, 0.0, f)
+    v = np.sign(v) * np.log1p(np.abs(v))
+    return np.concatenate([v, missing.astype(np.float64)], axis=1).astype(np.float32)
+
+
+def head_inputs(windows: np.ndarray, fs: float, channel: int = 0) -> np.ndarray:
+    """The RR head's input [N, HEAD_DIM] float32 of preprocessed windows [N, C, L] (or [N, L]) at `fs` Hz."""
+    w = np.asarray(windows)
+    if w.ndim == 2:
+        w = w[:, None, :]
+    if w.ndim != 3 or not 0 <= channel < w.shape[1]:
+        raise ValueError(f"head_inputs: expected windows [N, C, L] with channel {channel}, got shape {w.shape}")
+    feats = np.stack([window_features(np.asarray(w[i, channel], dtype=np.float32), fs) for i in range(len(w))]) \
+        if len(w) else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
+    return head_vector(feats)
 
 
 @contextmanager

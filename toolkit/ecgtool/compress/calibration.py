@@ -114,11 +114,15 @@ def _require_all_classes(cs: CalibrationSet, ds) -> None:
 
 
 class CalibrationReader(CalibrationDataReader):
-    """ONNX Runtime calibration reader: feeds the set in batches as {input_name: float32 [B, C, L]}."""
+    """ONNX Runtime calibration reader: feeds the set in batches as {input_name: float32 [B, C, L]}, and for an
+    RR-head graph also {rr_name: float32 [B, F]} (the same windows' RR features), so both inputs get ranges."""
 
-    def __init__(self, signals: np.ndarray, input_name: str = "input", batch_size: int = 16):
+    def __init__(self, signals: np.ndarray, input_name: str = "input", batch_size: int = 16,
+                 rr: np.ndarray | None = None, rr_name: str | None = None):
         self.signals = np.asarray(signals, dtype=np.float32)
         self.input_name = input_name
+        self.rr = None if rr is None else np.asarray(rr, dtype=np.float32)
+        self.rr_name = rr_name
         self.batch_size = batch_size
         self._pos = 0
 
@@ -126,8 +130,11 @@ class CalibrationReader(CalibrationDataReader):
         if self._pos >= len(self.signals):
             return None
         batch = self.signals[self._pos:self._pos + self.batch_size]
+        feeds = {self.input_name: np.ascontiguousarray(batch)}
+        if self.rr is not None and self.rr_name:
+            feeds[self.rr_name] = np.ascontiguousarray(self.rr[self._pos:self._pos + self.batch_size])
         self._pos += self.batch_size
-        return {self.input_name: np.ascontiguousarray(batch)}
+        return feeds
 
     def rewind(self) -> None:
         self._pos = 0

@@ -28,6 +28,7 @@ from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import CONFIG, HISTORY, METRICS, WEIGHTS
 from ecgtool.models import ECGResNet, build_model, channel_plan, load_model, model_stats, save_model
+from ecgtool.models.network import example_inputs
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.core.ui import info, print_table, quiet_option
 from ecgtool.train import defaults as D
@@ -67,8 +68,9 @@ def _accumulate_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor
     model.zero_grad(set_to_none=True)
     loss_fn = nn.CrossEntropyLoss()
     seen = 0
-    for x, y in batches:
-        loss_fn(model(x), y).backward()
+    for batch in batches:
+        *inputs, y = batch
+        loss_fn(model(*inputs), y).backward()
         seen += 1
     if seen == 0:
         raise ValueError("Taylor importance needs at least one calibration batch")
@@ -76,7 +78,7 @@ def _accumulate_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor
 
 def prune_model(
     model: ECGResNet,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | tuple[torch.Tensor, ...],
     ratio: float,
     importance: str = "magnitude",
     scope: str = "uniform",
@@ -89,7 +91,9 @@ def prune_model(
     `steps` > 1 prunes iteratively (Torch-Pruning's linear schedule up to `ratio`); with Taylor
     importance the gradients are recomputed on `calib` (a re-iterable of (x, y) batches) before each
     step. The returned model is a fresh `build_model(config)` holding the pruned weights, which
-    proves the config alone rebuilds it. Its config has `channels` set to the pruned plan. Torch-Pruning
+    proves the config alone rebuilds it. An RR-head model takes (signal, rr) example inputs and `calib`
+    batches (x, rr, y); its RR features are an input and its normalising layer is never pruned, only
+    the trunk's channels (and the classifier's columns that read them). Its config has `channels` set to the pruned plan. Torch-Pruning
     works in place, so `model` itself is left pruned too (pass a copy to keep the original).
     """
     import torch_pruning as tp
@@ -104,7 +108,8 @@ def prune_model(
     imp = make_importance(importance)
     pruner = tp.pruner.MetaPruner(
         model, example_input, importance=imp, pruning_ratio=ratio, global_pruning=scope == "global",
-        max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=steps, ignored_layers=[model.fc], round_to=round_to,
+        max_pruning_ratio=MAX_LAYER_RATIO, iterative_steps=steps,
+        ignored_layers=[model.fc] + ([model.rr_norm] if model.rr_norm is not None else []), round_to=round_to,
     )
     for _ in range(steps):
         if importance == "taylor":
@@ -148,12 +153,16 @@ def _check_classes(data_root: Path, data_classes: list[str], model: ECGResNet, m
         raise BadInput(f"{data_root}: {len(data_classes)} classes but the model ({model_dir}) has {cfg.num_classes} outputs")
 
 
-def _taylor_batches(ds, seed: int, batch_size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A few random training batches for Taylor importance (fixed by `seed`)."""
+def _taylor_batches(ds, seed: int, batch_size: int = 32,
+                    rr: np.ndarray | None = None) -> list[tuple[torch.Tensor, ...]]:
+    """A few random training batches for Taylor importance (fixed by `seed`): (x, y), or (x, rr, y)."""
     idx = np.sort(np.random.default_rng(seed).permutation(ds.indices("train"))[: TAYLOR_BATCHES * batch_size])
     x = torch.from_numpy(np.asarray(ds.signals[idx], dtype=np.float32))
     y = torch.from_numpy(ds.labels[idx])
-    return list(zip(x.split(batch_size), y.split(batch_size)))
+    if rr is None:
+        return list(zip(x.split(batch_size), y.split(batch_size)))
+    r = torch.from_numpy(np.ascontiguousarray(rr[idx], dtype=np.float32))
+    return list(zip(x.split(batch_size), r.split(batch_size), y.split(batch_size)))
 
 
 def _summary(folder: Path, model: ECGResNet, length: int, ds) -> dict:
@@ -201,19 +210,24 @@ def prune_artifact(
     torch.manual_seed(seed)
     before = _summary(src, model, length, ds)
     info(f"pruning {src.name}: {importance} importance, {scope} scope, ratio {ratio}, {steps} step(s)")
-    calib = _taylor_batches(ds, seed) if importance == "taylor" else None
-    pruned = prune_model(model, torch.zeros(1, channels, length), ratio, importance=importance, scope=scope,
+    rr = None
+    if model.config.rr_features:  # the RR head's inputs of the dataset (cached beside it)
+        from ecgtool.train.rr import dataset_rr_inputs
+
+        rr = dataset_rr_inputs(ds, 0)
+    calib = _taylor_batches(ds, seed, rr=rr) if importance == "taylor" else None
+    pruned = prune_model(model, example_inputs(model, length, 1, channels), ratio, importance=importance, scope=scope,
                          steps=steps, calib=calib)
     settings = {"parent": str(src), "ratio": ratio, "importance": importance, "scope": scope, "steps": steps,
                 "round_to": ROUND_TO, "fine_tune_epochs": fine_tune_epochs, "seed": seed}
     # the pruning settings sit at the top of `extra`; the parent's own recipe is kept beneath them, but the
     # input it was trained on stays on top, where export and predict read the graph's input shape
-    shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate") if k in model.config.extra}
+    shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate", "rr_head") if k in model.config.extra}
     pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
 
     with atomic_dir(dest) as tmp:
         pruned, history = _fine_tune(pruned, ds, tmp, dest.name, fine_tune_epochs, batch_size=batch_size, lr=lr,
-                                     patience=patience, device=device, seed=seed)
+                                     patience=patience, device=device, seed=seed, rr=rr)
         best_epoch = next((row["epoch"] for row in history if row.get("best")), None)
         pruned.config.extra.update({"fine_tune_epochs_run": len(history), "fine_tune_best_epoch": best_epoch})
         save_model(tmp, pruned, pruned.config)
@@ -259,7 +273,7 @@ def _check_inputs(src: Path, data: Any, ratio: float, out: Any, importance: str,
 
 
 def _fine_tune(pruned: ECGResNet, ds: Any, tmp: Path, name: str, epochs: int, *, batch_size: int, lr: float,
-               patience: int, device: str, seed: int) -> tuple[ECGResNet, list[dict]]:
+               patience: int, device: str, seed: int, rr: np.ndarray | None = None) -> tuple[ECGResNet, list[dict]]:
     """Fine-tune through `fit`; with 0 epochs only re-estimate BatchNorm statistics (removed input channels
     shift every later layer's activations)."""
     from ecgtool.train.fit import fit, recalibrate_bn
@@ -267,10 +281,10 @@ def _fine_tune(pruned: ECGResNet, ds: Any, tmp: Path, name: str, epochs: int, *,
     history: list[dict] = []
     if epochs == 0:
         order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
-        recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"))
+        recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"), rr)
     else:
         pruned, history = fit(pruned, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                              device=device, seed=seed, desc=f"fine-tune {name}", history_path=tmp / HISTORY)
+                              device=device, seed=seed, desc=f"fine-tune {name}", history_path=tmp / HISTORY, rr=rr)
     return pruned.cpu().eval(), history
 
 

@@ -36,6 +36,7 @@ from ecgtool.compress.gate import (DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, D
                                    latency_ratio, scan)
 from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
+from ecgtool.core.names import ONNX_INPUT
 
 METHODS = ("minmax", "entropy", "percentile")
 #: what method="auto" tries (entropy = minmax in ONNX Runtime's quantize_static, see above)
@@ -79,7 +80,7 @@ def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.nd
                            f"(nodes look like {', '.join(node_names(pre)[:3])})")
         # Equal batches: ORT's histogram calibrators (entropy, percentile) stack per-batch outputs.
         batch = max(d for d in range(1, 17) if len(calibration) % d == 0)
-        reader = CalibrationReader(calibration, input_name="input", batch_size=batch)
+        reader = CalibrationReader(calibration, input_name=ONNX_INPUT, batch_size=batch, **_rr_calibration(src, calibration))
         # TensorRT takes int8 QDQ only: biases stay float in the symmetric (TensorRT) form.
         extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": (not symmetric) if quantize_bias is None else quantize_bias}
         if method == "percentile":
@@ -90,6 +91,24 @@ def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.nd
                             weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range, calibrate_method=_calibrate_method(method),
                             nodes_to_exclude=list(exclude), extra_options=extra)
     return out
+
+
+def _rr_calibration(src: str | os.PathLike, calibration: np.ndarray) -> dict:
+    """For an RR-head graph (a second input): the calibration windows' RR features and the input's name."""
+    import onnx
+
+    from ecgtool.runtime.base import config_and_classes, rr_head_inputs
+    from ecgtool.runtime.onnxruntime import read_metadata
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    names = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if len(names) < 2:
+        return {}
+    config = read_metadata(src).get("config") or config_and_classes(Path(src))[0]
+    rr = rr_head_inputs(config, np.asarray(calibration, dtype=np.float32), Path(src))
+    if rr is None:
+        raise BadInput(f"{src}: a second graph input ({names[1]}) but no RR head in its metadata")
+    return {"rr": rr, "rr_name": names[1]}
 
 
 @contextmanager

@@ -39,6 +39,8 @@ BUNDLE_PREPROCESS = "ecg_preprocess.py"
 #: copies of data/stream.py (chunked reading, quality, streaming) and deploy/episodes.py (burden, episodes)
 BUNDLE_STREAM = "ecg_stream.py"
 BUNDLE_EPISODES = "ecg_episodes.py"
+#: copy of baseline/features.py in the bundle of an RR-head model (its second input, computed in numpy)
+BUNDLE_FEATURES = "ecg_features.py"
 PREDICTIONS = "predictions.json"
 
 #: the RR baseline's folder
@@ -55,6 +57,13 @@ ONNX_META_FORMAT = "ecgtool.format"
 ONNX_META_PRECISION = "ecgtool.precision"
 ONNX_META_VERSION = "ecgtool.version"
 ONNX_META_SOURCE_SHA = "ecgtool.source_sha256"
+#: RR-head models (`train --rr-head`): the graph's second input, and the metadata key describing it (JSON:
+#: feature names, transform, width; ecgtool.baseline.features.HEAD_SPEC)
+ONNX_INPUT = "input"
+ONNX_RR_INPUT = "rr_features"
+ONNX_META_RR_HEAD = "ecgtool.rr_head"
+#: cache of the RR-head inputs of a prepared dataset's windows, per lead, beside its signals.npy
+RR_HEAD_CACHE = "rr_head_features.npz"
 #: INT8 files: the target CPU/accelerator the form was chosen for, the form (ecgtool.compress.targets) and the
 #: nodes the accuracy gate kept in FP32 (JSON list)
 ONNX_META_INT8_TARGET = "ecgtool.int8_target"

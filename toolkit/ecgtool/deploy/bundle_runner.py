@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 if __package__:  # ecgtool.deploy.bundle_runner
+    from ecgtool.baseline import features as feat
     from ecgtool.data import preprocess as pre
     from ecgtool.data import stream as st
     from ecgtool.deploy import episodes as epi
@@ -32,6 +33,10 @@ else:  # run.py in a bundle folder: the copies of the same modules beside it
     import ecg_preprocess as pre
     import ecg_stream as st
     import ecg_episodes as epi
+    try:  # ecg_features.py (baseline/features.py) ships only in the bundle of an RR-head model
+        import ecg_features as feat
+    except ImportError:
+        feat = None
 
 SPEC_FILE = "model.json"  # ecgtool.core.names.BUNDLE_SPEC (this file cannot import ecgtool)
 RecordError = pre.UnusableRecord
@@ -122,13 +127,26 @@ class Bundle:
             opts.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(self.folder / self.spec["model_file"]), sess_options=opts,
                                             providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        inp = inputs[0]
         self.input_name = inp.name
         self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        #: an RR-head model's second input: the baseline's window features, computed here in numpy (ecg_features.py)
+        self.rr = self.spec.get("rr_input")
+        if len(inputs) > 1 and (not self.rr or feat is None):
+            raise SystemExit(f"{self.folder}: the model has a second input ({inputs[1].name}) but the bundle lacks "
+                             "its rr_input spec or ecg_features.py")
+
+    def _feeds(self, x: np.ndarray) -> dict:
+        feeds = {self.input_name: x.astype(self.dtype)}
+        if self.rr:
+            fs = float(self.spec["preprocessing"]["sampling_rate"])
+            feeds[self.rr["name"]] = feat.head_inputs(x.astype(np.float32), fs, int(self.rr.get("channel", 0))).astype(self.dtype)
+        return feeds
 
     def predict(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Logits [N, K] of windows [N, C, L]."""
-        return np.concatenate([self.session.run(None, {self.input_name: batch[i:i + batch_size].astype(self.dtype)})[0]
+        return np.concatenate([self.session.run(None, self._feeds(batch[i:i + batch_size]))[0]
                                for i in range(0, len(batch), batch_size)]).astype(np.float32)
 
     def windows(self, path: str | Path, fs: float | None = None,

@@ -21,14 +21,17 @@ from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
 from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, record_artifact, verify_artifact
-from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER, BUNDLE_SPEC,
-                                BUNDLE_STREAM, CONFIG, MANIFEST, METRICS, WEIGHTS)
+from ecgtool.baseline import features as rr_features
+from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER,
+                                BUNDLE_SPEC, BUNDLE_STREAM, CONFIG, MANIFEST, METRICS, WEIGHTS)
 from ecgtool.data import preprocess, stream
 from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
 
 PRECISIONS = ("auto", "int8", "fp16", "fp32")
 REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# optional, for WFDB .hea records:\n# wfdb>=4.1\n"
+#: an RR-head model's bundle computes its RR features with wfdb's XQRS R-peak detector (ecg_features.py)
+RR_REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# R peaks for the RR head's features (and WFDB .hea records):\nwfdb>=4.1\n"
 
 
 # --- package --------------------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def external_data_files(model, folder: Path) -> list[Path]:
         if not loc or "/" in loc or "\\" in loc or loc in (".", "..") or len(loc) > 255:
             raise BadInput(f"{folder}: external-data weights at {loc[:80]!r}: not a file name beside the model; "
                            "refusing to package it")
-        if loc in (BUNDLE_MODEL, BUNDLE_SPEC, BUNDLE_RUNNER, BUNDLE_PREPROCESS, "SHA256SUMS", "README.md",
+        if loc in (BUNDLE_MODEL, BUNDLE_SPEC, BUNDLE_RUNNER, BUNDLE_PREPROCESS, BUNDLE_FEATURES, "SHA256SUMS", "README.md",
                    "requirements.txt"):
             raise BadInput(f"{folder / loc}: external-data file name clashes with a bundle file; refusing to package it")
         path = folder / loc
@@ -127,9 +130,18 @@ On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same
 ## What run.py does to a record (as in training)
 Resample to {pre['sampling_rate']} Hz (scipy resample_poly), {band}non-overlapping {pre['window_s']:g}-s windows
 ({pre['window_len']} samples), min-max to [0, 1] per window; windows flatter than {pre['flat_mv']} mV are dropped.
-
+{_rr_readme(model_json)}
 Check the files: `sha256sum -c SHA256SUMS`.
 """
+
+
+def _rr_readme(model_json: dict) -> str:
+    rr = model_json.get("rr_input")
+    if not rr:
+        return ""
+    return (f"RR-head model: the second input `{rr['name']}` ({rr['dim']} values) is computed per window by "
+            f"{BUNDLE_FEATURES} (the RR baseline's features: wfdb XQRS R peaks, RR irregularity, QRS, P wave; "
+            "numpy and scipy), as in training.\n")
 
 
 def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: str = "auto",
@@ -178,9 +190,18 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         "preprocessing": spec,
         "source": {"path": str(Path(onnx_path).resolve()), "sha256": sha256(onnx_path), "kind": artifact_kind(src),
                    "given": str(src)},
-        "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes")},
+        "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes", "rr_features")},
         "metrics": metrics, "ecgtool_version": __version__,
     }
+    inits = {t.name for t in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    rr_input = len(graph_inputs) > 1 and int(config.get("rr_features") or 0) > 0
+    if rr_input:  # the second input, computed by ecg_features.py (a copy of baseline/features.py) before the graph
+        second = graph_inputs[1]
+        model_json["rr_input"] = {"name": second.name, "dim": int(config["rr_features"]), "channel": 0,
+                                  "module": BUNDLE_FEATURES, **((config.get("extra") or {}).get("rr_head") or {})}
+    elif len(graph_inputs) > 1:
+        raise BadInput(f"{onnx_path}: a graph with {len(graph_inputs)} inputs but no RR head in its config")
     recorded = manifest_entry(Path(onnx_path)).get("sha256")
     with atomic_dir(out) as tmp:
         shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
@@ -197,7 +218,9 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         shutil.copyfile(Path(preprocess.__file__), tmp / BUNDLE_PREPROCESS)
         shutil.copyfile(Path(stream.__file__), tmp / BUNDLE_STREAM)
         shutil.copyfile(Path(episodes.__file__), tmp / BUNDLE_EPISODES)
-        write_text(tmp / "requirements.txt", REQUIREMENTS)
+        if rr_input:
+            shutil.copyfile(Path(rr_features.__file__), tmp / BUNDLE_FEATURES)
+        write_text(tmp / "requirements.txt", RR_REQUIREMENTS if rr_input else REQUIREMENTS)
         write_text(tmp / "README.md", _bundle_readme(spec, model_json))
         names = sorted(p.name for p in tmp.iterdir())
         write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))

@@ -33,6 +33,17 @@ def predict_batches(predictor, signals: np.ndarray, indices: np.ndarray, batch_s
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
+def deployment_view(dataset: PreparedDataset, in_channels: int | None) -> np.ndarray:
+    """The signals a model taking `in_channels` reads: all of them, or, from a dataset imported with
+    --keep-leads (the deployment lead first), its first `in_channels` leads; BadInput otherwise."""
+    have = int(dataset.signals.shape[1])
+    if not in_channels or in_channels == have:
+        return dataset.signals
+    if dataset.meta.get("keep_leads") and in_channels < have:
+        return dataset.signals[:, :in_channels]
+    raise BadInput(f"{dataset.root}: signals have {have} channel(s), the model expects {in_channels}")
+
+
 def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | PreparedDataset, split: str = "test",
                       batch_size: int = 256, threads: int | None = None) -> dict:
     """Predict a split of a prepared dataset with any artifact and compute metrics (model's class order)."""
@@ -44,8 +55,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     model_classes = list(predictor.classes or dataset.classes)
     mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root))
     in_ch = (predictor.config or {}).get("in_channels")
-    if in_ch and in_ch != dataset.signals.shape[1]:
-        raise BadInput(f"{dataset.root}: signals have {dataset.signals.shape[1]} channel(s), the model expects {in_ch}")
+    signals = deployment_view(dataset, in_ch)
 
     idx = np.sort(dataset.indices(split))
     require_labels(dataset, idx, "scoring (evaluate, bench)")
@@ -56,7 +66,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     idx, true_model = idx[known], mapping.to_model[true_data[known]]
     if len(idx) == 0:
         raise BadInput(f"{dataset.root}: split {split!r} has no records of a class the model knows")
-    logits = predict_batches(predictor, dataset.signals, idx, batch_size, desc=f"evaluate {split}")
+    logits = predict_batches(predictor, signals, idx, batch_size, desc=f"evaluate {split}")
     if logits.shape[1] != len(model_classes):
         raise BadInput(f"{path}: {logits.shape[1]} outputs for {len(model_classes)} classes in its config")
     metrics = compute_metrics(true_model, logits.argmax(axis=1), model_classes)

@@ -96,6 +96,11 @@ def explain(predictor, x: np.ndarray, target: Sequence[int] | None = None, *, me
         from ecgtool.core.errors import BadInput
 
         raise BadInput(f"{predictor.path}: Grad-CAM needs a PyTorch model folder ({predictor.kind} given); use occlusion")
+    if method == "gradcam" and getattr(model, "rr_norm", None) is not None:
+        from ecgtool.core.errors import BadInput
+
+        raise BadInput(f"{predictor.path}: Grad-CAM of an RR-head model is not implemented (its head also reads "
+                       "the RR features); use occlusion")
     if method == "gradcam":
         return gradcam(model, x, target), "gradcam"
     span = int(round(OCCLUSION_S * fs))

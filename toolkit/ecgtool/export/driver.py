@@ -20,7 +20,7 @@ from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.manifest import recorded_check
-from ecgtool.export.formats import COMMON_OPTIONS, FORMATS, OPSET
+from ecgtool.export.formats import COMMON_OPTIONS, FORMATS, OPSET, RR_HEAD_FORMATS
 from ecgtool.export.targets import TARGETS
 
 
@@ -49,6 +49,11 @@ def export(model: str | Path, fmt: str, **options: Any) -> ExportResult:
     bad = [k for k in options if k not in spec.options + COMMON_OPTIONS]
     if bad:
         raise BadInput(f"{fmt}: option(s) {', '.join('--' + b.replace('_', '-') for b in bad)} do not apply to this format")
+    from ecgtool.core.artifacts import find_config
+
+    if (find_config(folder).get("rr_features") or 0) and fmt not in RR_HEAD_FORMATS:
+        raise BadInput(f"{folder}: an RR-head model exports to {', '.join(RR_HEAD_FORMATS)} only ({fmt} would need the "
+                       "RR features computed on the device runtime)")
     if options.get("data") is not None:
         from ecgtool.data.dataset import load_dataset
 

@@ -19,6 +19,9 @@ INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "
 OPENVINO_INT8_OPTIONS = tuple(o for o in INT8_OPTIONS if o != "target") + ("ov_quantizer",)
 #: TensorRT optimisation-profile options
 TRT_OPTIONS = ("opt_batch", "max_batch")
+#: the formats an RR-head model (`train --rr-head`: a second graph input, its RR features computed in numpy
+#: before the graph) exports to; the others would need the feature code on the device runtime
+RR_HEAD_FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
 #: options every format accepts
 COMMON_OPTIONS = ("data", "check_limit", "threads", "force")
 

@@ -15,8 +15,9 @@ from ecgtool import __version__
 from ecgtool.core.artifacts import model_folder_of
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_path, sha256
-from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION,
-                                 ONNX_META_PREPROCESSING, ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
+from ecgtool.core.names import (ONNX_INPUT, ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION,
+                                 ONNX_META_PREPROCESSING, ONNX_META_RR_HEAD, ONNX_META_SOURCE_SHA, ONNX_META_VERSION,
+                                 ONNX_RR_INPUT)
 from ecgtool.export.formats import FORMATS, OPSET
 
 
@@ -40,7 +41,10 @@ def fresh(target: Path, *sources: Path) -> bool:
 
 def torch2onnx(model_folder: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET,
                length: int | None = None) -> Path:
-    """Export a model folder to FP32 ONNX (input 'input' [batch, C, L], output 'logits'; batch axis dynamic)."""
+    """Export a model folder to FP32 ONNX (input 'input' [batch, C, L], output 'logits'; batch axis dynamic).
+
+    An RR-head model has a second input, 'rr_features' [batch, F] (core.names.ONNX_RR_INPUT): the
+    baseline's window features, computed in numpy before the graph by every runner (and the bundle)."""
     import torch
 
     from ecgtool.models import load_model
@@ -52,11 +56,14 @@ def torch2onnx(model_folder: str | os.PathLike, out: str | os.PathLike | None = 
     model = load_model(folder)
     cfg = model.config.to_dict()
     channels, default_len = input_shape(cfg)
-    dummy = torch.zeros(2, channels, length or default_len)
+    from ecgtool.models.network import example_inputs
+
+    dummy = example_inputs(model, length or default_len, batch=2, in_channels=channels)
+    names = [ONNX_INPUT, ONNX_RR_INPUT][:len(dummy)]
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        torch.onnx.export(model, dummy, str(tmp), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["logits"], dynamic_axes={**{n: {0: "batch"} for n in names}, "logits": {0: "batch"}},
                           do_constant_folding=True)
     return out
 
@@ -85,6 +92,9 @@ def stamp_metadata(path: str | os.PathLike, config: dict, fmt: str, precision: s
     model = onnx.load(str(path), load_external_data=False)
     values = {ONNX_META_CONFIG: json.dumps(config, sort_keys=True), ONNX_META_FORMAT: fmt, ONNX_META_PRECISION: precision,
               ONNX_META_VERSION: __version__, ONNX_META_SOURCE_SHA: sha256(source)}
+    if config.get("rr_features"):  # the second input, described for readers that do not know ecgtool configs
+        values[ONNX_META_RR_HEAD] = json.dumps({"input": ONNX_RR_INPUT, **((config.get("extra") or {}).get("rr_head") or {})},
+                                               sort_keys=True)
     if isinstance(config.get("preprocessing"), dict):
         values[ONNX_META_PREPROCESSING] = json.dumps(config["preprocessing"], sort_keys=True)
     values.update(extra or {})

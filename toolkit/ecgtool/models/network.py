@@ -49,6 +49,14 @@ class ModelConfig:
     #: The preprocessing spec frozen at training time (ecgtool.data.preprocess.SPEC_KEYS); not used to build
     #: the network, carried so the model folder and its exports predict the same without the training data.
     preprocessing: dict | None = None
+    #: width of the RR head's second input (0: none). With it, the head sees the pooled trunk features
+    #: concatenated with the baseline's window features (ecgtool.baseline.features.head_inputs) after a
+    #: BatchNorm (`train --rr-head`); its spec (feature names, transform) is in extra["rr_head"].
+    rr_features: int = 0
+    #: RR head only: in training, the pooled trunk features of this fraction of the records are zeroed (the rest
+    #: scaled by 1/(1-p), as dropout does), so the classifier also learns to decide from the RR features alone
+    #: ("modality dropout"); nothing changes at inference
+    rr_trunk_dropout: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,6 +89,9 @@ class ModelConfig:
             _check_int(key, getattr(self, key), lo, hi)
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             raise BadInput(f"model config: dropout = {self.dropout!r}: must be a number in [0, 1)")
+        p = self.rr_trunk_dropout
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
+            raise BadInput(f"model config: rr_trunk_dropout = {p!r}: must be a number in [0, 1)")
         if self.classes is not None:
             if (not isinstance(self.classes, list) or len(self.classes) != self.num_classes
                     or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in self.classes)
@@ -99,7 +110,7 @@ class ModelConfig:
 
 #: inclusive bounds of the integer fields of ModelConfig
 CONFIG_BOUNDS = {"width": (1, 1024), "kernel_size": (1, 255), "in_channels": (1, 16), "num_classes": (2, 256),
-                 "se_reduction": (1, 1024)}
+                 "se_reduction": (1, 1024), "rr_features": (0, 1024)}
 #: bounds of the recipe facts in `extra` that size inputs (samples, Hz)
 EXTRA_BOUNDS = {"input_length": (16, 200_000), "length": (16, 200_000), "sampling_rate": (1, 10_000)}
 MAX_CHANNELS = 8192
@@ -222,7 +233,9 @@ class ECGResNet(nn.Module):
         self.head_act = nn.ReLU(inplace=True)
         self.pool = nn.AdaptiveAvgPool1d(1)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_ch, cfg.num_classes)
+        #: the RR head's normalising layer (None without --rr-head); its features join the pooled trunk's
+        self.rr_norm = nn.BatchNorm1d(cfg.rr_features) if cfg.rr_features else None
+        self.fc = nn.Linear(in_ch + cfg.rr_features, cfg.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -231,8 +244,31 @@ class ECGResNet(nn.Module):
         """Last feature map [N, C, L'] before pooling (used for explanations)."""
         return self.head_act(self.head_bn(self.blocks(self.stem(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+    def head(self, feats: torch.Tensor, rr: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from the last feature map (and the RR features [N, rr_features] of an RR-head model)."""
+        pooled = torch.flatten(self.pool(feats), 1)
+        if self.rr_norm is not None:
+            if rr is None:
+                raise BadInput(f"{self.config.name}: an RR-head model needs its RR features as a second input")
+            p = float(self.config.rr_trunk_dropout)
+            if self.training and p > 0:
+                keep = (torch.rand(pooled.shape[0], 1, device=pooled.device) >= p).to(pooled.dtype)
+                pooled = pooled * keep / (1 - p)
+            pooled = torch.cat([pooled, self.rr_norm(rr)], dim=1)
+        return self.fc(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor, rr: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x), rr)
+
+
+def example_inputs(model: nn.Module, length: int = 2000, batch: int = 1,
+                   in_channels: int | None = None) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of `model`: (signal [batch, C, length],) plus the RR features [batch, F] of an RR-head model."""
+    cfg = getattr(model, "config", None)
+    c = in_channels or getattr(cfg, "in_channels", 1)
+    x = (torch.zeros(batch, c, length),)
+    rr = getattr(cfg, "rr_features", 0)
+    return (*x, torch.zeros(batch, rr)) if rr else x
 
 
 def channel_plan(model: ECGResNet) -> dict:
@@ -298,11 +334,10 @@ def model_stats(model: nn.Module, length: int = 2000, in_channels: int | None = 
     """Parameters and multiply-accumulates (MACs) for one [1, C, length] input, via Torch-Pruning's counter."""
     import torch_pruning as tp
 
-    c = in_channels or getattr(getattr(model, "config", None), "in_channels", 1)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, c, length))
+        macs, params = tp.utils.count_ops_and_params(model, example_inputs(model, length, 1, in_channels))
     model.train(was_training)
     return {"params": int(params), "macs": int(macs)}
 

@@ -57,3 +57,20 @@ def config_and_classes(path: Path) -> tuple[dict, list[str]]:
     except Exception:  # no or unreadable config: the artifact still runs, unnamed classes
         return {}, []
     return cfg, list(cfg.get("classes") or [])
+
+
+def rr_head_inputs(config: dict, batch: np.ndarray, path: Path | None = None) -> np.ndarray | None:
+    """The second input of an RR-head model for a batch of windows [N, C, L] (None for any other model):
+    the baseline's window features (ecgtool.baseline.features.head_inputs) at the model's sampling rate."""
+    dim = int(config.get("rr_features") or 0) if isinstance(config, dict) else 0
+    if not dim:
+        return None
+    from ecgtool.baseline.features import HEAD_DIM, head_inputs
+    from ecgtool.core.errors import BadInput
+
+    if dim != HEAD_DIM:
+        raise BadInput(f"{path}: RR head of width {dim}, but this ecgtool computes {HEAD_DIM} RR-head inputs")
+    fs = (config.get("preprocessing") or {}).get("sampling_rate") or (config.get("extra") or {}).get("sampling_rate")
+    if not fs:
+        raise BadInput(f"{path}: an RR-head model without a sampling rate in its config")
+    return head_inputs(batch, float(fs), channel=0)

@@ -12,7 +12,7 @@ import numpy as np
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_PREPROCESSING,
                                  ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
-from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes
+from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes, rr_head_inputs
 
 
 def onnx_precision(model) -> str:
@@ -63,14 +63,19 @@ class OnnxRuntimePredictor(PredictorBase):
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises Fail / InvalidGraph / NoSuchFile
             raise BadInput(f"{self.path}: ONNX Runtime cannot load it ({one_line(exc)})") from None
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        inp = inputs[0]
         self.input_name = inp.name
+        #: an RR-head graph's second input (its RR features, computed here in numpy before the graph)
+        self.rr_name = inputs[1].name if len(inputs) > 1 else None
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.input_shape = list(inp.shape)
         self.config, self.classes = config_and_classes(self.path)
         if not self.config:  # a lone .onnx: the model's config travels in the file's metadata
             self.config = read_metadata(self.path).get("config", {})
             self.classes = list(self.config.get("classes") or [])
+        if self.rr_name and not int(self.config.get("rr_features") or 0):
+            raise BadInput(f"{self.path}: a graph with a second input ({self.rr_name}) but no RR head in its config")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=self.input_dtype)
@@ -78,7 +83,11 @@ class OnnxRuntimePredictor(PredictorBase):
         fixed = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
         if fixed and fixed != x.shape[0]:  # a static-batch graph: run it row group by row group
             return np.concatenate([self.predict(x[i:i + fixed]) for i in range(0, len(x), fixed)])
-        out = self.session.run(None, {self.input_name: x})[0]
+        feeds = {self.input_name: x}
+        if self.rr_name:
+            rr = rr_head_inputs(self.config, x.astype(np.float32), self.path)
+            feeds[self.rr_name] = rr.astype(self.input_dtype)
+        out = self.session.run(None, feeds)[0]
         return np.asarray(out, dtype=np.float32)
 
 

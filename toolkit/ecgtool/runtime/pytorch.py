@@ -9,7 +9,7 @@ import numpy as np
 
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.core.names import WEIGHTS
-from ecgtool.runtime.base import PredictorBase
+from ecgtool.runtime.base import PredictorBase, rr_head_inputs
 
 
 @dataclass
@@ -33,9 +33,13 @@ class TorchPredictor(PredictorBase):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        rr = rr_head_inputs(self.config, batch, self.path)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return self.model(x).float().cpu().numpy()
+            x = torch.from_numpy(batch).to(self.device)
+            if rr is None:
+                return self.model(x).float().cpu().numpy()
+            return self.model(x, torch.from_numpy(rr).to(self.device)).float().cpu().numpy()
 
 
 def matches(p: Path) -> bool:

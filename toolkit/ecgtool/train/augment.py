@@ -110,6 +110,85 @@ def stretch(x: torch.Tensor, fs: float, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+#: `bandlimit`: high-pass corner (Hz) and low-pass corner (Hz) ranges, drawn per record (log-uniform), and the
+#: Butterworth order; the low-pass corner is kept below 0.45 x the sampling rate
+HIGHPASS_HZ = (0.05, 1.0)
+LOWPASS_HZ = (25.0, 100.0)
+BAND_ORDER = 2
+
+
+def bandlimit(x: torch.Tensor, fs: float, gen: torch.Generator) -> torch.Tensor:
+    """Another device's front end: a zero-phase Butterworth band-pass (scipy butter + sosfiltfilt) with a high-pass
+    corner in HIGHPASS_HZ and a low-pass corner in LOWPASS_HZ (log-uniform per record), then the record's
+    original mean and range restored, so only the spectrum changes."""
+    import numpy as np
+    from scipy.signal import butter, sosfiltfilt
+
+    n = x.shape[0]
+    hp = torch.exp(_uniform(n, float(np.log(HIGHPASS_HZ[0])), float(np.log(HIGHPASS_HZ[1])), gen, torch.device("cpu")))
+    lp = torch.exp(_uniform(n, float(np.log(LOWPASS_HZ[0])), float(np.log(LOWPASS_HZ[1])), gen, torch.device("cpu")))
+    chosen = _chosen(n, gen, torch.device("cpu")).view(n)
+    out = x.clone()
+    nyq_cap = 0.45 * fs
+    for i in torch.nonzero(chosen).view(-1).tolist():
+        lo, hi = float(hp[i]), min(float(lp[i]), nyq_cap)
+        if hi <= lo * 2:
+            continue
+        sos = butter(BAND_ORDER, [lo, hi], btype="bandpass", fs=fs, output="sos")
+        rec = x[i].detach().cpu().double().numpy()
+        if rec.shape[-1] <= 3 * (2 * len(sos) + 1):  # too short for filtfilt's padding
+            continue
+        y = sosfiltfilt(sos, rec, axis=-1)
+        ptp_in, ptp_out = float(np.ptp(rec)), float(np.ptp(y))
+        y = (y - y.mean()) * (ptp_in / ptp_out if ptp_out > 1e-9 else 1.0) + rec.mean()
+        out[i] = torch.from_numpy(y).to(x.dtype).to(x.device)
+    return out
+
+
+#: `mains`: hum frequencies (Hz) and amplitude range (fraction of the record's peak-to-peak)
+MAINS_HZ = (50.0, 60.0)
+MAINS_AMPLITUDE = (0.01, 0.15)
+
+
+def mains(x: torch.Tensor, fs: float, gen: torch.Generator) -> torch.Tensor:
+    """Add power-line hum: a 50 or 60 Hz sinusoid (random phase) at MAINS_AMPLITUDE of the record's range
+    (skipped where the frequency is at or above Nyquist)."""
+    n, _, length = x.shape
+    freq = torch.tensor(MAINS_HZ)[torch.randint(len(MAINS_HZ), (n,), generator=gen)].to(x.device, x.dtype).view(n, 1, 1)
+    phase = _uniform(n, 0.0, 6.2832, gen, x.device).view(n, 1, 1)
+    amp = _uniform(n, *MAINS_AMPLITUDE, gen, x.device).view(n, 1, 1) * _peak_to_peak(x)
+    t = torch.arange(length, device=x.device, dtype=x.dtype).view(1, 1, length) / fs
+    hum = amp * torch.sin(2 * torch.pi * freq * t + phase) * (freq < fs / 2)
+    return torch.where(_chosen(n, gen, x.device), x + hum, x)
+
+
+#: `steps`: electrode-motion-like baseline jumps per record, their size (fraction of the range, either sign)
+#: and their recovery time constant (s; an AC-coupled amplifier pulls the baseline back)
+STEPS_PER_RECORD = (1, 3)
+STEP_AMPLITUDE = (0.1, 0.5)
+STEP_TAU_S = (0.2, 1.5)
+
+
+def steps(x: torch.Tensor, fs: float, gen: torch.Generator) -> torch.Tensor:
+    """Electrode motion: 1-3 baseline jumps at random times, each of STEP_AMPLITUDE of the range (random sign),
+    decaying exponentially with a time constant in STEP_TAU_S."""
+    n, _, length = x.shape
+    t = torch.arange(length, device=x.device, dtype=x.dtype).view(1, length)
+    chosen = _chosen(n, gen, x.device)
+    count = torch.randint(STEPS_PER_RECORD[0], STEPS_PER_RECORD[1] + 1, (n,), generator=gen)
+    drift = torch.zeros(n, length, device=x.device, dtype=x.dtype)
+    for k in range(STEPS_PER_RECORD[1]):
+        at = (torch.rand(n, generator=gen) * length).to(x.device, x.dtype).view(n, 1)
+        amp = _uniform(n, *STEP_AMPLITUDE, gen, x.device).view(n, 1)
+        sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(x.device, x.dtype).view(n, 1)
+        tau = _uniform(n, *STEP_TAU_S, gen, x.device).view(n, 1) * fs
+        active = (count > k).to(x.device, x.dtype).view(n, 1)
+        dt = t - at
+        drift = drift + active * sign * amp * torch.where(dt >= 0, torch.exp(-dt.clamp_min(0) / tau), torch.zeros_like(dt))
+    drift = drift.view(n, 1, length) * _peak_to_peak(x)
+    return torch.where(chosen, x + drift, x)
+
+
 AUGMENTATIONS: dict[str, Augmentation] = {
     "amplitude": amplitude,
     "baseline": baseline,
@@ -117,12 +196,18 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "shift": shift,
     "invert": invert,
     "stretch": stretch,
+    "bandlimit": bandlimit,
+    "mains": mains,
+    "steps": steps,
 }
 
-#: Named sets: `default` keeps the heart rate and polarity; `device` adds the device-shift ones.
+#: Named sets: `default` keeps the heart rate and polarity; `device` adds polarity and time-warp; `device-shift`
+#: is the whole device-shift set (issue 9): `device` plus another front end's band limits, mains hum and
+#: electrode-motion steps.
 PRESETS: dict[str, tuple[str, ...]] = {
     "default": ("amplitude", "baseline", "noise", "shift"),
     "device": ("amplitude", "baseline", "noise", "shift", "invert", "stretch"),
+    "device-shift": ("amplitude", "baseline", "noise", "shift", "invert", "stretch", "bandlimit", "mains", "steps"),
     "none": (),
 }
 

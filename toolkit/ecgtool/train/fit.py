@@ -89,8 +89,60 @@ def _batch(data: PreparedDataset, idx: np.ndarray, device: torch.device) -> tupl
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+class RRBound(nn.Module):
+    """An RR-head model bound to its dataset's RR features [N, F]: called with (x, idx), it adds rr[idx].
+
+    Lets every place that calls `model(x)` on dataset rows (validation, precise BN, pruning's gradients,
+    AdaBN) feed an RR-head model without knowing about its second input. `idx` must be the rows of x
+    in order (the sorted indices `_batch` reads).
+    """
+
+    def __init__(self, model: nn.Module, rr: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.rr = torch.from_numpy(np.ascontiguousarray(rr, dtype=np.float32))
+
+    def forward(self, x: torch.Tensor, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        return self.model(x, self.rr[idx].to(x.device))
+
+
+def _call(model: nn.Module, x: torch.Tensor, idx: np.ndarray, rr: np.ndarray | torch.Tensor | None) -> torch.Tensor:
+    """model(x), or model(x, rr[idx]) for an RR-head model (rr: the dataset's RR-head inputs [N, F], or the
+    batch's own [B, F] as a tensor)."""
+    if rr is None:
+        return model(x)
+    if isinstance(rr, torch.Tensor):
+        return model(x, rr.to(x.device))
+    return model(x, torch.from_numpy(np.ascontiguousarray(rr[np.sort(idx)], dtype=np.float32)).to(x.device))
+
+
+def random_leads(x: torch.Tensor, gen: torch.Generator, rr: np.ndarray | None = None,
+                 idx: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`--leads any`: one random lead per record of a [B, C, L] batch -> [B, 1, L]; with the dataset's
+    per-lead RR-head inputs rr [N, C, F], the same lead's features [B, F] of rows `idx` (sorted)."""
+    b, c, _ = x.shape
+    lead = torch.randint(c, (b,), generator=gen)
+    out = x[torch.arange(b), lead.to(x.device)].unsqueeze(1)
+    if rr is None:
+        return out, None
+    rows = np.sort(np.asarray(idx))
+    return out, torch.from_numpy(np.ascontiguousarray(rr[rows, lead.numpy()], dtype=np.float32))
+
+
+class DeployLead:
+    """A dataset view that reads the deployment lead (channel 0 of an `import --keep-leads` dataset) alone,
+    for validation and BatchNorm statistics of a `--leads any` model (the same attributes `_batch` reads)."""
+
+    def __init__(self, data: PreparedDataset):
+        self._data = data
+        self.signals = data.signals[:, :1]
+        self.labels = data.labels
+        self.classes = data.classes
+
+
 def validate(model: nn.Module, data: PreparedDataset, idx: np.ndarray, criterion: nn.Module, device: torch.device,
-             batch_size: int = 256) -> dict[str, float]:
+             batch_size: int = 256, rr: np.ndarray | None = None) -> dict[str, float]:
     """Validation loss (mean per record), macro-F1 and accuracy of `model` on records `idx`."""
     from ecgtool.evaluate.metrics import compute_metrics
 
@@ -98,8 +150,9 @@ def validate(model: nn.Module, data: PreparedDataset, idx: np.ndarray, criterion
     total, preds, trues = 0.0, [], []
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
-            x, y = _batch(data, idx[start : start + batch_size], device)
-            out = model(x)
+            rows = idx[start : start + batch_size]
+            x, y = _batch(data, rows, device)
+            out = _call(model, x, rows, rr)
             total += float(criterion(out, y)) * len(y)
             preds.append(out.argmax(1).cpu().numpy())
             trues.append(y.cpu().numpy())
@@ -133,23 +186,42 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def recalibrate_bn(model: nn.Module, data: PreparedDataset, idx: np.ndarray, batch_size: int,
-                   device: torch.device) -> None:
+                   device: torch.device, rr: np.ndarray | None = None) -> None:
     """Re-estimate BatchNorm running statistics as exact averages over records `idx` (no augmentation)."""
     from torch.optim.swa_utils import update_bn
 
-    batches = (_batch(data, idx[s : s + batch_size], device)[0] for s in range(0, len(idx), batch_size))
-    update_bn(batches, model, device=None)
+    if rr is None:
+        batches = (_batch(data, idx[s : s + batch_size], device)[0] for s in range(0, len(idx), batch_size))
+        update_bn(batches, model, device=None)
+        return
+    # update_bn passes one object to the model: (signals, rows) dicts through RRBound
+    bound = _DictCall(RRBound(model, rr))
+    batches = ({"x": _batch(data, rows, device)[0], "idx": np.sort(rows)}
+               for rows in (idx[s : s + batch_size] for s in range(0, len(idx), batch_size)))
+    update_bn(batches, bound, device=None)
+
+
+class _DictCall(nn.Module):
+    """Calls `inner(**batch)`: torch's update_bn hands the model one object per batch."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.inner(**batch)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, x: torch.Tensor,
-               y: torch.Tensor, loss_fn: Any = None, idx: np.ndarray | None = None) -> float:
+               y: torch.Tensor, loss_fn: Any = None, idx: np.ndarray | None = None,
+               rr: np.ndarray | torch.Tensor | None = None) -> float:
     """One optimisation step on one batch; returns the batch's mean loss.
 
     `loss_fn(model, x, y, criterion, idx)` replaces cross-entropy; `idx` are the batch's record indices
     in the dataset (distillation takes the teacher's logits by index, whatever augmentation did to x).
     """
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, x, y, criterion, idx) if loss_fn else criterion(model(x), y)
+    loss = loss_fn(model, x, y, criterion, idx) if loss_fn else criterion(_call(model, x, idx, rr), y)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -174,6 +246,8 @@ def fit(
     resume: bool = False,
     loss_fn: Any = None,
     precise_bn: int = 32,
+    rr: np.ndarray | None = None,
+    leads: str = "deploy",
 ) -> tuple[nn.Module, list[dict]]:
     """Train on the train split, stop early on validation loss, return (model with best-val weights, history).
 
@@ -182,13 +256,18 @@ def fit(
     weights_only=True); with `resume=True` an existing checkpoint is continued. `loss_fn(model, x, y,
     criterion, idx) -> loss` replaces the plain criterion in training; `idx` are the batch's dataset indices
     (distillation takes the teacher's logits by them). `precise_bn`:
-    training batches used to re-estimate BatchNorm statistics before each validation (0: off).
+    training batches used to re-estimate BatchNorm statistics before each validation (0: off). `rr`: the
+    dataset's RR-head inputs [N, F] for an RR-head model (train/rr.py), fed beside each batch. `leads="any"`
+    (an `import --keep-leads` dataset): each training record is one of its leads at random (rr then holds
+    every lead's inputs [N, C, F]); validation and BatchNorm statistics use the deployment lead, channel 0.
     Under torchrun each rank trains on its shard with DistributedDataParallel (batch_size is the global
     batch); every rank validates the whole split, so all make the same early-stopping decision.
     """
     from ecgtool.train import distributed
     from ecgtool.core.ui import set_quiet
 
+    if rr is not None and loss_fn is not None:
+        raise BadInput("train: an RR-head model cannot be trained with a custom loss (distillation) yet")
     rank, world = distributed.setup()
     if rank > 0:
         set_quiet(True)
@@ -204,6 +283,9 @@ def fit(
     criterion = nn.CrossEntropyLoss(weight=weight)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     augmenter = build_augment(parse_augment(list(augment)), data.sampling_rate)
+    if leads not in ("deploy", "any"):
+        raise BadInput(f"--leads {leads}: choose deploy or any")
+    eval_data, eval_rr = (DeployLead(data), (rr[:, 0] if rr is not None else None)) if leads == "any" else (data, rr)
 
     best, history, start_epoch = _start_state(model, optimizer, checkpoint_path, resume, patience, epochs)
     ckpt = Path(checkpoint_path) if checkpoint_path else None
@@ -218,12 +300,12 @@ def fit(
             order = epoch_order(train_idx, data.labels, sampler, seed, epoch)
             mine = distributed.shard(order, rank, world)
             running, seen = _train_epoch(net, optimizer, criterion, data, mine, rank_batch, dev, augmenter, gen,
-                                         loss_fn, bar)
+                                         loss_fn, bar, rr, leads)
             if precise_bn > 0:
-                recalibrate_bn(model, data, order[: precise_bn * batch_size], batch_size, dev)
+                recalibrate_bn(model, eval_data, order[: precise_bn * batch_size], batch_size, dev, eval_rr)
             running, seen = distributed.sum_all([running, seen], dev)
             row = {"epoch": epoch, "train_loss": running / max(1, seen),
-                   **validate(model, data, val_idx, criterion, dev), "lr": optimizer.param_groups[0]["lr"]}
+                   **validate(model, eval_data, val_idx, criterion, dev, rr=eval_rr), "lr": optimizer.param_groups[0]["lr"]}
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
             if row["val_loss"] < best["loss"]:
@@ -268,7 +350,7 @@ def _start_state(model: nn.Module, optimizer: torch.optim.Optimizer, checkpoint_
 
 def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, data: PreparedDataset,
                  order: np.ndarray, batch: int, dev: torch.device, augmenter: Any, gen: torch.Generator,
-                 loss_fn: Any, bar: Any) -> tuple[float, int]:
+                 loss_fn: Any, bar: Any, rr: np.ndarray | None = None, leads: str = "deploy") -> tuple[float, int]:
     """One pass over `order` in batches; (summed loss, records seen)."""
     net.train()
     running, seen = 0.0, 0
@@ -277,9 +359,12 @@ def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn
         if len(idx) < 2:  # BatchNorm needs two records
             continue
         x, y = _batch(data, idx, dev)
+        batch_rr: Any = rr
+        if leads == "any":
+            x, batch_rr = random_leads(x, gen, rr, idx)
         if augmenter is not None:
             x = augmenter(x, gen)
-        running += train_step(net, optimizer, criterion, x, y, loss_fn, idx) * len(y)
+        running += train_step(net, optimizer, criterion, x, y, loss_fn, np.sort(idx), batch_rr) * len(y)
         seen += len(y)
         bar.advance()
     return running, seen

@@ -45,6 +45,8 @@ def init_from(model: nn.Module, folder: str | os.PathLike) -> list[str]:
     for key, value in state.items():
         if key.startswith("fc.") and not same_classes:
             fresh.append(key)
+        elif key.startswith(("fc.", "rr_norm.")) and (key not in src or src[key].shape != value.shape):
+            fresh.append(key)  # an RR head added to (or dropped from) the source's: a fresh classifier
         elif key in src and src[key].shape == value.shape:
             state[key] = src[key]
         else:
@@ -120,11 +122,17 @@ def train_models(
     resume: bool = False,
     threads: int | str | None = D.THREADS,
     precise_bn: int = 32,
+    rr_head: bool = False,
+    rr_trunk_dropout: float = 0.0,
+    leads: str = "deploy",
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
 
     Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
     metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
+    `rr_head`: the hybrid, whose head also takes the baseline's window features (train/rr.py). `leads="any"`:
+    a dataset imported with --keep-leads trains a one-lead model on a random lead per record, and validates
+    and tests it on the deployment lead (channel 0).
     """
     from ecgtool.train import distributed
     from ecgtool.core.files import read_json
@@ -165,6 +173,19 @@ def train_models(
               "init": str(Path(init).resolve()) if init else None, "precise_bn": precise_bn, "width": width, "kernel_size": kernel_size,
               "dropout": dropout, "dataset": str(dataset.root.resolve()), "dataset_digest": _dataset_digest(dataset),
               "input_length": int(dataset.signals.shape[2]), "sampling_rate": dataset.sampling_rate}
+    if rr_head:  # only when asked, so the recipe of a run made before the option stays the same
+        recipe["rr_head"] = True
+        if rr_trunk_dropout:
+            recipe["rr_trunk_dropout"] = float(rr_trunk_dropout)
+    elif rr_trunk_dropout:
+        raise BadInput("--rr-trunk-dropout applies to an RR-head model (--rr-head)")
+    if leads not in ("deploy", "any"):
+        raise BadInput(f"--leads {leads}: choose deploy (the dataset's channels as stored) or any")
+    if leads == "any":
+        if not dataset.meta.get("keep_leads") or dataset.signals.shape[1] < 2:
+            raise BadInput(f"{dataset.root}: --leads any needs a dataset with several leads, the deployment lead first "
+                           "(`ecgtool data import ... --keep-leads`)")
+        recipe["leads"] = "any"
     pairs = [(a, int(d)) for a in archs for d in depths]
     main = distributed.is_main()  # under torchrun, rank 0 alone writes; the others only train
     _prepare_run(out, recipe, [f"{a}{d}" for a, d in pairs] + [BASELINE_ARCH] * baseline, resume, write=main)
@@ -172,6 +193,11 @@ def train_models(
     if main:
         record_artifact(out / RUN_JSON, run_dir=out)
 
+    rr = None
+    if rr_head and pairs:
+        from ecgtool.train.rr import dataset_rr_inputs
+
+        rr = dataset_rr_inputs(dataset, list(range(dataset.signals.shape[1])) if leads == "any" else 0)
     rows = []
     if baseline and main:
         from ecgtool.train.baseline import train_baseline
@@ -187,7 +213,7 @@ def train_models(
         row = _train_one(dataset, folder, arch, depth, recipe, main=main, width=width, kernel_size=kernel_size,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                          device=device, class_weights=class_weights, sampler=sampler, augment=augment, init=init,
-                         resume=resume, precise_bn=precise_bn)
+                         resume=resume, precise_bn=precise_bn, rr=rr, leads=leads)
         if row is not None:
             rows.append(row)
 
@@ -203,10 +229,21 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(fit_options["seed"])
+    rr = fit_options.get("rr")
+    any_lead = fit_options.get("leads") == "any"
+    spec = spec_from_meta(dataset.meta)
+    if any_lead:  # one lead in: at deployment the spec's lead (channel 0 of the dataset)
+        spec["channels"] = 1
+        recipe = {**recipe, "train_leads": list(dataset.meta.get("leads") or [])}
     cfg = ModelConfig(arch=arch, depth=depth, width=width, kernel_size=kernel_size,
-                      in_channels=int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
-                      dropout=dropout, classes=dataset.classes, preprocessing=spec_from_meta(dataset.meta),
-                      extra=dict(recipe))
+                      in_channels=1 if any_lead else int(dataset.signals.shape[1]), num_classes=len(dataset.classes),
+                      dropout=dropout, classes=dataset.classes, preprocessing=spec,
+                      rr_features=int(rr.shape[-1]) if rr is not None else 0,
+                      rr_trunk_dropout=float(recipe.get("rr_trunk_dropout") or 0.0), extra=dict(recipe))
+    if rr is not None:
+        from ecgtool.baseline.features import HEAD_SPEC
+
+        cfg.extra["rr_head"] = dict(HEAD_SPEC)
     model = build_model(cfg)
     if init is not None:
         cfg.extra["init_fresh"] = init_from(model, init)
@@ -295,8 +332,17 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--device", default=None, help="auto (cuda if available), cpu or cuda.")
 @click.option("--class-weights", type=click.Choice(["none", "auto"]), default=None, help="auto: inverse frequency.")
 @click.option("--sampler", type=click.Choice(["none", "balanced"]), default=None, help="balanced: equal class draws.")
-@click.option("--augment", default=None, help="default, device, or a list: amplitude,baseline,noise,shift,invert,stretch.")
+@click.option("--augment", default=None, help="default, device, device-shift (device + band limits, mains hum, electrode-motion steps), "
+              "or a list: amplitude,baseline,noise,shift,invert,stretch,bandlimit,mains,steps.")
 @click.option("--init", type=click.Path(), default=None, help="Start from this model folder's weights.")
+@click.option("--rr-trunk-dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="With --rr-head: zero the trunk's features of this fraction of training records (so the head also "
+                   "decides from the RR features alone; default 0).")
+@click.option("--leads", type=click.Choice(["deploy", "any"]), default=None,
+              help="any: a random lead per training record (dataset imported with --keep-leads); validation and "
+                   "test on the deployment lead. deploy (default): the channels as stored.")
+@click.option("--rr-head", is_flag=True, help="Hybrid: the head also takes the RR baseline's window features "
+              "(R peaks, RR irregularity, QRS, P wave; computed in numpy before the network, cached in the dataset).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
 @click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
               "when the load average is under half of them, else 1).")

@@ -50,6 +50,7 @@ def import_dataset(
     records: Sequence[str] | None = None,
     normalisation: str = "minmax",
     holdout: Sequence[str] | None = None,
+    keep_leads: bool = False,
 ) -> Path:
     """Import a PhysioNet collection at `src` into a prepared dataset at `out`; returns `out`.
 
@@ -60,7 +61,8 @@ def import_dataset(
     holdout: record ids whose windows (and those of any record of the same patient) form the whole test
     split, the rest split by patient into train/validation (leave-records-out; `split` must be patient).
     Records that cannot be used are skipped with their reason (meta.json, skipped.csv); BadInput
-    only when `src` is not a folder of records or nothing usable is left.
+    only when `src` is not a folder of records or nothing usable is left. keep_leads: keep every lead of
+    each record, the deployment lead (`lead`) first as channel 0 (meta "keep_leads"; for `train --leads any`).
     """
     if fmt not in FORMATS:
         raise BadInput(f"{fmt}: unknown format (choose from {', '.join(FORMATS)})")
@@ -86,7 +88,13 @@ def import_dataset(
 
     if normalisation not in NORMALISATIONS:
         raise BadInput(f"--normalisation {normalisation}: unknown (choose from {', '.join(NORMALISATIONS)})")
-    opts = ImportOptions(labels=labels, lead=lead, window_policy=policy, bandpass=bandpass, derive_st=derive_st,
+    if keep_leads and lead.lower() == "all":
+        raise BadInput("--keep-leads keeps every lead with --lead (the deployment lead) first; not with --lead all")
+    if keep_leads and fmt == "cinc2017":
+        raise BadInput(f"{src}: cinc2017 records hold one lead; --keep-leads has nothing to keep")
+    from ecgtool.data.importers.wfdb_read import KEEP_LEADS_SUFFIX
+
+    opts = ImportOptions(labels=labels, lead=lead + KEEP_LEADS_SUFFIX if keep_leads else lead, window_policy=policy, bandpass=bandpass, derive_st=derive_st,
                          normalisation=normalisation)
 
     ids = source.list_records(src)
@@ -107,7 +115,7 @@ def import_dataset(
         signals = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(rows), channels, WINDOW_LEN))
         _split_and_write(fmt, source, src, out, ids, signals, rows, skipped, dropped, leads_seen, labels,
                          lead=lead, policy=policy, bandpass=bandpass, split=split, seed=seed, overwrite=overwrite,
-                         normalisation=normalisation, holdout=holdout)
+                         normalisation=normalisation, holdout=holdout, keep_leads=keep_leads)
         del signals
     for name in DATASET_FILES:
         if (out / name).exists():
@@ -147,7 +155,8 @@ def _read_records(source, src: Path, ids: list[str], opts: ImportOptions, spill:
 
 def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skipped, dropped, leads_seen, labels,
                      *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool,
-                     normalisation: str = "minmax", holdout: Sequence[str] | None = None) -> None:
+                     normalisation: str = "minmax", holdout: Sequence[str] | None = None,
+                     keep_leads: bool = False) -> None:
     if getattr(source, "UNLABELLED", False):  # `data import records`: every window unlabelled, all in train
         from ecgtool.data.dataset import UNLABELLED
 
@@ -186,6 +195,7 @@ def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skip
         "seconds": WINDOW_S,
         "lead": "all" if lead.lower() == "all" else (lead if fmt != "cinc2017" else "single (AliveCor)"),
         "leads": leads_seen,
+        **({"keep_leads": True} if keep_leads else {}),
         "preprocessing": describe(bandpass, normalisation),
         "window_policy": policy,
         "split": {"kind": kind, "seed": seed, "stratified": stratified,
@@ -266,6 +276,8 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
               help="Comma-separated record ids held out as the whole test split (with any record of the same "
                    "patient); the rest split by patient into train/val (leave-records-out).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a non-empty output folder.")
+@click.option("--keep-leads", is_flag=True, default=None,
+              help="Keep every lead of each record, --lead (the deployment lead) first: for `train --leads any`.")
 @click.option("--normalisation", type=click.Choice(["minmax", "robust"]), default=None,
               help="Per-window normalisation: minmax (the paper's, [0, 1]) or robust (median/IQR, clipped); "
                    "frozen into every model trained on it.")

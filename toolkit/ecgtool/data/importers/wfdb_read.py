@@ -69,10 +69,18 @@ def _checked_header(path: Path, fs: float) -> wfdb.Record:
     return hdr
 
 
+#: the lead spec suffix of `import --keep-leads` (deployment lead first, then the others)
+KEEP_LEADS_SUFFIX = "+rest"
+
+
 def select_leads(names: list[str], lead: str) -> list[int]:
-    """Indices of the wanted lead(s): `all`, or one lead by name (`II` also finds MIT-BIH's `MLII`)."""
+    """Indices of the wanted lead(s): `all`, or one lead by name (`II` also finds MIT-BIH's `MLII`);
+    `NAME+rest` (import --keep-leads): that lead first, then every other lead in the record's order."""
     if lead.lower() == "all":
         return list(range(len(names)))
+    if lead.lower().endswith(KEEP_LEADS_SUFFIX):
+        first = select_leads(names, lead[: -len(KEEP_LEADS_SUFFIX)])
+        return first + [i for i in range(len(names)) if i not in first]
     low = [str(n).strip().lower() for n in names]
     want = lead.strip().lower()
     for cand in (want, "ml" + want):

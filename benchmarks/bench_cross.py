@@ -1,0 +1,150 @@
+"""Cross-dataset matrix of the issue-9 recipes: MIT-BIH -> Challenge-2021 sample and back.
+
+Rows per direction: rr_baseline, the plain recipe (se_resnet18), --rr-head (the hybrid), --augment
+device-shift, --leads any (both datasets imported with --keep-leads), and combinations. Scored on all
+target windows (the deployment lead, II), macro-F1 over the classes both datasets' train splits share
+(benchmarks/real_data.py's rule and data preparation). `--seeds 0,1,2` repeats the deep rows;
+`--int8 VARIANT` also quantises that variant's models (onnx-int8, calibrated on its training split) and
+scores the INT8 files on the target.
+
+    ECGTOOL_THREADS=1 PYTHONPATH=toolkit nice -n 5 .venv/bin/python benchmarks/bench_cross.py --out /tmp/cross \\
+        --variants rr_baseline,plain,rr-head --width 16 --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_data as R  # noqa: E402
+
+#: variant -> (archs, train options, data kind: "plain" or "leads" (imported keeping every lead))
+VARIANTS = {
+    "rr_baseline": (["rr_baseline"], {}, "plain"),
+    "plain": (["se_resnet"], {}, "plain"),
+    "rr-head": (["se_resnet"], {"rr_head": True}, "plain"),
+    "device-shift": (["se_resnet"], {"augment": "device-shift"}, "plain"),
+    "leads-any": (["se_resnet"], {"leads": "any"}, "leads"),
+    "rr-head+trunk-dropout": (["se_resnet"], {"rr_head": True, "rr_trunk_dropout": 0.5}, "plain"),
+    "rr-head+device-shift": (["se_resnet"], {"rr_head": True, "augment": "device-shift"}, "plain"),
+    "rr-head+leads-any": (["se_resnet"], {"rr_head": True, "leads": "any"}, "leads"),
+    "rr-head+leads-any+device-shift": (["se_resnet"], {"rr_head": True, "leads": "any", "augment": "device-shift"},
+                                       "leads"),
+}
+
+
+def leads_paths(out: Path, stride: int) -> tuple[dict, dict]:
+    """Both datasets imported keeping every lead (--keep-leads), and the strided cross target of MIT-BIH."""
+    from ecgtool.data.importers import import_dataset
+
+    paths = {}
+    for key, (fmt, src) in R.SOURCES.items():
+        dest = out / "data" / f"{key}-leads"
+        if not (dest / "meta.json").exists():
+            import_dataset(fmt, src, dest, seed=0, keep_leads=True)
+        paths[key] = dest
+    cross = {"challenge": paths["challenge"],
+             "mitdb": R.every_nth_window(paths["mitdb"], stride, out / "data" / f"mitdb-leads-all-every{stride}")}
+    return paths, cross
+
+
+def isa() -> str:
+    flags = subprocess.run("grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_tile' /proc/cpuinfo | sort -u",
+                           shell=True, capture_output=True, text=True).stdout.split()
+    return " ".join(flags)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--patience", type=int, default=2)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--mitdb-stride", type=int, default=4)
+    ap.add_argument("--cross-stride", type=int, default=4)
+    ap.add_argument("--variants", default="rr_baseline,plain,rr-head")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--int8", default="", help="variants whose models are also quantised (onnx-int8) and scored")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    import torch
+
+    from ecgtool.core import ui
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.train.run import train_models
+
+    torch.set_num_threads(args.threads)
+    ui.set_quiet(True)
+    out, t0 = args.out, time.perf_counter()
+    paths = R.prepare_data(out, 10, 0)
+    cross = {"challenge": paths["challenge"],
+             "mitdb": R.every_nth_window(paths["mitdb"], args.cross_stride, out / "data" / f"mitdb-all-every{args.cross_stride}")}
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    int8 = {v for v in args.int8.split(",") if v}
+    rows = []
+    for variant in [v for v in args.variants.split(",") if v]:
+        archs, opts, kind = VARIANTS[variant]
+        v_paths, v_cross = leads_paths(out, args.cross_stride) if kind == "leads" else (paths, cross)
+        for source, target in (("mitdb", "challenge"), ("challenge", "mitdb")):
+            for seed in (seeds if archs != ["rr_baseline"] else [0]):
+                data = v_paths[source]
+                o = dict(opts)
+                if archs != ["rr_baseline"]:
+                    o.update(width=args.width, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+                             lr=1e-3)
+                    if source == "mitdb" and args.mitdb_stride > 1:
+                        data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}")
+                run = out / source / f"{variant}-s{seed}"
+                t1 = time.perf_counter()
+                train_models(data, archs, [18], run, seed=seed, threads=args.threads,
+                             resume=(run / "run.json").exists(), **o)
+                model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
+                counts = load_dataset(paths[source]).meta["counts"]["train"]
+                own = json.loads((model / "metrics.json").read_text())["macro_f1"]
+                m = evaluate_artifact(model, v_cross[target], split="all")
+                f1, shared = R.shared_macro_f1(m, counts)
+                row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": variant, "seed": seed,
+                       "own_test": own, "target": f1, "target_int8": None, "shared": ",".join(shared),
+                       "per_class": {c: round(m["per_class"][c]["f1"], 3) for c in shared},
+                       "seconds": round(time.perf_counter() - t1)}
+                if variant in int8:
+                    from ecgtool.export import export
+
+                    res = export(model, "onnx-int8", data=data, threads=args.threads)
+                    mi = evaluate_artifact(res.path, v_cross[target], split="all")
+                    row["target_int8"] = R.shared_macro_f1(mi, counts)[0]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                (out / "bench_cross.jsonl").open("a").write(json.dumps(row) + "\n")
+    lines = [f"CPU flags: {isa()}; load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+             f"total {time.perf_counter() - t0:.0f} s; torch threads {args.threads}",
+             "", "| direction | variant | seeds | own test | target (mean +- sd) | target INT8 | shared classes |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["direction"], r["variant"]), []).append(r)
+    for (direction, variant), rs in groups.items():
+        t = np.array([r["target"] for r in rs])
+        own = np.array([r["own_test"] for r in rs])
+        q = [r["target_int8"] for r in rs if r["target_int8"] is not None]
+        sd = f" +- {t.std(ddof=1):.3f}" if len(t) > 1 else ""
+        q8 = f"{np.mean(q):.3f}" if q else "-"
+        lines.append(f"| {direction} | {variant} | {len(rs)} | {own.mean():.3f} | {t.mean():.3f}{sd} | {q8} | "
+                     f"{rs[0]['shared']} |")
+    (out / "bench_cross.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`data import --keep-leads` and `train --leads any`: a random lead per training record, the deployment lead elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_data
+from ecgtool.core.errors import BadInput
+from ecgtool.data.classes import DEFAULT_CLASSES
+from ecgtool.data.dataset import load_dataset, write_dataset
+from ecgtool.data.importers.wfdb_read import select_leads
+from ecgtool.data.splits import random_split
+from ecgtool.train.fit import DeployLead, random_leads
+
+
+def test_keep_leads_puts_the_deployment_lead_first():
+    assert select_leads(["V5", "MLII"], "II+rest") == [1, 0]  # MIT-BIH record 114
+    assert select_leads(["I", "II", "III"], "II+rest") == [1, 0, 2]
+    with pytest.raises(Exception, match="lead missing"):
+        select_leads(["V1", "V2"], "II+rest")
+
+
+def test_keep_leads_import_of_the_challenge_sample(tmp_path):
+    from ecgtool.data.importers import import_dataset
+
+    src = shared_data("cinc2021-sample")
+    recs = ["A0689", "HR06000", "JS01048"]
+    one = load_dataset(import_dataset("challenge", src, tmp_path / "ii", records=recs, split="random"))
+    all_ = load_dataset(import_dataset("challenge", src, tmp_path / "all", records=recs, split="random", keep_leads=True))
+    assert all_.meta["keep_leads"] and all_.meta["lead"] == "II" and all_.signals.shape[1] == 12
+    assert all_.meta["leads"][0] == "II"
+    np.testing.assert_array_equal(all_.signals[:, 0], one.signals[:, 0])  # channel 0 is the lead-II import
+    with pytest.raises(BadInput, match="not with --lead all"):
+        import_dataset("challenge", src, tmp_path / "bad", lead="all", keep_leads=True)
+
+
+def _three_lead_dataset(path: Path, per_class: int = 8, length: int = 256, fs: float = 100.0) -> Path:
+    """Class k: a sinusoid of 0.8(k+1) Hz on lead 0, the same rhythm at other amplitudes/polarities on leads 1-2."""
+    rng = np.random.default_rng(0)
+    t = np.arange(length) / fs
+    x, y = [], []
+    for k in range(len(DEFAULT_CLASSES)):
+        for _ in range(per_class):
+            s = np.sin(2 * np.pi * 0.8 * (k + 1) * t + rng.uniform(0, 6.3))
+            leads = np.stack([s, -0.5 * s, 0.3 * s]) + 0.2 * rng.standard_normal((3, length))
+            lo, hi = leads.min(axis=1, keepdims=True), leads.max(axis=1, keepdims=True)
+            x.append((leads - lo) / (hi - lo))
+            y.append(k)
+    y = np.asarray(y)
+    records = [{"record_id": f"r{i}", "patient_id": f"p{i}", "label": DEFAULT_CLASSES[c]} for i, c in enumerate(y)]
+    return write_dataset(path, np.asarray(x, dtype=np.float32), y, DEFAULT_CLASSES, records, random_split(y, 0),
+                         {"sampling_rate": fs, "source": "three-lead test set", "lead": "II",
+                          "leads": ["II", "V1", "aVL"], "keep_leads": True})
+
+
+def test_random_leads_draws_every_lead_and_keeps_features_aligned():
+    x = torch.arange(6 * 3 * 4, dtype=torch.float32).view(6, 3, 4)
+    rr = np.arange(6 * 3 * 2, dtype=np.float32).reshape(6, 3, 2)
+    out, feats = random_leads(x, torch.Generator().manual_seed(0), rr, np.arange(6))
+    assert out.shape == (6, 1, 4) and feats.shape == (6, 2)
+    lead = [int(out[i, 0, 0] - x[i, 0, 0]) // 4 for i in range(6)]
+    np.testing.assert_array_equal(feats.numpy(), rr[np.arange(6), lead])
+    many = random_leads(x.repeat(20, 1, 1), torch.Generator().manual_seed(1))[0]
+    assert len({int(v) % 12 // 4 for v in many[:, 0, 0]}) == 3  # every lead is drawn
+
+
+def test_train_leads_any_is_a_one_lead_model_scored_on_the_deployment_lead(tmp_path):
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.train.run import train_models
+
+    data = _three_lead_dataset(tmp_path / "data")
+    assert isinstance(DeployLead(load_dataset(data)).signals, np.ndarray)
+    train_models(data, ["se_resnet"], [18], tmp_path / "run", width=8, epochs=1, batch_size=16, device="cpu",
+                 leads="any", threads=1)
+    cfg = json.loads((tmp_path / "run" / "se_resnet18" / "config.json").read_text())
+    assert cfg["in_channels"] == 1 and cfg["preprocessing"]["channels"] == 1 and cfg["extra"]["leads"] == "any"
+    assert cfg["extra"]["train_leads"] == ["II", "V1", "aVL"]
+    m = evaluate_artifact(tmp_path / "run" / "se_resnet18", data, split="test")
+    assert m["n"] == len(load_dataset(data).indices("test"))
+
+    single = tmp_path / "one"
+    ds = load_dataset(data)
+    write_dataset(single, np.asarray(ds.signals[:, :1]), ds.labels, ds.classes, ds.records,
+                  ds.splits, {"sampling_rate": 100.0, "source": "one lead"})
+    with pytest.raises(BadInput, match="--keep-leads"):
+        train_models(single, ["se_resnet"], [18], tmp_path / "run2", width=8, epochs=1, leads="any")

@@ -1,0 +1,183 @@
+"""The RR-head hybrid (`train --rr-head`) through every hop: train, evaluate, prune, ONNX, INT8, bench, bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tiny_dataset import make_tiny_dataset
+from ecgtool.baseline.features import FEATURE_NAMES, HEAD_DIM, head_inputs, head_vector
+from ecgtool.core.errors import BadInput
+from ecgtool.core.names import BUNDLE_FEATURES, ONNX_META_RR_HEAD, ONNX_RR_INPUT
+
+#: a fresh interpreter in a bundle folder where torch, ecgtool and scikit-learn cannot be imported:
+#: computes the bundle's logits of windows argv[1] (.npy) into argv[2]
+BLOCKED_LOGITS = """
+import importlib.abc, runpy, sys
+BLOCKED = ('torch', 'ecgtool', 'sklearn')
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(name + ' is not available on the device')
+sys.meta_path.insert(0, Block())
+import numpy as np
+bundle = runpy.run_path('run.py', run_name='bundle_run')['Bundle']('.')
+np.save(sys.argv[2], bundle.predict(np.load(sys.argv[1])))
+assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
+"""
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    from ecgtool.train.run import train_models
+
+    root = tmp_path_factory.mktemp("rrhead")
+    data = make_tiny_dataset(root / "data", per_class=12)
+    train_models(data, ["se_resnet"], [18], root / "run", width=8, epochs=2, batch_size=16, device="cpu",
+                 rr_head=True, threads=1)
+    return root / "run" / "se_resnet18", data
+
+
+def test_head_vector_compresses_and_flags_missing():
+    feats = np.array([[np.nan, 100.0, -3.0, 0.0]], dtype=np.float32)
+    v = head_vector(feats)
+    assert v.shape == (1, 8)
+    np.testing.assert_allclose(v[0, :4], [0.0, np.log1p(100.0), -np.log1p(3.0), 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(v[0, 4:], [1, 0, 0, 0])
+
+
+def test_config_records_the_head_and_training_used_it(hybrid):
+    folder, _ = hybrid
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["rr_features"] == HEAD_DIM == 2 * len(FEATURE_NAMES)
+    assert cfg["extra"]["rr_head"]["features"] == list(FEATURE_NAMES)
+    from ecgtool.models import load_model
+
+    model = load_model(folder)
+    assert model.fc.in_features == model.head_bn.num_features + HEAD_DIM
+    assert model.rr_norm.running_mean.abs().sum() > 0  # its BatchNorm saw the features in training
+    import torch
+
+    with pytest.raises(BadInput, match="second input"):
+        model(torch.zeros(1, 1, 256))
+
+
+def test_predictor_feeds_the_features_it_computes(hybrid):
+    """The PyTorch predictor's logits are the network's on (signal, head_inputs(signal)), and change with them."""
+    import torch
+
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.runtime import load
+
+    folder, data = hybrid
+    x = np.asarray(load_dataset(data).signals[:8], dtype=np.float32)
+    pred = load(folder)
+    rr = head_inputs(x, 100.0)
+    with torch.no_grad():
+        want = pred.model(torch.from_numpy(x), torch.from_numpy(rr)).numpy()
+        other = pred.model(torch.from_numpy(x), torch.from_numpy(np.zeros_like(rr))).numpy()
+    got = pred.predict(x)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(got - other).max() > 1e-4  # the features matter to the output
+
+
+def test_prune_keeps_the_rr_input(hybrid, tmp_path):
+    from ecgtool.compress.prune import prune_artifact
+    from ecgtool.models import load_model
+
+    folder, data = hybrid
+    res = prune_artifact(folder, data, 0.5, out=tmp_path / "pruned", fine_tune_epochs=0, device="cpu")
+    pruned = load_model(tmp_path / "pruned")
+    assert pruned.config.rr_features == HEAD_DIM and pruned.rr_norm.num_features == HEAD_DIM
+    assert pruned.fc.in_features == pruned.head_bn.num_features + HEAD_DIM
+    assert res["after"]["params"] < res["before"]["params"]
+
+
+def test_onnx_export_and_torch_free_bundle(hybrid, tmp_path):
+    import onnx
+
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.deploy.package import package
+    from ecgtool.export import export
+    from ecgtool.runtime import load
+
+    folder, data = hybrid
+    fp32 = export(folder, "onnx", data=data).path
+    model = onnx.load(str(fp32))
+    assert [i.name for i in model.graph.input] == ["input", ONNX_RR_INPUT]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[ONNX_META_RR_HEAD])["dim"] == HEAD_DIM
+    x = np.asarray(load_dataset(data).signals[:16], dtype=np.float32)
+    ref = load(folder).predict(x)
+    np.testing.assert_allclose(load(fp32).predict(x), ref, atol=1e-4)
+
+    bundle = package(fp32, tmp_path / "bundle", precision="fp32")
+    assert (bundle / BUNDLE_FEATURES).is_file()
+    spec = json.loads((bundle / "model.json").read_text())
+    assert spec["rr_input"]["name"] == ONNX_RR_INPUT and spec["rr_input"]["dim"] == HEAD_DIM
+    assert "wfdb" in (bundle / "requirements.txt").read_text().split("#")[-1]
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([sys.executable, "-c", BLOCKED_LOGITS, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, atol=1e-4)
+
+
+@pytest.mark.slow  # ~10 s of CPU (INT8 calibration, bench), over a minute on this loaded machine
+def test_int8_calibrates_both_inputs_and_benches(hybrid):
+    import onnx
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.export import export
+    from ecgtool.runtime import load
+
+    folder, data = hybrid
+    int8 = export(folder, "onnx-int8", data=data, calib_size=32, threads=1).path
+    q = onnx.load(str(int8))
+    # calibration fed the second input too: it is quantised like the signal
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    x = np.asarray(load_dataset(data).signals[:16], dtype=np.float32)
+    assert np.isfinite(load(int8).predict(x)).all()
+    result = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.01, throughput_batch=4)
+    ok = [r for r in result.rows if r.get("status") == "ok"]
+    assert {r["runtime"] for r in ok} >= {"PyTorch", "ONNX Runtime"} and all(r["macro_f1"] is not None for r in ok)
+
+
+def test_other_formats_are_refused_in_one_line(hybrid):
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+
+    folder, _ = hybrid
+    res = CliRunner().invoke(cli, ["export", str(folder), "--format", "openvino-fp32"])
+    assert res.exit_code == 2 and "RR-head model exports to onnx" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_trunk_dropout_zeroes_whole_trunk_vectors_in_training_only():
+    import torch
+
+    from ecgtool.models import ModelConfig, build_model
+
+    with pytest.raises(BadInput, match="rr_trunk_dropout"):
+        ModelConfig(rr_features=4, rr_trunk_dropout=1.0).validate()
+    m = build_model(ModelConfig(depth=18, width=4, rr_features=4, rr_trunk_dropout=0.5))
+    feats = torch.rand(64, m.head_bn.num_features, 5)
+    rr = torch.rand(64, 4)
+    m.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = m.head(feats, rr)
+        rr_only = m.fc(torch.cat([torch.zeros(64, m.head_bn.num_features), m.rr_norm(rr)], 1))
+    dropped = torch.isclose(out, rr_only, atol=1e-6).all(1)
+    assert 10 < int(dropped.sum()) < 54  # about half the records decide from their RR features alone
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m.head(feats, rr), m.head(feats, rr))
+        assert not torch.isclose(m.head(feats, rr), m.fc(torch.cat([torch.zeros(64, m.head_bn.num_features),
+                                                                    m.rr_norm(rr)], 1))).all(1).any()
