@@ -259,10 +259,11 @@ def _check_bundle(bundle: Path) -> dict:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported[name].add(node.module.split(".")[0])
     # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
-    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped
+    # (ecg_tflite: only for a .tflite model, which an ONNX bundle does not hold)
+    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool", "ecg_tflite"} | shipped
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
     assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)
-            - {"ecgtool"} - shipped) == {"numpy", "scipy", "onnxruntime", "wfdb"}
+            - {"ecgtool", "ecg_tflite"} - shipped) == {"numpy", "scipy", "onnxruntime", "wfdb"}
     return json.loads((bundle / "model.json").read_text())
 
 

@@ -37,6 +37,9 @@ BUNDLE_PREPROCESS = "ecg_preprocess.py"
 #: copies of data/stream.py (chunked reading, quality, streaming) and deploy/episodes.py (burden, episodes)
 BUNDLE_STREAM = "ecg_stream.py"
 BUNDLE_EPISODES = "ecg_episodes.py"
+#: a bundle of a .tflite (LiteRT, microcontrollers): the model, and a copy of runtime/tflite_io.py that runs it
+BUNDLE_TFLITE = "model.tflite"
+BUNDLE_TFLITE_IO = "ecg_tflite.py"
 PREDICTIONS = "predictions.json"
 
 #: the RR baseline's folder

@@ -51,13 +51,22 @@ ARENA_NOTE = ("smallest arena in which the x86_64 TFLM interpreter allocates and
               "MicroInterpreter::arena_used_bytes() on the target")
 
 
-def _require(where: str | Path = "model"):
+def missing_module() -> str | None:
+    """The first module of the [mcu] extra that does not import here (litert_torch, ai_edge_quantizer,
+    tflite_micro), or None when the litert formats can be built."""
     try:
         import litert_torch  # noqa: F401
         from ai_edge_quantizer import quantizer  # noqa: F401
         from tflite_micro.python.tflite_micro import runtime  # noqa: F401
     except ImportError as exc:
-        raise BadInput(f"{where}: litert export needs the [mcu] extra: pip install -e '.[mcu]' ({exc.name} missing)") from None
+        return (exc.name or str(exc)).split(".")[0]
+    return None
+
+
+def _require(where: str | Path = "model"):
+    name = missing_module()
+    if name is not None:
+        raise BadInput(f"{where}: litert export needs the [mcu] extra: pip install -e '.[mcu]' ({name} missing)")
 
 
 def versions() -> dict:
