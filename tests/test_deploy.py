@@ -327,7 +327,7 @@ def test_package_bad_input_changes_nothing(setup, tmp_path):
         package(folder, tmp_path / "taken")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
     (tmp_path / "x.png").write_bytes(b"png")
-    with pytest.raises(BadInput, match="package takes a PyTorch model folder or an .onnx file"):
+    with pytest.raises(BadInput, match="package takes a PyTorch model folder, an .onnx or a .tflite file"):
         package(tmp_path / "x.png", tmp_path / "b")
     with pytest.raises(BadInput, match="an fp32 ONNX model, not int8"):
         package(folder / "model.onnx", tmp_path / "b", precision="int8")
