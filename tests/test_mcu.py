@@ -64,6 +64,19 @@ def test_rewrite_is_exact_in_fp32_and_refuses_unknown_layers():
         check_layers(m, "tiny")
 
 
+def test_a_budget_whose_fitting_artifacts_all_fail_the_int8_gate_says_so():
+    from ecgtool.report.build import recommend, recommendation_lines
+    from ecgtool.report.mcu import budget_lines
+
+    row = {"model": "se_resnet18", "variant": "int8", "runtime": "TFLite Micro", "status": "ok", "macro_f1": 0.3,
+           "flash_kb": 200.0, "ram_kb": 40.0, "size_mb": 0.19, "int8_gate": "fail", "f1_delta_macro": -0.04,
+           "f1_delta_worst": -0.1, "f1_delta_worst_class": "FAB", "agreement_fp32": 0.9}
+    lines = budget_lines([row], (256, 128), 1.0, recommend, recommendation_lines)
+    assert lines[0] == ("Microcontroller budget 256 KB flash, 128 KB RAM: 1 of 1 microcontroller artifacts fit, "
+                        "but none passes the INT8 accuracy gate against its FP32 parent.")
+    assert lines[1].startswith("  Passed over se_resnet18 int8 on TFLite Micro") and "4.00 macro-F1 points" in lines[1]
+
+
 def test_an_op_tflm_lacks_is_named():
     from ecgtool.export.litert import require_ops
 

@@ -615,9 +615,9 @@ def pipeline_command(config: str | None, out: str, show_config: bool) -> None:
         click.echo(yaml.safe_dump(load_config(config), sort_keys=False))
         return
     result = run_pipeline(config, out)
-    from ecgtool.bench.runner import SCREEN_COLUMNS
+    from ecgtool.bench.runner import SCREEN_COLUMNS, table_columns
 
-    print_table(as_percent(result["rows"]), SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
+    print_table(as_percent(result["rows"]), table_columns(result["rows"], SCREEN_COLUMNS), title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
                 "all columns in bench.md)")
     steps = ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in result["steps"].items())
     click.echo(f"steps: {steps}; total {result['seconds']:.0f} s")
