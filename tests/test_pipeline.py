@@ -76,7 +76,7 @@ def test_litert_is_skipped_in_one_line_when_the_converter_does_not_import(tmp_pa
     err = capsys.readouterr().err
     assert [result["steps"][s]["status"] for s in STEPS] == ["done"] * len(STEPS)
     lines = [line for line in err.splitlines() if "litert-int8" in line]
-    assert lines == ["export litert-int8: skipped, the [mcu] extra is not installed (litert_torch does not import): "
+    assert lines == ["export litert-int8: skipped, the [mcu] extra is not installed (litert_torch not found): "
                      "pip install -e '.[mcu]'"]
     assert not list((tmp_path / "run").rglob("*.tflite"))
     assert {r["runtime"] for r in result["rows"]} == {"PyTorch"}  # nothing else was asked for

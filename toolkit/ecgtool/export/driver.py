@@ -67,7 +67,7 @@ def export(model: str | Path, fmt: str, **options: Any) -> ExportResult:
 def unavailable(fmt: str) -> str | None:
     """Why format `fmt` cannot be built on this machine because its converter is not installed, else None.
 
-    litert-*: the [mcu] extra (litert-torch, ai-edge-quantizer, tflite-micro) must import. The other formats'
+    litert-*: the [mcu] extra (litert-torch, ai-edge-quantizer, tflite-micro) must be installed. The other formats'
     converters are install_requires (TensorRT formats always write their TensorRT-ready ONNX), so None.
     """
     spec = FORMATS[fmt]
@@ -76,7 +76,7 @@ def unavailable(fmt: str) -> str | None:
 
         name = missing_module()
         if name is not None:
-            return f"the [mcu] extra is not installed ({name} does not import): pip install -e '.[mcu]'"
+            return f"the [mcu] extra is not installed ({name} not found): pip install -e '.[mcu]'"
     return None
 
 

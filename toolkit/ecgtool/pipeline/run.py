@@ -368,7 +368,7 @@ def _step_prune(cfg: dict, out: Path, resume: bool) -> list[Path]:
 
 
 def _unavailable(formats: list[str]) -> dict[str, str]:
-    """format -> why it cannot be built here (its converter does not import), for the formats in `formats`."""
+    """format -> why it cannot be built here (its converter is not installed), for the formats in `formats`."""
     from ecgtool.export import unavailable
 
     return {f: why for f in formats if (why := unavailable(f)) is not None}
