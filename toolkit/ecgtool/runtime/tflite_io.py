@@ -3,8 +3,8 @@
 Two interpreters run the same flatbuffer:
 - `tflm`: TensorFlow Lite Micro's C++ MicroInterpreter (the `tflite-micro` wheel; Linux x86_64 only), reference
   kernels in a fixed tensor arena, as on the microcontroller: what ecgtool's F1 of a .tflite is measured on;
-- `litert`: LiteRT's Interpreter (the `ai-edge-litert` wheel; Linux x86_64 and aarch64, macOS), the TFLite
-  runtime for computers and boards (a Raspberry Pi next to the sensor, a phone's test bench).
+- `litert`: LiteRT's Interpreter (the `ai-edge-litert` wheel), the TFLite runtime for computers and Linux
+  boards, here with its reference kernels (the ones TFLM's kernels are ported from).
 An INT8 model's float input is quantised with the scale / zero point the file records (round, saturate) and
 its int8 output dequantised to float logits, one window per invoke (the model's batch axis is 1).
 
@@ -111,8 +111,12 @@ def open_tflite(buf: bytes, kind: str = "auto", arena: int | None = None, thread
         from tflite_micro.python.tflite_micro import runtime
 
         return TfliteModel(runtime.Interpreter.from_bytes(buf, arena_size=int(arena or 10 * len(buf))), kind)
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=buf, num_threads=int(threads) if threads else None)
+    # LiteRT's reference kernels: TFLM's are ports of them, so the logits stay within about one output step of
+    # TFLM's (max 0.041 on 200 MIT-BIH windows of a width-8 se_resnet18, against 0.122 with the default XNNPACK
+    # kernels, which are ~20x faster; benchmarks/RESULTS.md)
+    it = Interpreter(model_content=buf, num_threads=int(threads) if threads else None,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
     return TfliteModel(it, kind)
