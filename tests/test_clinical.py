@@ -16,7 +16,7 @@ from scipy.signal import resample_poly
 from conftest import copy_trained, shared_data
 from ecgtool.cli.main import main as cli
 from ecgtool.data.preprocess import resample
-from ecgtool.data.stream import Resampler, StreamCore, window_quality
+from ecgtool.data.stream import Resampler, StreamCore, batch_quality, window_quality
 from ecgtool.deploy.episodes import clinical_summary, episodes
 from ecgtool.deploy.package import package
 from ecgtool.deploy.predict import predict
@@ -70,6 +70,80 @@ def test_quality_on_real_windows_clean_ok_and_damage_marked(rec):
     bad = wins[0].copy()
     bad[50] = np.nan
     assert _q(bad) == "non-finite"
+
+
+def _damaged(wins, rng):
+    """Real windows, each left clean or given one kind of damage (noise at a random SNR, lead-off of 1-3 s,
+    clipping at a random percentile, a NaN, a flat line, a 60-Hz hum)."""
+    out = []
+    for i, w in enumerate(wins):
+        w = w.copy()
+        kind = i % 7
+        if kind == 1:
+            w = w + rng.normal(0, w.std() * rng.uniform(0.2, 2.0), w.size)
+        elif kind == 2:
+            a = int(rng.integers(0, w.size - 1100))
+            w[a:a + int(rng.uniform(1.0, 3.0) * 360)] = w[a]
+        elif kind == 3:
+            w = np.minimum(w, np.percentile(w, rng.uniform(90, 99.8)))
+        elif kind == 4:
+            w[int(rng.integers(0, w.size))] = np.nan
+        elif kind == 5:
+            w = w + 0.3 * w.std() * rng.uniform(0.5, 3) * np.sin(2 * np.pi * 60 * np.arange(w.size) / 360)
+        elif kind == 6 and i % 14 == 6:
+            w[:] = w[0]
+        out.append(w)
+    return out
+
+
+@pytest.mark.parametrize("rec", ["105", "203"])
+def test_batched_gate_equals_per_window_definition_on_real_damaged_windows(rec):
+    """batch_quality (one FFT / filter / percentile over the batch) decides exactly as window_quality does,
+    window for window: status, reason and the rounded details (hr_bpm, sqi, hf)."""
+    rng = np.random.default_rng(int(rec))
+    raws = _damaged(_mitdb_windows(rec, 28), rng)
+    xs = [resample(np.nan_to_num(w, nan=0.0)[None], 360)[0] for w in raws]
+    ref = [window_quality(x, 200, w, 360) for x, w in zip(xs, raws)]
+    got = batch_quality(np.stack(xs)[:, None], 200, [w[None] for w in raws], 360)
+    assert got == ref
+    statuses = {r[0] for r in ref}
+    assert {"ok", "noisy", "flat", "clipped", "non-finite"} <= statuses, statuses  # every branch was exercised
+    # and at the model rate with the window itself as the input (a 200-Hz record), in uneven batches
+    # raw windows of uneven length (2.56-s windows at 100 Hz: 921 or 922 input samples), damaged
+    sig = np.concatenate(raws)
+    m = resample(np.nan_to_num(sig, nan=0.0)[None], 360, 100)[0]
+    starts = range(0, len(m) - 256, 256)
+    cuts = [(int(round(s * 3.6)), int(round((s + 256) * 3.6))) for s in starts]
+    assert len({b - a for a, b in cuts}) == 2
+    ref100 = [window_quality(m[s:s + 256], 100, sig[a:b], 360) for s, (a, b) in zip(starts, cuts)]
+    got100 = batch_quality(np.stack([m[s:s + 256] for s in starts])[:, None], 100,
+                           [sig[a:b][None] for a, b in cuts], 360)
+    assert got100 == ref100 and len({r[0] for r in ref100}) >= 4
+    ref200 = [window_quality(x, 200) for x in xs]
+    got200 = batch_quality(np.stack(xs[:5])[:, None], 200) + batch_quality(np.stack(xs[5:])[:, None], 200)
+    assert got200 == ref200
+
+
+def test_stream_gate_per_push_equals_per_window_definition(monkeypatch):
+    """StreamCore gates the windows of each push together: its results (with 360-Hz input, resampled, in
+    uneven pushes) equal those of a StreamCore whose gate calls window_quality window by window."""
+    from ecgtool.data import stream as st
+
+    raws = _damaged(_mitdb_windows("119", 28), np.random.default_rng(3))
+    sig = np.concatenate(raws)
+    spec = {"sampling_rate": 200, "window_len": 2000}
+
+    def run():
+        core = StreamCore(lambda w: np.stack([w.mean(axis=(1, 2)), w.std(axis=(1, 2))], axis=1), spec, 360, ["a", "b"])
+        out = core.push(sig[:17_001]) + core.push(sig[17_001:17_002]) + core.push(sig[17_002:])
+        return out + core.close()[0]
+
+    batched = run()
+    monkeypatch.setattr(st, "batch_quality", lambda x, fs, raws, fs_raw, flat: [
+        window_quality(w, fs, r, fs_raw, flat) for w, r in zip(x, raws)])
+    per_window = run()
+    assert len(batched) == 28 and batched == per_window
+    assert {"ok", "noisy", "flat", "clipped", "non-finite"} <= {w["quality"] for w in batched}
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +273,75 @@ def test_bundle_stdin_text_and_raw_equal_file(model, tmp_path):
         lines = [json.loads(ln) for ln in out.stdout.decode().splitlines()]
         assert _probs(lines[:-1]) == _probs(file_ws)
         assert lines[-1]["tail"]["seconds"] > 0 and "af_burden" in lines[-1]["clinical"]
+
+
+def test_predict_reference_scores_against_wfdb_rhythm_annotations(model, tmp_path):
+    import wfdb
+
+    from ecgtool.evaluate.rhythm_truth import read_reference, score_record
+
+    x = _signal(60.0)
+    wfdb.wrsamp("rec", fs=360, units=["mV"], sig_name=["MLII"], p_signal=x[:, None], fmt=["212"],
+                write_dir=str(tmp_path))
+    wfdb.wrann("rec", "atr", np.array([0, 20 * 360]), symbol=["+", "+"], aux_note=["(N", "(AFIB"],
+               write_dir=str(tmp_path))
+    run = CliRunner().invoke
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "atr", "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{"):])["records"][0]
+    ref = res["reference"]
+    ok = [w for w in res["windows"] if w["rhythm"] != "unclassifiable"]
+    assert ok and ref["reference_episodes"] == 1 and ref["reference_af_s"] == pytest.approx(
+        min(60.0, res["windows"][-1]["end_s"]) - 20.0, abs=0.01)
+    assert ref == {"annotations": "atr", "rule": ref["rule"],
+                   **score_record({k: v for k, v in res.items() if k != "reference"}, read_reference(tmp_path / "rec")[0])}
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "atr", "-q", "--format", "table"])
+    assert r.exit_code == 0 and "vs reference (atr): AF burden" in r.output, r.output
+    r = run(cli, ["predict", str(model), str(tmp_path / "rec.hea"), "--reference", "qrs", "-q", "--format", "table"])
+    assert r.exit_code == 0 and "no reference annotations rec.qrs" in r.output, r.output
+
+
+def test_batched_gate_equals_per_window_definition_on_generated_windows():
+    """Hostile and odd windows (hypothesis): constant stretches, spikes, steps, NaN/inf, tiny and huge
+    amplitudes, 1-3 leads, raw windows of uneven length: batch_quality == window_quality, window for window."""
+    pytest.importorskip("hypothesis", reason="hypothesis is a [dev] dependency")
+    from hypothesis import given
+    from hypothesis import strategies as hs
+
+    base = _mitdb_windows("119", 6)
+
+    @given(hs.data())
+    def check(data):
+        n = data.draw(hs.integers(1, 5))
+        leads = data.draw(hs.integers(1, 3))
+        fs, length = 100, 256
+        xs, raws = [], []
+        for _ in range(n):
+            src = base[data.draw(hs.integers(0, len(base) - 1))]
+            a = data.draw(hs.integers(0, len(src) - 1000))
+            m = data.draw(hs.sampled_from([921, 922]))
+            chans = []
+            for _ in range(leads):
+                r = src[a:a + m] * data.draw(hs.sampled_from([1.0, 1e-4, 1e3, -1.0]))
+                kind = data.draw(hs.sampled_from(["clean", "const", "spike", "step", "nan", "inf", "zero-run"]))
+                r = r.copy()
+                i = data.draw(hs.integers(0, m - 1))
+                if kind == "const":
+                    r[:] = r[i]
+                elif kind == "spike":
+                    r[i] += 50.0
+                elif kind == "step":
+                    r[i:] += 2.0
+                elif kind in ("nan", "inf"):
+                    r[i] = np.nan if kind == "nan" else np.inf
+                elif kind == "zero-run":
+                    r[i:i + data.draw(hs.integers(1, 900))] = 0.0
+                chans.append(r)
+            raw = np.stack(chans)
+            raws.append(raw)
+            xs.append(resample(np.nan_to_num(raw, nan=0.0, posinf=0.0)[:, :921], 360, fs)[:, :length])
+        x = np.stack(xs)
+        ref = [window_quality(w, fs, r, 360) for w, r in zip(x, raws)]
+        assert batch_quality(x, fs, raws, 360) == ref
+
+    check()

@@ -54,10 +54,10 @@ def test_detection_reads_cpuid_not_the_hosts_proc_cpuinfo():
 
 def test_judge_gate_in_points():
     y = np.array([0, 0, 1, 1, 2, 2])
-    v = judge(y, y, np.array([0, 0, 1, 1, 2, 1]), ["a", "b", "c"])
+    v = judge(y, y, np.array([0, 0, 1, 1, 2, 1]), ["a", "b", "c"], min_windows=0)  # points alone (window rule: test_gate)
     assert not v.passed and v.worst_class[0] == "c" and v.macro_loss_points > 0.5
     assert judge(y, y, y, ["a", "b", "c"]).passed
-    assert judge(y, y, y, ["a", "b", "c"], macro_points=-1).passed is False  # a negative limit forces a scan
+    assert judge(y, y, y, ["a", "b", "c"], macro_points=-1, min_windows=0).passed is False  # a negative limit forces a scan
 
 
 def test_calibration_file_named_by_records_held(trained, tmp_path):
@@ -91,7 +91,7 @@ def test_forced_gate_scans_and_keeps_nodes_fp32(trained, tmp_path):
     folder, data = trained
     out = tmp_path / "gated.onnx"
     r = quantize_folder(folder, data, out=out, target="x86-vnni", calib_size=21, calib_dir=tmp_path, gate_macro=-1,
-                        gate_class=-1)  # no INT8 can lose less than -1 point: every group gets scanned
+                        gate_class=-1, gate_min_windows=0)  # no INT8 can lose less than -1 point: every group gets scanned
     groups = dict(candidate_groups(folder / "model.onnx"))
     assert len(groups["stem conv"]) == 1 and len(groups["SE gates"]) >= 2 and groups["classifier"]
     g = r["gate"]
@@ -123,11 +123,12 @@ def test_scan_keeps_most_sensitive_group_until_the_gate_holds(tmp_path):
     from ecgtool.compress.gate import scan
 
     groups = [("SE gates", ["sig0", "mul0"]), ("stem conv", ["stem0"]), ("classifier", ["fc"])]
-    v0 = judge(y, y, bad, ["a", "b", "c"])
-    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), groups, [], tmp_path, (tmp_path / "x", v0))
+    v0 = judge(y, y, bad, ["a", "b", "c"], min_windows=0)
+    points = lambda p: judge(y, y, p, ["a", "b", "c"], min_windows=0)  # noqa: E731 (points alone: 8 windows)
+    res = scan(build, predict, points, groups, [], tmp_path, (tmp_path / "x", v0))
     assert res["groups_fp32"] == ["stem conv"] and res["kept_fp32"] == ["stem0"] and res["verdict"].passed
     useless = [("SE gates", ["sig0"])]  # buys nothing: the ungated file is kept, no FP32 nodes
-    res = scan(build, predict, lambda p: judge(y, y, p, ["a", "b", "c"]), useless, [], tmp_path, (tmp_path / "x", v0))
+    res = scan(build, predict, points, useless, [], tmp_path, (tmp_path / "x", v0))
     assert res["kept_fp32"] == [] and res["path"] == tmp_path / "x" and not res["verdict"].passed
 
 

@@ -1,6 +1,7 @@
 """INT8 rows of a bench: their target and form, what they cost against their FP32 parent, and TensorRT's F1 simulated.
 
-- `int8_columns(path)`: `int8_target` and `int8_form` from the file's ecgtool metadata (ONNX INT8 files; an
+- `int8_columns(path)`: `int8_target`, `int8_form` and `int8_qat_epochs` (0: post-training; `quantize --qat` files
+  say how many epochs of quantisation-aware training) from the file's ecgtool metadata (ONNX INT8 files; an
   OpenVINO IR gets its source graph's through the manifest's parent).
 - `score_tensorrt_simulated`: TensorRT cannot run here, but its INT8 arithmetic is what a QDQ graph
   run as written computes (ONNX Runtime with graph optimisations off: explicit quantise/dequantise
@@ -9,7 +10,8 @@
 - `compare_with_parents`: every INT8 row gets, against the PyTorch row of the same model folder,
   measured in this bench process on the same records: `f1_delta_macro`, `f1_delta_worst` (the worst
   class, fractions; negative = INT8 lost), `f1_delta_worst_class`, `f1_delta` per class,
-  `agreement_fp32` (argmax agreement) and `int8_gate` (pass/fail under the gate's default limits).
+  `agreement_fp32` (argmax agreement), `int8_gate` (pass/fail under the gate's default rule, ecgtool.compress.gate.judge:
+  points limits and the minimum window count) and `int8_gate_reason` (the decision in words).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
-from ecgtool.core.names import ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET
+from ecgtool.compress.gate import judge
+from ecgtool.core.names import (ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_QAT_EPOCHS,
+                                ONNX_META_INT8_TARGET)
 
 ARGMAX = "_argmax"  # per-row predictions kept while benching, dropped before anything is written
 
@@ -49,7 +52,7 @@ def int8_columns(path: Path) -> dict:
         return {}
     nodes = json.loads(props.get(ONNX_META_INT8_FP32_NODES) or "[]")
     return {"int8_target": props.get(ONNX_META_INT8_TARGET), "int8_form": props[ONNX_META_INT8_FORM],
-            "int8_fp32_nodes": len(nodes)}
+            "int8_fp32_nodes": len(nodes), "int8_qat_epochs": int(props.get(ONNX_META_INT8_QAT_EPOCHS) or 0)}
 
 
 def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.ndarray, y: np.ndarray,
@@ -69,8 +72,9 @@ def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.nda
         row.update(int8_columns(cand["path"]))
 
 
-def compare_with_parents(rows: list[dict], classes: list[str]) -> None:
-    """Per-class F1 delta and argmax agreement of every INT8 row against the PyTorch row of its model folder."""
+def compare_with_parents(rows: list[dict], classes: list[str], y: np.ndarray) -> None:
+    """Per-class F1 delta, argmax agreement and the gate's verdict of every INT8 row against the PyTorch row of its
+    model folder (`y`: the labels both were scored on)."""
     parents = {r["model"]: r for r in rows if r.get("kind") == "pytorch" and r.get(ARGMAX) is not None}
     for r in rows:
         if r.get("precision") != "int8" or r.get(ARGMAX) is None:
@@ -86,7 +90,8 @@ def compare_with_parents(rows: list[dict], classes: list[str]) -> None:
         r["f1_delta_worst_class"] = worst
         r["f1_delta"] = delta
         r["agreement_fp32"] = round(float(np.mean(r[ARGMAX] == parent[ARGMAX])), 6)
-        r["int8_gate"] = "pass" if (-100 * r["f1_delta_macro"] <= DEFAULT_MACRO_POINTS + 1e-9 and
-                                    (worst is None or -100 * delta[worst] <= DEFAULT_CLASS_POINTS + 1e-9)) else "fail"
+        verdict = judge(y, parent[ARGMAX], r[ARGMAX], classes)
+        r["int8_gate"] = "pass" if verdict.passed else "fail"
+        r["int8_gate_reason"] = verdict.reason
     for r in rows:
         r.pop(ARGMAX, None)

@@ -33,7 +33,7 @@ from ecgtool.bench.int8 import ARGMAX, compare_with_parents, int8_columns, score
 from ecgtool.bench.external import external_columns, load_externals, score_externals
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, progress_bar, quiet_option
 from ecgtool.train.defaults import THREADS, resolve_threads
 
@@ -45,8 +45,8 @@ SCREEN_COLUMNS = ["model", "variant", "runtime", "status", "size_mb", "macro_f1"
 TABLE_COLUMNS = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1",
                  "accuracy", "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
 #: INT8 columns (bench.md's second table, bench.csv/json): see ecgtool.bench.int8
-INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "f1_source", "macro_f1",
-                "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
+INT8_COLUMNS = ["model", "variant", "runtime", "int8_target", "int8_form", "int8_fp32_nodes", "int8_qat_epochs", "f1_source",
+                "macro_f1", "f1_delta_macro", "f1_delta_worst", "f1_delta_worst_class", "agreement_fp32", "int8_gate"]
 
 #: microcontroller footprint (from a .tflite's sidecar: flash estimate, measured TFLM arena), shown where any row has it
 MCU_COLUMNS = ["flash_kb", "ram_kb"]
@@ -248,7 +248,7 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
         preds = _open_all(rows, candidates, threads, device, x1, bar)
         _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
         score_tensorrt_simulated(rows, candidates, x, y, ds.classes, threads, throughput_batch, _metrics)
-        compare_with_parents(rows, ds.classes)
+        compare_with_parents(rows, ds.classes, y)
         if externals:
             score_externals(rows, preds, externals, throughput_batch)
         _time_all(rows, preds, x, x1, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
@@ -448,7 +448,8 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
     int8 = [r for r in rows if r.get("precision") == "int8"]
     if int8:
         md += ["", "## INT8 against FP32 (the PyTorch row of the same model, same records; deltas and agreement in %, "
-               f"gate: macro-F1 loss <= {DEFAULT_MACRO_POINTS} and every class <= {DEFAULT_CLASS_POINTS} points; "
+               f"gate: macro-F1 loss <= {DEFAULT_MACRO_POINTS} and every class <= {DEFAULT_CLASS_POINTS} points, a loss "
+               f"counting when >= {DEFAULT_MIN_WINDOWS} windows carry it (net); "
                "f1_source simulated-qdq: TensorRT's INT8 arithmetic run by ONNX Runtime without graph optimisations)", "",
                markdown_table(as_percent(int8, PERCENT_COLUMNS + ("agreement_fp32",)), INT8_COLUMNS)]
     paths = [write_json(out / BENCH_JSON, {"machine": machine, "settings": settings, "dataset": dataset, "rows": rows}),

@@ -8,13 +8,23 @@ small fully connected convolutions, the residual additions and the classifier. E
 quantised away once alone (kept FP32) and ranked by how much of the loss it takes back; the groups
 are then kept FP32 in that order, most sensitive first, until the gate holds or none is left.
 F1s are fractions; the thresholds are in points (1 point = 0.01).
+
+The window rule (`min_windows`): on a validation split with ~20 windows in a minority class, one window
+that changes class moves that class's F1 by ~2.5 points and macro-F1 by ~0.5, so the points alone would
+fail the gate on a single flip. A loss beyond the points limit therefore fails the gate only when at least
+`min_windows` windows carry it, net: for a class, windows classified correctly one-vs-rest (true class c
+and predicted c, or neither) under FP32 but not under INT8, minus the reverse; for macro-F1, windows right
+under FP32 and wrong under INT8 minus the reverse. The default, 5, is the smallest one-way count that the
+exact McNemar test (scipy.stats.binomtest on the discordant windows) calls significant at 5 % (one-sided
+p = 0.5^5 = 0.031; 4 windows give 0.0625): fewer cannot be told from quantisation noise. A waived loss is
+named with its count and p-value in the verdict; `min_windows=0` turns the rule off (points alone decide).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +32,36 @@ import numpy as np
 
 DEFAULT_MACRO_POINTS = 0.5
 DEFAULT_CLASS_POINTS = 1.0
+#: a loss beyond the points limits fails the gate only when at least this many windows carry it (net); see above
+DEFAULT_MIN_WINDOWS = 5
+#: the one-sided significance level the default min_windows is chosen for (exact McNemar test)
+MIN_WINDOWS_ALPHA = 0.05
+
+
+def windows_changed(y: np.ndarray, a: np.ndarray, b: np.ndarray, k: int | None = None) -> tuple[int, int]:
+    """(lost, gained): windows right under `a` (FP32) and wrong under `b` (INT8), and the reverse.
+
+    Right means `pred == y`, or for class index `k` right one-vs-rest: `(pred == k) == (y == k)` (a window
+    INT8 newly misses or newly claims for k is lost for k)."""
+    y, a, b = (np.asarray(v) for v in (y, a, b))
+    ra, rb = (a == y, b == y) if k is None else ((a == k) == (y == k), (b == k) == (y == k))
+    return int(np.sum(ra & ~rb)), int(np.sum(~ra & rb))
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """One-sided exact McNemar p-value that INT8 is worse: binomial test of `lost` among the discordant windows."""
+    from scipy.stats import binomtest
+
+    n = lost + gained
+    return 1.0 if n == 0 else float(binomtest(lost, n, 0.5, alternative="greater").pvalue)
+
+
+def smallest_significant_count(alpha: float = MIN_WINDOWS_ALPHA) -> int:
+    """The fewest windows, all lost and none gained, that the exact McNemar test calls significant at `alpha`."""
+    b = 1
+    while mcnemar_p(b, 0) >= alpha:
+        b += 1
+    return b
 
 
 @dataclass
@@ -34,33 +74,79 @@ class Verdict:
     passed: bool
     macro_points: float = DEFAULT_MACRO_POINTS
     class_points: float = DEFAULT_CLASS_POINTS
+    min_windows: int = DEFAULT_MIN_WINDOWS
+    #: (lost, gained) windows: overall (macro) and per class (one-vs-rest), see windows_changed
+    macro_windows: tuple[int, int] = (0, 0)
+    class_windows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: losses beyond the points limits that the window rule let through, each with its count and p-value
+    waived: list[str] = field(default_factory=list)
+    #: losses that fail the gate, each with its count
+    failures: list[str] = field(default_factory=list)
 
     @property
     def worst_class(self) -> tuple[str, float]:
         return max(self.class_loss_points.items(), key=lambda kv: kv[1]) if self.class_loss_points else ("", 0.0)
 
+    def counts(self, cls: str | None = None) -> bool:
+        """Whether a loss of macro-F1 (cls None) or of class `cls` is carried by enough windows to count."""
+        lost, gained = self.macro_windows if cls is None else self.class_windows.get(cls, (0, 0))
+        return self.min_windows <= 0 or lost - gained >= self.min_windows
+
     @property
     def excess(self) -> float:
-        """How far past the gate (points, <= 0 when it holds): the larger of the two overshoots."""
-        return max(self.macro_loss_points - self.macro_points, self.worst_class[1] - self.class_points)
+        """How far past the gate (points, <= 0 when it holds): the larger overshoot of the losses that count
+        (a waived overshoot counts as 0)."""
+        over = [(self.macro_loss_points - self.macro_points, self.counts())]
+        over += [(v - self.class_points, self.counts(c)) for c, v in self.class_loss_points.items()]
+        return max(o if counted else min(o, 0.0) for o, counted in over)
+
+    @property
+    def reason(self) -> str:
+        """The decision in one line: what failed, or that it holds and what (if anything) was waived."""
+        rule = f"limits {self.macro_points:g} macro / {self.class_points:g} per class, >= {self.min_windows} windows"
+        if self.failures:
+            return f"fails ({rule}): " + "; ".join(self.failures)
+        if self.waived:
+            return f"holds ({rule}); waived: " + "; ".join(self.waived)
+        return f"holds ({rule}): no loss beyond the limits"
 
     def as_dict(self) -> dict:
         c, loss = self.worst_class
         return {"macro_loss_points": round(self.macro_loss_points, 3), "worst_class": c,
                 "worst_class_loss_points": round(loss, 3), "agreement": round(self.agreement, 6), "passed": self.passed,
-                "class_loss_points": {k: round(v, 3) for k, v in self.class_loss_points.items()}}
+                "class_loss_points": {k: round(v, 3) for k, v in self.class_loss_points.items()},
+                "min_windows": self.min_windows, "macro_windows_lost_gained": list(self.macro_windows),
+                "class_windows_lost_gained": {k: list(v) for k, v in self.class_windows.items()},
+                "waived": list(self.waived), "reason": self.reason}
 
 
 def judge(y: np.ndarray, fp32_pred: np.ndarray, int8_pred: np.ndarray, classes: Sequence[str],
-          macro_points: float = DEFAULT_MACRO_POINTS, class_points: float = DEFAULT_CLASS_POINTS) -> Verdict:
-    """Macro-F1 and per-class F1 loss of `int8_pred` against `fp32_pred` (labels `y`), and whether the gate holds."""
+          macro_points: float = DEFAULT_MACRO_POINTS, class_points: float = DEFAULT_CLASS_POINTS,
+          min_windows: int = DEFAULT_MIN_WINDOWS) -> Verdict:
+    """Macro-F1 and per-class F1 loss of `int8_pred` against `fp32_pred` (labels `y`), and whether the gate
+    holds: no loss beyond `macro_points` / `class_points` that at least `min_windows` windows carry (module doc)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
+    y, fp32_pred, int8_pred = (np.asarray(v, dtype=np.int64) for v in (y, fp32_pred, int8_pred))
     a, b = compute_metrics(y, fp32_pred, list(classes)), compute_metrics(y, int8_pred, list(classes))
     macro = 100 * (a["macro_f1"] - b["macro_f1"])
     per = {c: 100 * (a["per_class"][c]["f1"] - b["per_class"][c]["f1"]) for c in classes}
-    passed = macro <= macro_points + 1e-9 and all(v <= class_points + 1e-9 for v in per.values())
-    return Verdict(macro, per, float(np.mean(fp32_pred == int8_pred)) if len(y) else 1.0, passed, macro_points, class_points)
+    v = Verdict(macro, per, float(np.mean(fp32_pred == int8_pred)) if len(y) else 1.0, True, macro_points, class_points,
+                int(min_windows), windows_changed(y, fp32_pred, int8_pred),
+                {c: windows_changed(y, fp32_pred, int8_pred, k) for k, c in enumerate(classes)})
+    over = [("macro-F1", None, macro, macro_points)] + [(c, c, per[c], class_points) for c in classes]
+    for name, cls, loss, limit in over:
+        if loss <= limit + 1e-9:
+            continue
+        lost, gained = v.macro_windows if cls is None else v.class_windows[cls]
+        what = (f"{name} lost {loss:.2f} points (limit {limit:g}) on {lost - gained} window(s) net "
+                f"({lost} lost, {gained} gained; McNemar p={mcnemar_p(lost, gained):.3g})")
+        if v.counts(cls):
+            v.failures.append(what)
+        else:
+            v.waived.append(f"{what}: fewer than {v.min_windows} windows")
+    v.passed = not v.failures
+    return v
 
 
 def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:

@@ -32,7 +32,8 @@ import numpy as np
 from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, candidate_groups, judge, latency_ratio, scan
+from ecgtool.compress.gate import (DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, candidate_groups, judge,
+                                   latency_ratio, scan)
 from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
 
@@ -132,7 +133,7 @@ def qdq_properties(path: str | os.PathLike) -> dict:
             "tensorrt_ready": n_q > 0 and zp_types == {"int8"} and nonzero == 0 and opset >= 17}
 
 
-def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
+def onnx_logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
             optimize: bool = True) -> np.ndarray:
     """Logits of an ONNX file on signals[idx]; optimize=False: QDQ simulated as written (TensorRT's arithmetic)."""
     from ecgtool.evaluate.artifact import predict_batches
@@ -142,15 +143,15 @@ def _logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | Non
     return predict_batches(load(path, threads=threads, verify=False, **opts), signals, idx, 256, desc=desc)
 
 
-def _compare(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
+def compare_int8(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
     """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them (INT8 simulated
     with graph optimisations off when optimize=False)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
     idx = np.sort(ds.indices(split))
     y = ds.labels[idx]
-    a = _logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
-    b = _logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
+    a = onnx_logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
+    b = onnx_logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
     ma, mb = compute_metrics(y, a, ds.classes), compute_metrics(y, b, ds.classes)
     return {
         "split": split, "n": int(len(idx)), "fp32_macro_f1": ma["macro_f1"], "int8_macro_f1": mb["macro_f1"],
@@ -165,13 +166,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    exclude: Sequence[str] = (), calib_dir: str | os.PathLike = DEFAULT_DIR, seed: int = DEFAULT_SEED,
                    symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
-                   gate_class: float = DEFAULT_CLASS_POINTS) -> dict:
+                   gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS) -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
     symmetric=True without a target means tensorrt. method="auto" tries minmax and percentile and keeps
     the best validation macro-F1. gate: if INT8 loses more than `gate_macro` points of validation
-    macro-F1 or `gate_class` points of any class, the most sensitive nodes are kept FP32 until it holds
+    macro-F1 or `gate_class` points of any class, carried by at least `gate_min_windows` windows (net; fewer
+    are waived, with the reason recorded), the most sensitive nodes are kept FP32 until it holds
     (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
@@ -181,6 +183,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     fp32, out = Path(fp32), Path(out)
     if method not in METHODS + ("auto",):
         raise BadInput(f"--method {method}: unknown calibration method (choose from {', '.join(METHODS)}, auto)")
+    if isinstance(gate_min_windows, bool) or not isinstance(gate_min_windows, int) or gate_min_windows < 0:
+        raise BadInput(f"--gate-min-windows {gate_min_windows}: must be a whole number of windows, 0 or more")
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
                        "drop --symmetric/--asymmetric or choose another target")
@@ -190,7 +194,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}")
     start = time.perf_counter()
     val = np.sort(ds.indices("val"))
-    fp32_val = _logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
+    fp32_val = onnx_logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
@@ -198,10 +202,10 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     simulated = target == "tensorrt"  # TensorRT's arithmetic, not ONNX Runtime's fused CPU kernels
 
     def predict(path: Path) -> np.ndarray:
-        return _logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
+        return onnx_logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
 
     def verdict(pred: np.ndarray):
-        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class)
+        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows)
 
     tried: dict[str, float] = {}
     gate_report: dict[str, Any] | None = None
@@ -226,7 +230,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         chosen = first
         if gate and fp32_val is not None:
             v0 = verdict(predict(first))
-            gate_report = {"macro_points": gate_macro, "class_points": gate_class, "split": "val", "n": int(len(val)),
+            gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
+                           "split": "val", "n": int(len(val)),
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
@@ -243,9 +248,12 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 v = v0
             gate_report["after"] = v.as_dict()
             gate_report["passed"] = v.passed
+            gate_report["reason"] = v.reason
             msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
                    f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
                    "negative = INT8 gained)")
+            if v.waived:
+                msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
                         f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")
@@ -253,7 +261,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
     seconds = time.perf_counter() - start
-    report = _compare(fp32, out, ds, "test", threads, optimize=not simulated)
+    report = compare_int8(fp32, out, ds, "test", threads, optimize=not simulated)
     drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
     weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
     excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])

@@ -24,6 +24,8 @@ BENCH_CSV = "bench.csv"
 BENCH_MD = "bench.md"
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
+#: the report's artifact table with every column (the page shows the columns the choice turns on)
+REPORT_CSV = "report.csv"
 PIPELINE_STATE = "pipeline.json"
 
 #: prepared dataset
@@ -61,6 +63,15 @@ ONNX_META_SOURCE_SHA = "ecgtool.source_sha256"
 ONNX_META_INT8_TARGET = "ecgtool.int8_target"
 ONNX_META_INT8_FORM = "ecgtool.int8_form"
 ONNX_META_INT8_FP32_NODES = "ecgtool.int8_fp32_nodes"
+#: the accuracy gate's decision on validation (JSON: passed, limits, min_windows, reason; null when off)
+ONNX_META_INT8_GATE = "ecgtool.int8_gate"
+
+#: QAT files (`quantize --qat`): the number of QAT epochs run (absent in post-training INT8 files)
+ONNX_META_INT8_QAT_EPOCHS = "ecgtool.int8_qat_epochs"
+
+#: in a model folder, the QDQ ONNX of quantisation-aware training (`quantize --qat`), CPU forms and TensorRT's form
+QAT_INT8 = "model.qat-int8.onnx"
+QAT_TRT_INT8 = "model.qat-trt-int8.onnx"
 
 #: beside a .tflite (LiteRT / TFLM): model.int8.tflite -> model.int8.litert.json (I/O scales and zero points,
 #: measured arena, flash, op list, classes, preprocessing); and the C export folder for firmware beside it

@@ -90,7 +90,8 @@ def format_cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None) -> None:
+def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, title: str | None = None,
+                width: int | None = None) -> None:
     """Print rows as a table on stdout (rich), plain when stdout is not a terminal."""
     from rich.console import Console
     from rich.table import Table
@@ -99,12 +100,17 @@ def print_table(rows: Sequence[dict], columns: Sequence[str] | None = None, titl
         click.echo("(no rows)")
         return
     columns = list(columns or rows[0].keys())
-    table = Table(title=title, show_lines=False)
+    if width:  # a bounded table: no vertical rules, so the columns get the room
+        from rich import box
+
+        table = Table(title=title, show_lines=False, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    else:
+        table = Table(title=title, show_lines=False)
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*(format_cell(r.get(c)) for c in columns))
-    Console(width=max(100, min(220, 14 * len(columns)))).print(table)
+    Console(width=width or max(100, min(220, 14 * len(columns)))).print(table)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:

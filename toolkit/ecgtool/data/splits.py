@@ -58,3 +58,30 @@ def split_overlap(groups: Sequence[str], splits: dict[str, np.ndarray]) -> dict[
     return {
         f"{a}&{b}": len(sets[a] & sets[b]) for i, a in enumerate(names) for b in names[i + 1 :]
     }
+
+
+def holdout_split(labels: np.ndarray, groups: Sequence[str], records: Sequence[str], holdout: Sequence[str],
+                  seed: int = 0, val: float = 0.2) -> dict[str, np.ndarray]:
+    """Leave-records-out: every window of the `holdout` records, and of any record sharing a patient
+    (`groups`) with one of them, is the test split; the other windows are split by patient into
+    train/validation (`val` of the patients, stratified as far as the groups allow). A class that the
+    validation patients have and the training patients lack (one patient holds it all) moves with those
+    patients to train: a class seen only in validation could not be learnt."""
+    labels, groups, records = np.asarray(labels), np.asarray(groups), np.asarray(records).astype(str)
+    held_patients = set(groups[np.isin(records, [str(r) for r in holdout])].tolist())
+    test_mask = np.isin(groups, list(held_patients))
+    te, rest = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
+    if not len(rest):
+        return {"train": rest, "val": rest, "test": te}
+    n_groups = len(np.unique(groups[rest]))
+    if n_groups < 2:
+        return {"train": rest, "val": rest[:0], "test": te}
+    k = max(2, min(int(round(1 / val)), n_groups))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    keep, hold = next(cv.split(rest, labels[rest], groups[rest]))
+    tr, va = rest[keep], rest[hold]
+    missing = set(labels[va].tolist()) - set(labels[tr].tolist())
+    if missing:
+        move = np.isin(groups[va], np.unique(groups[va][np.isin(labels[va], list(missing))]))
+        tr, va = np.concatenate([tr, va[move]]), va[~move]
+    return {"train": np.sort(tr), "val": np.sort(va), "test": np.sort(te)}

@@ -257,6 +257,8 @@ FORMATS = ("table", "json", "csv", "wfdb")
 @click.option("--no-quality", is_flag=True, help="Classify every window (skip the signal-quality gate).")
 @click.option("--min-episode", "min_episode_s", type=float, help=f"Shortest episode reported, s (default {episodes.MIN_EPISODE_S:g}).")
 @click.option("--gap", "gap_s", type=float, help=f"Longest gap bridged inside an episode, s (default {episodes.GAP_S:g}).")
+@click.option("--reference", "reference", metavar="EXT",
+              help="Score AF burden and episodes against the record's WFDB rhythm annotations RECORD.EXT (e.g. atr).")
 @click.option("--explain", "explain", is_flag=True, help="Add the most relevant time spans per window (+ PNGs with --out).")
 @click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto (= occlusion: it localises beats better, benchmarks/RESULTS.md), gradcam (PyTorch folders), occlusion.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for predictions.json and explanation PNGs (default: JSON on stdout).")
@@ -265,7 +267,8 @@ FORMATS = ("table", "json", "csv", "wfdb")
               "PyTorch weights (a format of `ecgtool export`, e.g. litert-int8: the .tflite in TFLite Micro).")
 @ui.quiet_option
 def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, explain_method: str | None,
-                    out: Path | None, fmt: str | None, no_quality: bool, export_format: str | None,
+                    out: Path | None, fmt: str | None, no_quality: bool, export_format: str | None = None,
+                    reference: str | None = None,
                     **options: Any) -> None:
     """Rhythm per window of each RECORD (WFDB .hea, .npy or .csv) with ARTIFACT: burden, episodes, heart rate."""
     import sys
@@ -299,9 +302,13 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     if all("error" in r for r in results):
         raise BadInput(f"{records[0] if len(records) == 1 else 'records'}: none could be read"
                        + (f" ({results[0]['error']})" if len(records) == 1 else ""))
+    if reference:
+        for r in results:
+            if "error" not in r and "clinical" in r:
+                r["reference"] = reference_check(r, reference)
     if fmt == "table" and not explain:
         for r in results:
-            click.echo("\n".join(episodes.table_lines(r)))
+            click.echo("\n".join(episodes.table_lines(r) + reference_lines(r)))
         return
     if fmt == "csv" and not explain:
         import csv as _csv
@@ -333,6 +340,37 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
             if "png" in (w.get("explanation") or {}):
                 record_artifact(out / w["explanation"]["png"], parent=path)
     click.echo(str(path))
+
+
+def reference_check(result: dict, extension: str) -> dict:
+    """`result` (one record of predict) scored against RECORD.extension's rhythm annotations
+    (evaluate/rhythm_truth.py), or {"error": why} when the record has none."""
+    from ecgtool.evaluate import rhythm_truth
+
+    rec = Path(result["record"])
+    base = rec.with_suffix("") if rec.suffix == ".hea" else rec
+    if not is_wfdb_path(rec) or not base.with_name(f"{base.name}.{extension}").exists():
+        return {"error": f"no reference annotations {base.name}.{extension} beside the record"}
+    try:
+        ref, _ = rhythm_truth.read_reference(base, extension)
+    except Exception as exc:  # a damaged annotation file: said, the prediction still stands
+        return {"error": f"{base.name}.{extension} unreadable ({type(exc).__name__}: {exc})"}
+    return {"annotations": extension, "rule": "see ecgtool.evaluate.rhythm_truth", **rhythm_truth.score_record(result, ref)}
+
+
+def reference_lines(result: dict) -> list[str]:
+    ref = result.get("reference")
+    if not ref:
+        return []
+    if "error" in ref:
+        return [f"  reference: {ref['error']}"]
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    err = "n/a" if ref["burden_error_pp"] is None else f"{ref['burden_error_pp']:+.1f}"
+    return [f"  vs reference ({ref['annotations']}): AF burden {pct(ref['burden_reference'])} "
+            f"(predicted {pct(ref['burden_predicted'])}, error {err} pp); AF episodes "
+            f"detected {ref['detected']}/{ref['reference_episodes']} (sensitivity {pct(ref['sensitivity'])}), "
+            f"predicted {ref['true_predicted']}/{ref['predicted_episodes']} true (PPV {pct(ref['ppv'])}); "
+            f"AF time sensitivity {pct(ref['duration_sensitivity'])}, PPV {pct(ref['duration_ppv'])}"]
 
 
 def predict_array(model: Any, signal: Any, fs: float, lead: str | int | None = None, *, batch_size: int = 64,

@@ -94,6 +94,9 @@ _OPTION_HELP = {
     "gate": dict(default=None, help="INT8: accuracy gate against FP32 on validation (default on).", flag="--gate/--no-gate"),
     "gate_macro": dict(type=float, help="INT8 gate: most macro-F1 points INT8 may lose (default 0.5)."),
     "gate_class": dict(type=float, help="INT8 gate: most F1 points any class may lose (default 1.0)."),
+    "gate_min_windows": dict(type=int, help="INT8 gate: a loss fails it only when at least this many validation windows "
+                             "carry it, net (default 5: the fewest the exact McNemar test calls significant at 5 %; "
+                             "0: points alone decide)."),
     "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: nncf.quantize or the symmetric "
                          "QDQ graph (default auto: NNCF when installed)."),
     "opset": dict(type=int, help=f"ONNX opset (default {OPSET})."),

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ecgtool.compress.calibration import DEFAULT_SIZE
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
+from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
@@ -24,7 +24,8 @@ from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.files import atomic_path
 from ecgtool.core.manifest import record_artifact, recorded_check
-from ecgtool.core.names import CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET, WEIGHTS
+from ecgtool.core.names import (CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_GATE,
+                                ONNX_META_INT8_QAT_EPOCHS, ONNX_META_INT8_TARGET, QAT_INT8, QAT_TRT_INT8, WEIGHTS)
 from ecgtool.export.check import check_export, checked
 from ecgtool.export.formats import FORMATS, INT8_OPTIONS, OPSET, ExportFormat
 from ecgtool.export.onnx import fresh, stamp_metadata, torch2onnx
@@ -59,12 +60,63 @@ def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None 
     report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, **options)
     stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS,
                    {ONNX_META_INT8_TARGET: report["target"], ONNX_META_INT8_FORM: report["form"]["label"],
-                    ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"])})
+                    ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"]), ONNX_META_INT8_GATE: json.dumps(gate_summary(report["gate"]))})
     check = check_export(out, folder, data, check_limit, threads)
     if check["status"] != "ok":
         ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
     record_artifact(out, parent=fp32, extra={"check": check, "int8_target": report["target"],
                                              "int8_form": report["form"]["label"], "gate": report["gate"],
+                                             "quantization": {k: v for k, v in report.items()
+                                                              if k not in ("per_class_f1", "path", "gate")}})
+    return report
+
+
+def gate_summary(gate: dict | None) -> dict | None:
+    """The gate's decision as the INT8 file carries it (None when the gate was off)."""
+    if not gate:
+        return None
+    return {k: gate.get(k) for k in ("passed", "macro_points", "class_points", "min_windows", "split", "n", "reason")} | {
+        "groups_fp32": gate.get("groups_fp32") or []}
+
+
+#: options of quantize_folder that QAT takes (the calibration set initialises its observers)
+QAT_OPTIONS = ("target", "per_channel", "calib_size", "calib_dir", "seed", "gate_macro", "gate_class", "gate_min_windows",
+               "qat_epochs", "lr")
+
+
+def qat_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,
+               check_limit: int = 512, symmetric: bool | None = None, **options: Any) -> dict:
+    """Quantisation-aware training of a model folder (compress.qat) to a QDQ ONNX (`out`, default model.qat-int8.onnx;
+    model.qat-trt-int8.onnx for target tensorrt), stamped, checked against PyTorch and recorded like PTQ INT8."""
+    from ecgtool.compress.qat import qat_model
+
+    try:
+        folder = require_model_folder(model)
+    except BadInput as exc:
+        raise BadInput(f"--qat: {exc}") from None
+    bad = sorted(k for k in options if k not in QAT_OPTIONS)
+    if bad:
+        raise BadInput(f"--qat: option(s) {', '.join('--' + b.replace('_', '-') for b in bad)} do not apply to "
+                       "quantisation-aware training")
+    target = options.pop("target", None)
+    if symmetric is not None and target in (None, "auto"):
+        target = "tensorrt" if symmetric else None
+    fp32 = ensure_onnx(folder, {"data": data, "threads": threads}, [])
+    out = Path(out) if out else folder / (QAT_TRT_INT8 if target == "tensorrt" else QAT_INT8)
+    epochs = options.pop("qat_epochs", None)
+    kw = {k: v for k, v in options.items()} | ({"epochs": epochs} if epochs is not None else {})
+    report = qat_model(folder, fp32, data, out, target=target, threads=threads, opset=OPSET, **kw)
+    spec = FORMATS["tensorrt-int8" if report["target"] == "tensorrt" else "onnx-int8"]
+    stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS,
+                   {ONNX_META_INT8_TARGET: report["target"], ONNX_META_INT8_FORM: report["form"]["label"],
+                    ONNX_META_INT8_FP32_NODES: "[]", ONNX_META_INT8_QAT_EPOCHS: str(report["qat"]["epochs_run"]),
+                    ONNX_META_INT8_GATE: json.dumps(gate_summary(report["gate"]))})
+    check = check_export(out, folder, data, check_limit, threads)
+    if check["status"] != "ok":
+        ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
+    record_artifact(out, parent=fp32, extra={"check": check, "int8_target": report["target"],
+                                             "int8_form": report["form"]["label"], "gate": report["gate"],
+                                             "qat_epochs": report["qat"]["epochs_run"],
                                              "quantization": {k: v for k, v in report.items()
                                                               if k not in ("per_class_f1", "path", "gate")}})
     return report
@@ -114,20 +166,33 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
 @click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
 @click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
+@click.option("--gate-min-windows", type=int, help=f"Gate: a loss fails it only when at least this many validation windows "
+              f"carry it, net (default {DEFAULT_MIN_WINDOWS}: the fewest the exact McNemar test calls significant at 5 %; "
+              "0: points alone decide).")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
+@click.option("--qat", is_flag=True, default=False,
+              help="Quantisation-aware training: fine-tune MODEL's FP32 weights with fake quantisation on its training "
+                   "split, export QDQ ONNX (MODEL/model.qat-int8.onnx, model.qat-trt-int8.onnx for --target tensorrt).")
+@click.option("--qat-epochs", type=int, help="QAT: most fine-tuning epochs (default 3; best validation epoch kept).")
+@click.option("--lr", type=float, help="QAT: learning rate (default the fine-tuning rate, 1e-4).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (default MODEL/model.int8.onnx).")
 @click.option("--threads", type=int, help="Threads for evaluation.")
 @ui.quiet_option
 def quantize_command(model: Path, data: Path, **options: Any) -> None:
     """Static INT8 (QDQ) quantisation of MODEL with ONNX Runtime; reports test macro-F1 and agreement with FP32."""
+    qat = options.pop("qat", False)
     opts = {k: v for k, v in options.items() if v is not None and v != ()}
-    r = quantize_folder(model, data, **opts)
+    if not qat and ("qat_epochs" in opts or "lr" in opts):
+        raise BadInput("--qat-epochs / --lr: only with --qat")
+    r = qat_folder(model, data, **opts) if qat else quantize_folder(model, data, **opts)
     ui.print_table([{"precision": "fp32", "macro_f1": r["fp32_macro_f1"], "agreement": 1.0},
                     {"precision": "int8", "macro_f1": r["int8_macro_f1"], "agreement": r["top1_agreement"]}],
-                   title=f"{r['path']} (target {r['target']}, form {r['form']['label']}, method {r['method']}, "
+                   title=f"{r['path']} (target {r['target']}, form {r['form']['label']}, method {r['method']}"
+                         f"{' ' + str(r['qat']['epochs_run']) + ' epochs' if r.get('qat') else ''}, "
                          f"test n={r['n']}{', simulated QDQ' if r.get('evaluated') == 'simulated-qdq' else ''})")
     g = r.get("gate")
     if g:
         click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}): "
                    f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: {', '.join(g['groups_fp32']) or 'nothing'}")
+        click.echo(f"gate decision: {g['reason']}")

@@ -2,7 +2,13 @@
 file: inline CSS, PNGs as data URIs) and report.md with the PNGs beside it.
 
 It answers the question the tool exists for: which artifact to ship. `recommend` picks the smallest and
-the fastest artifact within `tolerance` macro-F1 points of the best one.
+the fastest artifact within `tolerance` macro-F1 points of the best one; `picks` gathers every artifact the
+report recommends (best, smallest, fastest, the same among the networks when the baseline wins, the one to
+package, the microcontroller pick) so that every plot marks them and the report shows each one's own
+per-class F1 and confusion matrix (from bench, which scored every artifact through its own runtime).
+One number per artifact: the rows are converted to % once, and the table and every plot read the same value
+(macro-F1 on the bench split, or with `bench --external` the worst of own-test and external macro-F1, the
+value the recommendation ranks by).
 """
 
 from __future__ import annotations
@@ -17,20 +23,18 @@ from typing import Any, Sequence
 
 import click
 
-from ecgtool.report import mcu, plots
-from ecgtool.report.external import cross_dataset_part, has_externals, recommendation_by_worst
+from ecgtool.report import mcu, plots, table
+from ecgtool.report.external import cross_dataset_part, has_externals, recommendation_by_worst, worst_rows
 from ecgtool.core.files import read_json, write_text
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import BENCH_JSON, HISTORY, REPORT_HTML, REPORT_MD
+from ecgtool.core.names import BENCH_JSON, HISTORY, REPORT_CSV, REPORT_HTML, REPORT_MD
 from ecgtool.core.machine import machine_lines
-from ecgtool.core.ui import as_percent, info, markdown_table, quiet_option
+from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, quiet_option
 
-TABLE = ["model", "variant", "runtime", "status", "params", "macs", "size_mb", "macro_f1", "weighted_f1", "accuracy",
-         "p50_ms", "p95_ms", "throughput_sps", "peak_mem_mb", "load_ms"]
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f0f3f7}td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}tr.failed td{color:#a00}tr.skipped td{color:#888}
+th{background:#f0f3f7}td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr.failed td{color:#a00}tr.skipped td{color:#888}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.rec{background:#eef7ee;border-left:4px solid #3a3;padding:.6em 1em}
 code{background:#f4f4f4;padding:0 3px}"""
 
@@ -83,13 +87,75 @@ def recommendation_lines(rec: dict) -> list[str]:
 
 
 def passed_over_lines(rec: dict) -> list[str]:
-    """Why each INT8 row that breaks the accuracy gate was not recommended."""
+    """Why each INT8 row that breaks the accuracy gate was not recommended (the gate's own reason, bench/int8.py)."""
     from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS
 
-    return [f"Passed over {_name(r)} ({r.get('int8_form') or 'INT8'}): against its FP32 parent it loses "
-            f"{-100 * (r.get('f1_delta_macro') or 0):.2f} macro-F1 points and {-100 * (r.get('f1_delta_worst') or 0):.2f} "
-            f"on {r.get('f1_delta_worst_class')} (agreement {100 * (r.get('agreement_fp32') or 0):.1f} %), beyond the "
-            f"INT8 gate ({DEFAULT_MACRO_POINTS} macro, {DEFAULT_CLASS_POINTS} per class)." for r in rec.get("passed_over", [])]
+    return [f"Passed over {_name(r)} ({r.get('int8_form') or 'INT8'}): against its FP32 parent (agreement "
+            f"{100 * (r.get('agreement_fp32') or 0):.1f} %) the INT8 gate "
+            + (r.get("int8_gate_reason") or f"fails ({DEFAULT_MACRO_POINTS} macro, {DEFAULT_CLASS_POINTS} per class): "
+               f"{-100 * (r.get('f1_delta_macro') or 0):.2f} macro-F1 points, {-100 * (r.get('f1_delta_worst') or 0):.2f} "
+               f"on {r.get('f1_delta_worst_class')}") + "." for r in rec.get("passed_over", [])]
+
+
+def ranked(rows: Sequence[dict]) -> tuple[list[dict], str]:
+    """The rows as the recommendation ranks them (macro_f1 = the worst of own-test and external with
+    `bench --external`), and the key of that value in the original rows."""
+    return (worst_rows(rows), "worst_f1") if has_externals(rows) else (list(rows), "macro_f1")
+
+
+def picks(rows: Sequence[dict], tolerance: float = 1.0, budget: tuple[float, float] | None = None) -> dict[str, list[str]]:
+    """Every artifact the report recommends, by artifact id (plots.artifact_id): its roles, in order: best,
+    smallest, fastest; NN best/smallest/fastest when the classical baseline is best; to ship (the packageable
+    pick, report/ship.py); MCU pick (with `budget`)."""
+    from ecgtool.report import ship
+
+    rank, _ = ranked(rows)
+    out: dict[str, list[str]] = {}
+
+    def add(role: str, r: dict | None) -> None:
+        if r is not None:
+            out.setdefault(plots.artifact_id(r), []).append(role)
+
+    rec = recommend(rank, tolerance)
+    for role in ("best", "smallest", "fastest"):
+        add(role, rec[role])
+    if rec["best"] is not None and rec["best"].get("arch") == "rr_baseline":
+        deep = recommend([r for r in rank if r.get("arch") != "rr_baseline"], tolerance)
+        for role in ("best", "smallest", "fastest"):
+            add(f"NN {role}", deep[role])
+    add("to ship", ship.ship_pick(rank, recommend, tolerance))
+    if budget is not None:
+        add("MCU pick", mcu.budget_pick(rank, budget, tolerance, recommend))
+    return out
+
+
+def picked_rows(rows: Sequence[dict], roles: dict[str, list[str]]) -> list[dict]:
+    """The original rows of the picks, in the order of `roles`."""
+    by_id = {plots.artifact_id(r): r for r in rows}
+    return [by_id[k] for k in roles if k in by_id]
+
+
+def pick_class_table(rows: Sequence[dict], roles: dict[str, list[str]], classes: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Per-class F1 (%) of each recommended artifact on the bench split, from its own predictions; below an
+    INT8 artifact its per-class delta against the FP32 parent (points); first the windows per class."""
+    chosen = picked_rows(rows, roles)
+    cols = ["artifact", "pick", *classes, "macro"]
+    support = next((r["confusion"] for r in chosen if r.get("confusion")), None)
+    out = []
+    if support is not None:
+        out.append({"artifact": "windows (bench split)", **{c: int(sum(support[i])) for i, c in enumerate(classes)},
+                    "macro": int(sum(map(sum, support)))})
+    for r in chosen:
+        f1 = r.get("per_class_f1") or {}
+        out.append({"artifact": table.short_name(r),
+                    "pick": "".join(plots.ROLE_CODES.get(x, "?") for x in roles[plots.artifact_id(r)]),
+                    **{c: None if f1.get(c) is None else round(100 * f1[c], 2) for c in classes},
+                    "macro": None if r.get("macro_f1") is None else round(100 * r["macro_f1"], 2)})
+        if r.get("f1_delta"):
+            out.append({"artifact": "  Δ vs FP32 parent", **{c: None if r["f1_delta"].get(c) is None
+                                                            else f"{100 * r['f1_delta'][c]:+.2f}" for c in classes},
+                        "macro": None if r.get("f1_delta_macro") is None else f"{100 * r['f1_delta_macro']:+.2f}"})
+    return out, cols
 
 
 def recommendation_block(rows: Sequence[dict], tolerance: float = 1.0) -> list[str]:
@@ -141,25 +207,47 @@ def _md_inline(text: str) -> str:
     return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _figures(run: Path, rows: list[dict], rec: dict, classes: list[str], fam: list[dict], baseline: dict | None) -> dict:
-    ok = [r for r in rows if r.get("status") == "ok"]
-    marked = [r for r in (rec["smallest"], rec["fastest"]) if r]
+def y_axis(score: str) -> tuple[str, str]:
+    """(y label, what in words) of the value every plot shows."""
+    if score == "worst_f1":
+        return "worst of own-test and external macro-F1 (%)", "worst of own-test and external macro-F1"
+    return "macro-F1 (%)", "macro-F1"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
+
+
+def _figures(run: Path, rows: list[dict], shown: list[dict], roles: dict[str, list[str]], score: str,
+             classes: list[str], fam: list[dict], baseline: dict | None) -> dict:
+    """The report's PNGs. `shown`: the rows already in % (the values the table shows, read by every plot)."""
+    ok = [r for r in shown if r.get("status") == "ok"]
+    ylabel, what = y_axis(score)
     figs = {
         "pareto_latency": plots.pareto_png(ok, "p50_ms", "p50 latency at batch 1 (ms, log)", run / "report_pareto_latency.png",
-                                           "macro-F1 vs latency (red circles: recommended)", marked),
+                                           f"{what} vs latency (hollow markers: recommended)", roles, score, ylabel),
         "pareto_size": plots.pareto_png(ok, "size_mb", "size on disk (MB, log)", run / "report_pareto_size.png",
-                                        "macro-F1 vs size (red circles: recommended)", marked),
+                                        f"{what} vs size (hollow markers: recommended)", roles, score, ylabel),
     }
     if fam:
         figs["family"] = plots.family_png(fam, baseline["macro_f1"] if baseline and baseline.get("macro_f1") is not None
                                           else None, run / "report_family.png")
-    chosen = [r for r in ok if r.get("variant") == "fp32" and r.get("runtime") in ("PyTorch", "scikit-learn")]
-    chosen += [r for r in marked if r not in chosen]
+    ok_raw = [r for r in rows if r.get("status") == "ok"]
+    parents = [r for r in ok_raw if r.get("variant") == "fp32" and r.get("runtime") in ("PyTorch", "scikit-learn")]
+    chosen = parents + [r for r in picked_rows(ok_raw, roles) if r not in parents]
     if chosen and classes:
         figs["per_class"] = plots.per_class_png(chosen, classes, run / "report_per_class_f1.png")
-    conf = [(plots.label(r), r["confusion"]) for r in chosen if r.get("confusion")]
+    conf = [(plots.label(r), r["confusion"]) for r in parents if r.get("confusion")]
     if conf:
         figs["confusion"] = plots.confusion_grid_png(conf, classes, run / "report_confusion.png")
+    for r in picked_rows(ok_raw, roles):  # one figure per recommended artifact, its own predictions
+        if r.get("confusion") and classes:
+            name = table.short_name(r, width=10_000)
+            title = (f"{table.short_name(r)} ({plots.RUNTIME_SHORT.get(r.get('runtime'), r.get('runtime'))})\n"
+                     f"{', '.join(roles[plots.artifact_id(r)])}\n{int(sum(map(sum, r['confusion'])))} windows, "
+                     "its own predictions")
+            figs[f"confusion:{plots.artifact_id(r)}"] = plots.confusion_grid_png(
+                [(title, r["confusion"])], classes, run / f"report_confusion_{_slug(name)}.png")
     histories = {}
     for r in ok:
         folder = run / r["path"]
@@ -185,6 +273,9 @@ class ReportResult:
     markdown: Path
     figures: list[Path]
     recommendation: list[str]
+    csv: Path | None = None
+    #: the artifact table as the report shows it: (rows, columns)
+    table: tuple[list[dict], list[str]] | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -209,10 +300,17 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str],
               mcu_budget: tuple[float, float] | None = None) -> tuple[list, dict]:
     """The report's sections [(heading, [(kind, value)])] and its figures, from a bench.json."""
     rows, machine, dataset, settings = bench["rows"], bench["machine"], bench.get("dataset", {}), bench["settings"]
-    rec = recommend(rows, tolerance)
+    roles = picks(rows, tolerance, mcu_budget)
+    _, score = ranked(rows)
+    from ecgtool.bench.external import external_columns
+
+    shown = as_percent(rows, (*PERCENT_COLUMNS, *external_columns(rows)))  # the one conversion: table and plots
     fam, baseline = family_table(rows)
     classes = list(dataset.get("classes") or [])
-    figs = _figures(run, rows, rec, classes, fam, baseline)
+    figs = _figures(run, rows, shown, roles, score, classes, fam, baseline)
+    compact, compact_cols = table.compact_rows(rows, roles, score)
+    pick_rows, pick_cols = pick_class_table(rows, roles, classes)
+    pick_figs = [f for k, f in figs.items() if k.startswith("confusion:")]
     fam_rows = fam + ([{"depth": "rr_baseline (classical)", "se_resnet": None, "resnet": None,
                         "se_minus_resnet": None, "baseline": baseline.get("macro_f1")}] if baseline else [])
     fam_cols = ["depth", "se_resnet", "resnet", "se_minus_resnet"] + (["baseline"] if baseline else [])
@@ -223,21 +321,30 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str],
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
         *([("Across datasets (bench --external)", cross_dataset_part(rows))] if has_externals(rows) else []),
-        ("All artifacts", [("text", settings_line), ("table", (as_percent(rows), mcu.columns(TABLE, rows)))]),
-        ("Pareto: macro-F1 vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
+        ("All artifacts", [("text", settings_line), ("table", (compact, compact_cols)), ("text", table.LEGEND),
+                           ("list", table.status_notes(rows))]),
+        (f"Pareto: {y_axis(score)[1]} vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),
+        ("Recommended artifacts: per-class F1 and confusion (bench split, each artifact's own predictions)",
+         [("text", "Scored by bench through each artifact's own runtime (ONNX Runtime, OpenVINO, ...), not its PyTorch "
+                   "parent; F1 in %, deltas in points; pick: " + ", ".join(f"{c} {r}" for r, c in plots.ROLE_CODES.items())
+                   + "."), ("table", (pick_rows, pick_cols))]
+         + [("fig", f) for f in pick_figs] if pick_rows else [("text", "no artifact recommended")]),
         ("SE-ResNet vs ResNet at each depth (the paper's comparison; macro-F1 %)",
          [("table", (as_percent(fam_rows, FAMILY_PERCENT), fam_cols))] + ([("fig", figs["family"])] if "family" in figs else [])),
         ("Per-class F1", [("fig", figs["per_class"])] if "per_class" in figs else [("text", "no per-class F1 available")]),
-        ("Confusion matrices (bench split)", [("fig", figs["confusion"])] if "confusion" in figs else [("text", "none")]),
+        ("Confusion matrices of the FP32 parents (bench split)", [("fig", figs["confusion"])] if "confusion" in figs
+         else [("text", "none")]),
         ("Training curves", [("fig", figs["curves"])] if "curves" in figs else [("text", "no history.csv in this run")]),
         ("Dataset", [("text", f"source: {dataset.get('source')}; split kind: {dataset.get('split_kind')}; "
                               f"{dataset.get('n_records')} records at {dataset.get('sampling_rate')} Hz; counts per class per split:"),
                      ("table", (ds_rows, ds_cols))]),
         ("Machine", [("list", machine_lines(machine) + [f"date: {machine.get('date')}"])]),
     ]
-    if mcu.mcu_rows(rows):  # LiteRT .tflite rows run in TFLM: flash and RAM
-        figs["pareto_flash"] = mcu.pareto_flash_png(rows, run / "report_pareto_flash.png", mcu_budget)
-        sections.insert(3, ("Microcontrollers: macro-F1 vs flash (RAM annotated)", [("fig", figs["pareto_flash"])]))
+    if mcu.mcu_rows(shown):  # LiteRT .tflite rows run in TFLM: flash and RAM
+        ylabel, what = y_axis(score)
+        figs["pareto_flash"] = mcu.pareto_flash_png(shown, run / "report_pareto_flash.png", mcu_budget, roles, score,
+                                                    f"{ylabel[:-4]} in TFLM (%)")
+        sections.insert(3, (f"Microcontrollers: {what} vs flash (RAM annotated)", [("fig", figs["pareto_flash"])]))
     return sections, figs
 
 
@@ -283,18 +390,22 @@ def report(run: str | os.PathLike, tolerance: float = 1.0, mcu_budget: str | tup
         rec_lines = recommendation_by_worst(bench["rows"], tolerance, recommendation_block)
     else:
         rec_lines = recommendation_block(bench["rows"], tolerance)
+    rank, _ = ranked(bench["rows"])  # the MCU and shipping picks rank by the same value as the rest
     if budget is not None:
-        rec_lines += mcu.budget_lines(bench["rows"], budget, tolerance, recommend, recommendation_lines)
+        rec_lines += mcu.budget_lines(rank, budget, tolerance, recommend, recommendation_lines)
     from ecgtool.report import ship  # what ships, and warnings on the figures (report/ship.py)
 
-    rec_lines += ship.ship_lines(bench["rows"], run, recommend, tolerance)
+    rec_lines += ship.ship_lines(rank, run, recommend, tolerance)
     rec_lines += ship.warning_lines(bench["rows"], bench["machine"], (bench.get("dataset") or {}).get("classes") or [])
     sections, figs = _sections(run, bench, tolerance, rec_lines, budget)
     md, page = _render(f"ecgtool report: {run.resolve().name}", sections)
     out = [write_text(run / REPORT_HTML, page), write_text(run / REPORT_MD, md)]
-    for p in [*figs.values(), *out]:
+    roles = picks(bench["rows"], tolerance, budget)
+    csv = table.write_report_csv(run / REPORT_CSV, bench["rows"], roles)
+    for p in [*figs.values(), *out, csv]:
         record_artifact(p, parent=run / BENCH_JSON, run_dir=run)
-    return ReportResult(out[0], out[1], list(figs.values()), rec_lines)
+    compact = table.compact_rows(bench["rows"], roles, ranked(bench["rows"])[1])
+    return ReportResult(out[0], out[1], list(figs.values()), rec_lines, csv, compact)
 
 
 @click.command("report")
@@ -306,7 +417,9 @@ def report(run: str | os.PathLike, tolerance: float = 1.0, mcu_budget: str | tup
 def report_command(run: str, tolerance: float | None, mcu_budget: str | None) -> None:
     """Write RUN/report.html (self-contained) and RUN/report.md from RUN/bench.json."""
     result = report(run, **({"tolerance": tolerance} if tolerance is not None else {}), mcu_budget=mcu_budget)
+    if result.table:
+        print_table(*result.table, title="artifacts (every column: report.csv)", width=table.WIDTH)
     for line in result.recommendation:
         click.echo(line.replace("**", ""))
     info(f"figures: {', '.join(p.name for p in result.figures)}")
-    click.echo(f"report: {result.html}")
+    click.echo(f"report: {result.html} (table with every column: {result.csv})")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ecgtool.core.plots import pyplot, save_figure
-from ecgtool.core.ui import as_percent
 from ecgtool.runtime.tflm import parse_mcu_budget as parse_budget  # noqa: F401 (report's --mcu-budget)
 
 COLUMNS = ["flash_kb", "ram_kb"]
@@ -37,6 +36,12 @@ def columns(base: Sequence[str], rows: Sequence[dict]) -> list[str]:
     return cols
 
 
+def budget_pick(rows: Sequence[dict], budget: tuple[float, float], tolerance: float, recommend) -> dict | None:
+    """The best-F1 artifact among those that fit the budget (the one `budget_lines` names), or None."""
+    fit = within(rows, budget)
+    return recommend(fit, tolerance)["best"] if fit else None
+
+
 def budget_lines(rows: Sequence[dict], budget: tuple[float, float], tolerance: float, recommend, describe) -> list[str]:
     """The recommendation among the artifacts that fit the budget (`recommend`, `describe`: report.build's)."""
     fit = within(rows, budget)
@@ -56,32 +61,36 @@ def budget_lines(rows: Sequence[dict], budget: tuple[float, float], tolerance: f
         [f"  {x}" for x in describe(rec)[1:]]
 
 
-def pareto_flash_png(rows: Sequence[dict], path: str | os.PathLike, budget: tuple[float, float] | None = None) -> Path:
-    """Macro-F1 (%) against flash (KB, log), each point annotated with its RAM (arena, KB); the budget as lines."""
+def pareto_flash_png(rows: Sequence[dict], path: str | os.PathLike, budget: tuple[float, float] | None = None,
+                     picks: dict[str, list[str]] | None = None, y: str = "macro_f1",
+                     ylabel: str = "macro-F1 in TFLM (%)") -> Path:
+    """`y` (already in %, the same value the report's table and other plots show) against flash (KB, log),
+    each point annotated with its RAM (arena, KB); the budget as lines; recommended points marked
+    (report.plots.mark_picks)."""
+    from ecgtool.report.plots import artifact_id, mark_picks, pareto_front
+
     plt = pyplot()
-    pts = sorted(as_percent(mcu_rows(rows)), key=lambda r: (r["flash_kb"], -r["macro_f1"]))
+    pts = sorted((r for r in mcu_rows(rows) if r.get(y) is not None), key=lambda r: (r["flash_kb"], -r[y]))
     fig, ax = plt.subplots(figsize=(9, 5))
     over = budget is not None
     for r in pts:
         fits = not over or (r["flash_kb"] <= budget[0] and r["ram_kb"] <= budget[1])
-        ax.scatter([r["flash_kb"]], [r["macro_f1"]], s=40, color="tab:blue" if fits else "tab:gray", zorder=3)
-        ax.annotate(f"{r['model']} {r['variant']}\nRAM {r['ram_kb']:.0f} KB", (r["flash_kb"], r["macro_f1"]),
+        ax.scatter([r["flash_kb"]], [r[y]], s=40, color="tab:blue" if fits else "tab:gray", zorder=3,
+                   gid=f"point:{artifact_id(r)}")
+        ax.annotate(f"{r['model']} {r['variant']}\nRAM {r['ram_kb']:.0f} KB", (r["flash_kb"], r[y]),
                     fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front, best = [], -1e9
-    for r in pts:
-        if r["macro_f1"] > best:
-            front.append(r)
-            best = r["macro_f1"]
+    front = pareto_front(pts, "flash_kb", y)
     if front:
-        ax.step([r["flash_kb"] for r in front], [r["macro_f1"] for r in front], where="post", color="black", lw=1,
+        ax.step([r["flash_kb"] for r in front], [r[y] for r in front], where="post", color="black", lw=1,
                 ls="--", label="Pareto front")
+    mark_picks(ax, pts, "flash_kb", y, picks or {})
     if over:
         ax.axvline(budget[0], color="red", lw=1, label=f"flash budget {budget[0]:g} KB (RAM {budget[1]:g} KB)")
     ax.set_xscale("log")
     ax.set_xlabel("flash (KB, log): model + 16 KB TFLM core runtime; kernels not counted")
-    ax.set_ylabel("macro-F1 in TFLM (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title("Microcontrollers: macro-F1 vs flash (RAM = measured TFLM arena)")
     ax.grid(True, which="both", alpha=0.3)
-    if front or over:
-        ax.legend(fontsize=7, loc="best")
+    if front or over or picks:
+        ax.legend(fontsize=7, loc="best", markerscale=0.5)
     return save_figure(fig, path, 110)

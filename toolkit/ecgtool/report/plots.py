@@ -40,40 +40,104 @@ def pareto_front(rows: Sequence[dict], x: str, y: str = "macro_f1") -> list[dict
     return front
 
 
+#: how each recommendation role is drawn on every plot: (marker, colour, label at the point)
+ROLE_STYLE = {"best": ("*", "red", "best"), "smallest": ("D", "red", "smallest"), "fastest": ("^", "red", "fastest"),
+              "NN best": ("p", "purple", "NN best"), "NN smallest": ("d", "purple", "NN smallest"),
+              "NN fastest": ("v", "purple", "NN fastest"), "to ship": ("s", "green", "ship"),
+              "MCU pick": ("P", "darkorange", "MCU")}
+
+
+#: the roles as one-letter codes (the report table's pick column, the plots' keys)
+ROLE_CODES = {"best": "B", "smallest": "S", "fastest": "F", "NN best": "b", "NN smallest": "s", "NN fastest": "f",
+              "to ship": "P", "MCU pick": "M"}
+
+
+def artifact_id(row: dict) -> str:
+    """The key of an artifact across table and plots: its path in the run and its backend (a TensorRT row's
+    graph can be the ONNX Runtime row's model.onnx)."""
+    return f"{row.get('path') or row.get('model')}@{RUNTIME_SHORT.get(row.get('runtime'), row.get('runtime'))}"
+
+
+def mark_picks(ax, pts: Sequence[dict], x: str, y: str, picks: dict[str, list[str]]) -> None:
+    """Draw every recommended point among `pts` with its roles' markers (hollow, one per role) and a label
+    naming the roles. Artists carry gids `pick:ROLE:ID` and `picklabel:ID` (tests read them back)."""
+    shown: set[str] = set()
+    xs = [r[x] for r in pts if r[x] and r[x] > 0]
+    mid = math.sqrt(min(xs) * max(xs)) if xs else 0.0  # log-axis middle: labels right of it point left
+    for r in pts:
+        roles = [role for role in picks.get(artifact_id(r), []) if role in ROLE_STYLE]
+        for k, role in enumerate(roles):
+            marker, color, _ = ROLE_STYLE[role]
+            ax.scatter([r[x]], [r[y]], s=190 + 90 * k, marker=marker, facecolors="none", edgecolors=color, lw=1.6,
+                       zorder=5, label=None if role in shown else f"recommended: {role}",
+                       gid=f"pick:{role}:{artifact_id(r)}")
+            shown.add(role)
+        if roles:
+            left = r[x] > mid
+            ax.annotate(", ".join(ROLE_STYLE[role][2] for role in roles), (r[x], r[y]), fontsize=7, color="darkred",
+                        xytext=(-10 if left else 10, -14), textcoords="offset points", ha="right" if left else "left",
+                        fontweight="bold", gid=f"picklabel:{artifact_id(r)}")
+
+
+def plotted_points(fig) -> dict[str, dict]:
+    """{artifact id: {"x", "y", "picks": [roles]}} of a figure drawn by this module or report.mcu (read back
+    from the artists' gids): what a plot shows, for tests and for checking one number per artifact."""
+    out: dict[str, dict] = {}
+    for ax in fig.axes:
+        for c in ax.collections:
+            gid = c.get_gid() or ""
+            if gid.startswith("point:"):
+                (xv, yv), = c.get_offsets().tolist()
+                out.setdefault(gid[len("point:"):], {"picks": []}).update(x=xv, y=yv)
+        for c in ax.collections:
+            gid = c.get_gid() or ""
+            if gid.startswith("pick:"):
+                _, role, key = gid.split(":", 2)
+                out.setdefault(key, {"picks": []})["picks"].append(role)
+    return out
+
+
 def pareto_png(rows: Sequence[dict], x: str, xlabel: str, path: str | os.PathLike, title: str,
-               highlight: Sequence[dict] = ()) -> Path:
-    """Macro-F1 against `x` on a log axis, the Pareto front drawn as a step line, every point numbered
-    and named in a key beside the plot (names written at the points would collide in a cluster)."""
+               picks: dict[str, list[str]] | None = None, y: str = "macro_f1", ylabel: str = "macro-F1 (%)") -> Path:
+    """`y` (already in %: the report converts once, for table and plots alike) against `x` on a log axis,
+    the Pareto front drawn as a step line, every point numbered and named in a key beside the plot (names
+    written at the points would collide in a cluster), every recommended point marked (`picks`: artifact
+    id -> roles)."""
     plt = pyplot()
-    rows, highlight = as_percent(rows), as_percent(highlight)  # macro_f1 is a fraction; the plot shows %
-    pts = sorted((r for r in rows if r.get(x) and r.get("macro_f1") is not None), key=lambda r: (r[x], -r["macro_f1"]))
+    picks = picks or {}
+    pts = sorted((r for r in rows if r.get(x) and r.get(y) is not None), key=lambda r: (r[x], -r[y]))
     fig, ax = plt.subplots(figsize=(12, max(5.0, 1.2 + 0.16 * len(pts))))
     fig.subplots_adjust(left=0.07, right=0.62, bottom=0.1, top=0.92)
     runtimes = sorted({r["runtime"] for r in pts})
     colors = dict(zip(runtimes, plt.cm.tab10.colors))
-    for rt in runtimes:
-        sel = [r for r in pts if r["runtime"] == rt]
-        ax.scatter([r[x] for r in sel], [r["macro_f1"] for r in sel], s=36, color=colors[rt], label=rt, zorder=3)
+    seen: set[str] = set()
+    for r in pts:
+        rt = r["runtime"]
+        ax.scatter([r[x]], [r[y]], s=36, color=colors[rt], label=None if rt in seen else rt, zorder=3,
+                   gid=f"point:{artifact_id(r)}")
+        seen.add(rt)
     for i, r in enumerate(pts, 1):
-        ax.annotate(str(i), (r[x], r["macro_f1"]), fontsize=7, xytext=(3, 3 if i % 2 else -9), textcoords="offset points")
-    front = pareto_front(pts, x)
+        ax.annotate(str(i), (r[x], r[y]), fontsize=7, xytext=(3, 3 if i % 2 else -9), textcoords="offset points")
+    front = pareto_front(pts, x, y)
     if front:
-        ax.step([r[x] for r in front], [r["macro_f1"] for r in front], where="post", color="black", lw=1,
+        ax.step([r[x] for r in front], [r[y] for r in front], where="post", color="black", lw=1,
                 ls="--", label="Pareto front", zorder=2)
-    highlight = [r for i, r in enumerate(highlight) if r in pts and r not in highlight[:i]]
-    for r in highlight:
-        if r in pts:
-            ax.scatter([r[x]], [r["macro_f1"]], s=160, facecolors="none", edgecolors="red", lw=1.5, zorder=4,
-                       label="recommended" if r == highlight[0] else None)
+    mark_picks(ax, pts, x, y, picks)
     unit = "ms" if x.endswith("_ms") else "MB" if x.endswith("_mb") else ""
-    key = "\n".join(f"{i:>2} {label(r)}: {r['macro_f1']:.1f} %, {r[x]:.3g} {unit}" for i, r in enumerate(pts, 1))
+    key = "\n".join(f"{i:>2} {label(r)}: {r[y]:.2f} %, {r[x]:.3g} {unit}"
+                     + (f"  <- {''.join(ROLE_CODES.get(x, '?') for x in picks[artifact_id(r)])}"
+                        if picks.get(artifact_id(r)) else "")
+                     for i, r in enumerate(pts, 1))
     fig.text(0.635, 0.92, key, va="top", ha="left", fontsize=7, family="monospace")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("macro-F1 (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="best", markerscale=0.5)
+    if picks:
+        fig.text(0.635, 0.04, "picks: " + ", ".join(f"{c} {r}" for r, c in ROLE_CODES.items()), fontsize=7,
+                 family="monospace", wrap=True)
     return save_figure(fig, path, 110)
 
 
@@ -118,8 +182,22 @@ def per_class_png(rows: Sequence[dict], classes: Sequence[str], path: str | os.P
     return save_figure(fig, path, 110)
 
 
+def _confusion_on(ax, cm, classes: Sequence[str], title: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    disp = ConfusionMatrixDisplay(confusion_matrix=np.asarray(cm), display_labels=list(classes))
+    disp.plot(ax=ax, cmap="Blues", colorbar=False, values_format="d", xticks_rotation=45)
+    for t in disp.text_.ravel():
+        t.set_fontsize(7)
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_ylabel("true", fontsize=8)
+    ax.set_title(title, fontsize=9)
+
+
 def confusion_grid_png(items: Sequence[tuple[str, list]], classes: Sequence[str], path: str | os.PathLike) -> Path:
-    """One confusion matrix (counts; rows true, columns predicted) per (title, matrix)."""
+    """One confusion matrix (counts; rows true, columns predicted; scikit-learn's ConfusionMatrixDisplay) per
+    (title, matrix)."""
     plt = pyplot()
     n = max(1, len(items))
     cols = min(3, n)
@@ -128,16 +206,7 @@ def confusion_grid_png(items: Sequence[tuple[str, list]], classes: Sequence[str]
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, (title, cm) in zip(axes.flat, items):
-        cm = np.asarray(cm)
-        ax.imshow(cm, cmap="Blues")
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=7)
-        ax.set_yticks(range(len(classes)), classes, fontsize=7)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.set_ylabel("true", fontsize=8)
-        ax.set_title(title, fontsize=9)
+        _confusion_on(ax, cm, classes, title)
     fig.tight_layout()
     return save_figure(fig, path, 100)
 

@@ -28,6 +28,14 @@ def why_not(row: dict) -> str:
     return f"a {row.get('kind')} artifact; `ecgtool package` takes PyTorch model folders and .onnx files"
 
 
+def ship_pick(rows: Sequence[dict], recommend, tolerance: float = 1.0) -> dict | None:
+    """The artifact `ship_lines` tells the user to package: the smallest packageable `ok` row within
+    `tolerance` points of the best packageable one (`recommend`: report.build.recommend), or None."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("macro_f1") is not None and packageable(r)]
+    rec = recommend(ok, tolerance)
+    return rec.get("smallest") or rec.get("best")
+
+
 def ship_lines(rows: Sequence[dict], run: Path, recommend, tolerance: float = 1.0) -> list[str]:
     """The recommendation among packageable rows (`recommend`: report.build.recommend), and the command
     that packages it."""
@@ -35,12 +43,11 @@ def ship_lines(rows: Sequence[dict], run: Path, recommend, tolerance: float = 1.
     if not ok:
         return []
     best = max(ok, key=lambda r: r["macro_f1"])
-    rec = recommend([r for r in ok if packageable(r)], tolerance)
     lines = []
     if not packageable(best):
         lines.append(f"The best row ({best['model']} {best['variant']} on {best['runtime']}) cannot be packaged: "
                      f"{why_not(best)}.")
-    pick = rec.get("smallest") or rec.get("best")
+    pick = ship_pick(ok, recommend, tolerance)
     if pick is None:
         return lines + ["No packageable artifact (PyTorch folder or .onnx) ran successfully."]
     path = Path(run) / pick["path"]

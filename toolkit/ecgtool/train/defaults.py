@@ -27,6 +27,8 @@ PATIENCE = 5
 FINE_TUNE_LR = 1e-4
 #: fine-tuning epochs after pruning (early stopping on validation)
 FINE_TUNE_EPOCHS = 10
+#: quantisation-aware training epochs (`quantize --qat`; lr FINE_TUNE_LR, best validation epoch kept)
+QAT_EPOCHS = 3
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
 THREADS = "auto"
 #: environment variable that overrides "auto" (the tests set it to 1)

@@ -25,7 +25,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.data.dataset import write_dataset
 from ecgtool.data.labels import load_label_set
 from ecgtool.data.preprocess import TARGET_FS, WINDOW_LEN, WINDOW_S, UnusableRecord, describe
-from ecgtool.data.splits import patient_split, random_split, split_overlap
+from ecgtool.data.splits import holdout_split, patient_split, random_split, split_overlap
 from ecgtool.data.importers import challenge, cinc2017, mitdb, ptbxl, records as unlabelled_records
 from ecgtool.data.importers.common import ImportOptions
 
@@ -49,6 +49,7 @@ def import_dataset(
     overwrite: bool = False,
     records: Sequence[str] | None = None,
     normalisation: str = "minmax",
+    holdout: Sequence[str] | None = None,
 ) -> Path:
     """Import a PhysioNet collection at `src` into a prepared dataset at `out`; returns `out`.
 
@@ -56,6 +57,8 @@ def import_dataset(
     takes the source's default (mitdb: all windows inside target rhythms; the others: first).
     split: `patient` (no patient in two splits; the default where the source has patient ids),
     `random` (the paper's stratified 64/16/20) or `strat-fold` (PTB-XL's folds 1-8/9/10).
+    holdout: record ids whose windows (and those of any record of the same patient) form the whole test
+    split, the rest split by patient into train/validation (leave-records-out; `split` must be patient).
     Records that cannot be used are skipped with their reason (meta.json, skipped.csv); BadInput
     only when `src` is not a folder of records or nothing usable is left.
     """
@@ -71,6 +74,8 @@ def import_dataset(
         raise BadInput(f"{split}: unknown split (choose from {', '.join(SPLIT_KINDS)})")
     if split == "strat-fold" and fmt != "ptbxl":
         raise BadInput(f"{src}: --split strat-fold needs PTB-XL's strat_fold column (format ptbxl)")
+    if holdout is not None and split not in (None, "patient"):
+        raise BadInput(f"--holdout with --split {split}: the held-out records are a patient split (use --split patient)")
     labels = load_label_set(classes_file)
     if derive_st and mitdb.DERIVED_CLASS not in labels.classes:
         raise BadInput(f"{labels.path}: --derive-st needs a class named {mitdb.DERIVED_CLASS!r}")
@@ -85,6 +90,10 @@ def import_dataset(
                          normalisation=normalisation)
 
     ids = source.list_records(src)
+    if holdout is not None:
+        missing = sorted({str(h) for h in holdout} - {r for r in ids} - {Path(r).name for r in ids})
+        if missing or not holdout:
+            raise BadInput(f"{src}: --holdout names record(s) not in the collection: {', '.join(missing) or '(none given)'}")
     if records is not None:
         wanted = {str(r) for r in records}
         ids = [r for r in ids if r in wanted or Path(r).name in wanted]
@@ -98,7 +107,7 @@ def import_dataset(
         signals = np.memmap(spill, dtype=np.float32, mode="r", shape=(len(rows), channels, WINDOW_LEN))
         _split_and_write(fmt, source, src, out, ids, signals, rows, skipped, dropped, leads_seen, labels,
                          lead=lead, policy=policy, bandpass=bandpass, split=split, seed=seed, overwrite=overwrite,
-                         normalisation=normalisation)
+                         normalisation=normalisation, holdout=holdout)
         del signals
     for name in DATASET_FILES:
         if (out / name).exists():
@@ -138,7 +147,7 @@ def _read_records(source, src: Path, ids: list[str], opts: ImportOptions, spill:
 
 def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skipped, dropped, leads_seen, labels,
                      *, lead: str, policy: str, bandpass: bool, split: str | None, seed: int, overwrite: bool,
-                     normalisation: str = "minmax") -> None:
+                     normalisation: str = "minmax", holdout: Sequence[str] | None = None) -> None:
     if getattr(source, "UNLABELLED", False):  # `data import records`: every window unlabelled, all in train
         from ecgtool.data.dataset import UNLABELLED
 
@@ -160,7 +169,15 @@ def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skip
     if kind == "random" and several:
         ui.warn("random split of several windows per record: windows of one record (and patient) "
                 "land in different splits, which leaks and inflates F1")
-    splits, stratified = _make_splits(kind, y, groups, rows, seed, src)
+    if holdout is not None:
+        kind = "holdout"
+        splits = holdout_split(y, groups, [r["record"] for r in rows], holdout, seed=seed)
+        stratified = True
+        held = sorted({rows[i]["record"] for i in splits["test"].tolist()})
+        if not len(splits["test"]):
+            raise BadInput(f"{src}: --holdout records gave no usable window (skipped.csv says why)")
+    else:
+        splits, stratified = _make_splits(kind, y, groups, rows, seed, src)
 
     meta = {
         "source": fmt,
@@ -174,7 +191,8 @@ def _split_and_write(fmt, source, src: Path, out: Path, ids, signals, rows, skip
         "split": {"kind": kind, "seed": seed, "stratified": stratified,
                   "group": "patient" if has_patients else "record",
                   # shared patients (or records) per pair of splits: nonzero means the split leaks
-                  "overlap": split_overlap(groups, splits)},
+                  "overlap": split_overlap(groups, splits),
+                  **({"holdout": [str(h) for h in holdout], "test_records": held} if holdout is not None else {})},
         "label_set": labels.to_meta(),
         "label_priority": list(labels.priority),
         "records_total": len(ids),
@@ -244,6 +262,9 @@ def summary_rows(out: Path) -> tuple[list[dict], list[dict]]:
 @click.option("--derive-st", is_flag=True, default=None,
               help="mitdb: label (N windows above 100 bpm as ST, marked derived in records.csv.")
 @click.option("--records", "records", default=None, help="Comma-separated record ids to import (default: all).")
+@click.option("--holdout", "holdout", default=None,
+              help="Comma-separated record ids held out as the whole test split (with any record of the same "
+                   "patient); the rest split by patient into train/val (leave-records-out).")
 @click.option("--overwrite", is_flag=True, default=None, help="Replace a non-empty output folder.")
 @click.option("--normalisation", type=click.Choice(["minmax", "robust"]), default=None,
               help="Per-window normalisation: minmax (the paper's, [0, 1]) or robust (median/IQR, clipped); "
@@ -254,6 +275,8 @@ def import_command(fmt: str, src: Path, out: Path, **options) -> None:
     given = {k: v for k, v in options.items() if v is not None}
     if "records" in given:
         given["records"] = [r.strip() for r in given["records"].split(",") if r.strip()]
+    if "holdout" in given:
+        given["holdout"] = [r.strip() for r in given["holdout"].split(",") if r.strip()]
     path = import_dataset(fmt, src, out, **given)
     meta = read_json(path / "meta.json")
     cls_rows, skip_rows = summary_rows(path)
