@@ -259,8 +259,9 @@ def _check_bundle(bundle: Path) -> dict:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 imported[name].add(node.module.split(".")[0])
     # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
-    # (and ecg_features, a copy of baseline/features.py, which only an RR-head model's bundle ships)
-    optional = {Path(BUNDLE_FEATURES).stem}
+    # (ecg_features, a copy of baseline/features.py, which only an RR-head model's bundle ships;
+    #  ecg_tflite: only for a .tflite model, which an ONNX bundle does not hold)
+    optional = {Path(BUNDLE_FEATURES).stem, "ecg_tflite"}
     assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped | optional
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
     assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)
@@ -328,7 +329,7 @@ def test_package_bad_input_changes_nothing(setup, tmp_path):
         package(folder, tmp_path / "taken")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
     (tmp_path / "x.png").write_bytes(b"png")
-    with pytest.raises(BadInput, match="package takes a PyTorch model folder or an .onnx file"):
+    with pytest.raises(BadInput, match="package takes a PyTorch model folder, an .onnx or a .tflite file"):
         package(tmp_path / "x.png", tmp_path / "b")
     with pytest.raises(BadInput, match="an fp32 ONNX model, not int8"):
         package(folder / "model.onnx", tmp_path / "b", precision="int8")

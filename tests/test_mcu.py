@@ -64,6 +64,19 @@ def test_rewrite_is_exact_in_fp32_and_refuses_unknown_layers():
         check_layers(m, "tiny")
 
 
+def test_a_budget_whose_fitting_artifacts_all_fail_the_int8_gate_says_so():
+    from ecgtool.report.build import recommend, recommendation_lines
+    from ecgtool.report.mcu import budget_lines
+
+    row = {"model": "se_resnet18", "variant": "int8", "runtime": "TFLite Micro", "status": "ok", "macro_f1": 0.3,
+           "flash_kb": 200.0, "ram_kb": 40.0, "size_mb": 0.19, "int8_gate": "fail", "f1_delta_macro": -0.04,
+           "f1_delta_worst": -0.1, "f1_delta_worst_class": "FAB", "agreement_fp32": 0.9}
+    lines = budget_lines([row], (256, 128), 1.0, recommend, recommendation_lines)
+    assert lines[0] == ("Microcontroller budget 256 KB flash, 128 KB RAM: 1 of 1 microcontroller artifacts fit, "
+                        "but none passes the INT8 accuracy gate against its FP32 parent.")
+    assert lines[1].startswith("  Passed over se_resnet18 int8 on TFLite Micro") and "4.00 macro-F1 points" in lines[1]
+
+
 def test_an_op_tflm_lacks_is_named():
     from ecgtool.export.litert import require_ops
 
@@ -200,6 +213,119 @@ def test_search_with_a_microcontroller_budget(int8, tmp_path):
     assert "KB flash" in (tmp_path / "search.md").read_text()
     with pytest.raises(EcgtoolError, match="no candidate fits"):  # w8 is ~185 KB of flash: skipped unmeasured
         search(data, mcu_budget="100,128", archs=["resnet"], depths=[18], widths=[8], threads=1, out=tmp_path / "b")
+
+
+#: a bundle's run.py in a fresh interpreter where torch, ecgtool and onnxruntime cannot be imported
+BLOCKED_RUN = """
+import importlib.abc, runpy, sys
+BLOCKED = ('torch', 'ecgtool', 'onnxruntime')
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(name + ' is not available on the device')
+sys.meta_path.insert(0, Block())
+sys.argv = ['run.py'] + sys.argv[1:]
+try:
+    runpy.run_path('run.py', run_name='__main__')
+finally:
+    assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
+"""
+
+
+@pytest.fixture(scope="module")
+def record(int8, tmp_path_factory):
+    """A .npy record at the tiny model's rate: four test windows of the tiny dataset end to end."""
+    from ecgtool.data.dataset import load_dataset
+
+    _, data, _, _ = int8
+    x, _ = load_dataset(data).split("test")
+    path = tmp_path_factory.mktemp("rec") / "rec.npy"
+    np.save(path, np.concatenate([np.asarray(x[i, 0], np.float32) for i in range(4)]))
+    return path
+
+
+def _probs(doc_records: list[dict]) -> np.ndarray:
+    return np.array([[w["probabilities"][c] for c in w["probabilities"]] for r in doc_records for w in r["windows"]])
+
+
+def test_predict_runs_a_tflite_in_tflm(int8, record, tmp_path):
+    import json
+
+    from ecgtool.cli.main import main
+
+    folder, _, path, _ = int8
+    args = [str(record), "--fs", "100", "--no-quality", "--format", "json"]
+    res = CliRunner().invoke(main, ["predict", str(path), *args])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "tflm" and doc["precision"] == "int8"
+    assert doc["classes"] == read_json(folder / "config.json")["classes"]
+    windows = doc["records"][0]["windows"]
+    assert len(windows) == 4
+    # the same TFLM interpreter on the same windows: predict's preprocessing (min-max per window) is training's
+    x = np.load(record).reshape(4, 1, LENGTH)
+    x = (x - x.min(axis=2, keepdims=True)) / (x.max(axis=2, keepdims=True) - x.min(axis=2, keepdims=True))
+    direct = runtime.load(path).predict(x.astype(np.float32))
+    assert [w["rhythm"] for w in windows] == [doc["classes"][k] for k in direct.argmax(1)]
+    # the model folder with --export-format litert-int8 is the same .tflite
+    via = CliRunner().invoke(main, ["predict", str(folder), *args, "--export-format", "litert-int8"])
+    assert via.exit_code == 0, via.output
+    assert json.loads(via.stdout)["kind"] == "tflm" and json.loads(via.stdout)["records"] == doc["records"]
+    # a lone .tflite with its sidecar (no config.json anywhere above it) predicts the same
+    lone = tmp_path / path.name
+    shutil.copy(path, lone)
+    shutil.copy(litert_sidecar(path), litert_sidecar(lone))
+    alone = CliRunner().invoke(main, ["predict", str(lone), *args])
+    assert alone.exit_code == 0, alone.output
+    assert json.loads(alone.stdout)["records"][0]["windows"] == windows
+    torch_doc = json.loads(CliRunner().invoke(main, ["predict", str(folder), *args]).stdout)
+    assert torch_doc["kind"] == "pytorch"
+    assert np.abs(_probs(torch_doc["records"]) - _probs(doc["records"])).max() < 0.1  # INT8 vs FP32
+    bad = CliRunner().invoke(main, ["predict", str(folder), *args, "--export-format", "litert-fp32"])
+    assert bad.exit_code == 2 and "no model.fp32.tflite in it" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_package_a_tflite_bundle_runs_without_torch_ecgtool_or_onnxruntime(int8, record, tmp_path):
+    import json
+    import sys
+
+    from ecgtool.core.names import BUNDLE_TFLITE, BUNDLE_TFLITE_IO
+    from ecgtool.deploy.package import package
+    from ecgtool.deploy.predict import predict
+
+    folder, _, path, _ = int8
+    bundle = package(path, tmp_path / "bundle", tar=True)
+    names = {p.name for p in bundle.iterdir()}
+    assert {BUNDLE_TFLITE, BUNDLE_TFLITE_IO, "model.json", "run.py", "requirements.txt", "SHA256SUMS"} <= names
+    assert "model.onnx" not in names
+    assert (bundle / BUNDLE_TFLITE).read_bytes() == path.read_bytes()
+    meta = json.loads((bundle / "model.json").read_text())
+    side = read_json(litert_sidecar(path))
+    assert meta["model_file"] == BUNDLE_TFLITE and meta["format"] == "litert-int8" and meta["precision"] == "int8"
+    assert meta["input"] == side["input"] and meta["arena_bytes"] == side["arena_bytes"]
+    assert meta["metrics"]["export_check"]["runtime"] == "tflm"
+    assert "ai-edge-litert" in (bundle / "requirements.txt").read_text()
+    assert "onnxruntime" not in (bundle / "requirements.txt").read_text()
+    ours = predict(path, [record], fs=100, quality=False)
+    for interp in ("tflm", "litert"):  # the bundle can run on either; tflm is what ecgtool measured
+        proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, str(record), "--fs", "100", "--no-quality",
+                               "--interpreter", interp], cwd=bundle, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        doc = json.loads(proc.stdout)
+        assert doc["kind"] == interp and doc["precision"] == "int8"
+        got = doc["records"][0]["windows"]
+        assert [w["rhythm"] for w in got] == [w["rhythm"] for w in ours[0]["windows"]]
+        diff = np.abs(_probs(doc["records"]) - _probs(ours)).max()
+        assert diff < (1e-6 if interp == "tflm" else 0.02), (interp, diff)
+    # refusals: one line each, nothing written
+    with pytest.raises(BadInput, match=r"this \.tflite is int8, not fp32"):
+        package(path, tmp_path / "b2", precision="fp32")
+    lone = tmp_path / "lone.tflite"
+    shutil.copy(path, lone)
+    with pytest.raises(BadInput, match=r"lone\.tflite: no lone\.litert\.json beside it"):
+        package(lone, tmp_path / "b3")
+    assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()
 
 
 def test_without_the_extra_export_and_load_say_how_to_install(tmp_path):

@@ -17,35 +17,84 @@ TINY = {
     "compress": {"models": ["se_resnet18"]},
     "prune": {"ratios": [0.5], "epochs": 1},
     "quantize": {"precisions": ["fp16"]},
-    "export": {"formats": ["tensorrt-fp16"]},
+    "export": {"formats": ["tensorrt-fp16", "litert-int8"]},  # litert-int8 where the [mcu] extra is installed
     "bench": {"threads": 1, "warmup": 1, "min_runs": 3, "min_time_s": 0.02, "throughput_batch": 8},
 }
 
 
 @pytest.fixture(scope="module")
 def tiny_pipeline(tmp_path_factory):
+    import contextlib
+    import io
+
+    from ecgtool.core.ui import set_quiet
+
+    set_quiet(False)  # an earlier test's `--quiet` would otherwise silence the lines checked below
     out = tmp_path_factory.mktemp("pipe") / "run"
-    return out, run_pipeline(TINY, out)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        result = run_pipeline(TINY, out)
+    return out, result, err.getvalue()
+
+
+def _mcu_extra_missing() -> str | None:
+    from ecgtool.export import unavailable
+
+    return unavailable("litert-int8")
 
 
 def test_every_step_runs_and_the_report_has_every_artifact(tiny_pipeline):
-    out, result = tiny_pipeline
+    out, result, err = tiny_pipeline
     assert [result["steps"][s]["status"] for s in STEPS] == ["done"] * len(STEPS)
     rows = json.loads((out / "bench.json").read_text())["rows"]
     keys = {(r["model"], r["variant"], r["runtime"]) for r in rows}
-    assert keys == {("se_resnet18", "fp32", "PyTorch"), ("se_resnet18", "fp32", "ONNX Runtime"),
-                    ("se_resnet18", "fp16", "ONNX Runtime"), ("se_resnet18", "fp16", "TensorRT"),
-                    ("se_resnet18-pruned50", "pruned50", "PyTorch"), ("se_resnet18-pruned50", "pruned50", "ONNX Runtime"),
-                    ("se_resnet18-pruned50", "pruned50-fp16", "ONNX Runtime"),
-                    ("se_resnet18-pruned50", "pruned50-fp16", "TensorRT")}
+    expected = {("se_resnet18", "fp32", "PyTorch"), ("se_resnet18", "fp32", "ONNX Runtime"),
+                ("se_resnet18", "fp16", "ONNX Runtime"), ("se_resnet18", "fp16", "TensorRT"),
+                ("se_resnet18-pruned50", "pruned50", "PyTorch"), ("se_resnet18-pruned50", "pruned50", "ONNX Runtime"),
+                ("se_resnet18-pruned50", "pruned50-fp16", "ONNX Runtime"),
+                ("se_resnet18-pruned50", "pruned50-fp16", "TensorRT")}
+    missing = _mcu_extra_missing()
+    if missing is None:  # the [mcu] extra: litert-int8 for the compressed model and its pruned child, in TFLM
+        expected |= {("se_resnet18", "int8", "TFLite Micro"), ("se_resnet18-pruned50", "pruned50-int8", "TFLite Micro")}
+        mcu = [r for r in rows if r["runtime"] == "TFLite Micro"]
+        assert all(r["flash_kb"] > 0 and r["ram_kb"] > 0 for r in mcu)
+        assert (out / "report_pareto_flash.png").stat().st_size > 0
+        assert "flash/RAM KB" in (out / "report.md").read_text()  # the report table's column (flash_kb in report.csv)
+    else:  # one line says it was skipped and why; the rest ran
+        assert err.count("export litert-int8: skipped") == 1 and missing in err
+        assert not list(out.rglob("*.tflite"))
+    assert keys == expected
     assert all(r["status"] == "ok" for r in rows if r["runtime"] != "TensorRT")
     assert (out / "report.html").exists() and result["report"] == str(out / "report.html")
     state = json.loads((out / "pipeline.json").read_text())
     assert {s: state["steps"][s]["hash"] for s in STEPS} == step_hashes(load_config(TINY))
 
 
+def test_litert_is_skipped_in_one_line_when_the_converter_does_not_import(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ecgtool.core.ui import set_quiet
+
+    set_quiet(False)  # an earlier test's `--quiet` would otherwise silence the line checked below
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # `import litert_torch` now fails, installed or not
+    cfg = {**TINY, "prune": {"ratios": []}, "quantize": {"precisions": []}, "export": {"formats": ["litert-int8"]}}
+    result = run_pipeline(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert [result["steps"][s]["status"] for s in STEPS] == ["done"] * len(STEPS)
+    lines = [line for line in err.splitlines() if "litert-int8" in line]
+    assert lines == ["export litert-int8: skipped, the [mcu] extra is not installed (litert_torch not found): "
+                     "pip install -e '.[mcu]'"]
+    assert not list((tmp_path / "run").rglob("*.tflite"))
+    assert {r["runtime"] for r in result["rows"]} == {"PyTorch"}  # nothing else was asked for
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
+    assert state["steps"]["export"]["hash"] == step_hashes(load_config(cfg))["export"]
+    monkeypatch.undo()  # with the converter back, the export step's hash changes (a resumed run builds it)
+    if _mcu_extra_missing() is None:
+        assert step_hashes(load_config(cfg))["export"] != state["steps"]["export"]["hash"]
+
+
 def test_resume_skips_finished_steps_and_redoes_changed_ones(tiny_pipeline):
-    out, _ = tiny_pipeline
+    out, _, _ = tiny_pipeline
     weights = out / "se_resnet18" / "model.safetensors"
     before = weights.stat().st_mtime_ns
     again = run_pipeline(TINY, out)
@@ -75,7 +124,7 @@ def test_default_config_is_the_documented_job():
     assert cfg["train"]["archs"] == ["se_resnet", "resnet"] and cfg["train"]["depths"] == [18, 34]
     assert cfg["train"]["baseline"] and "synth" in cfg["data"]
     assert set(cfg["quantize"]["precisions"]) == {"int8", "fp16"} and len(cfg["prune"]["ratios"]) == 1
-    assert {"tensorrt-fp16", "tensorrt-int8", "openvino-int8"} <= set(cfg["export"]["formats"])
+    assert {"tensorrt-fp16", "tensorrt-int8", "openvino-int8", "litert-int8"} <= set(cfg["export"]["formats"])
 
 
 @pytest.mark.parametrize("text, key, hint", [

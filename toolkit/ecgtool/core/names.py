@@ -41,6 +41,10 @@ BUNDLE_STREAM = "ecg_stream.py"
 BUNDLE_EPISODES = "ecg_episodes.py"
 #: copy of baseline/features.py in the bundle of an RR-head model (its second input, computed in numpy)
 BUNDLE_FEATURES = "ecg_features.py"
+
+#: a bundle of a .tflite (LiteRT, microcontrollers): the model, and a copy of runtime/tflite_io.py that runs it
+BUNDLE_TFLITE = "model.tflite"
+BUNDLE_TFLITE_IO = "ecg_tflite.py"
 PREDICTIONS = "predictions.json"
 
 #: the RR baseline's folder

@@ -4,7 +4,9 @@ This file is copied into every bundle as run.py, beside ecg_preprocess.py (a cop
 ecgtool/data/preprocess.py: the same readers and preprocessing as ecgtool's, not a re-implementation).
 In a bundle it imports only numpy, onnxruntime and that module (numpy, scipy; wfdb if installed, for
 WFDB .hea records) -- never torch or ecgtool -- so it runs on a Raspberry Pi or a Jetson with
-`pip install -r requirements.txt`. Inside ecgtool (as ecgtool.deploy.bundle_runner) it uses
+`pip install -r requirements.txt`. A bundle of a .tflite (LiteRT, for microcontrollers) runs it with
+ecg_tflite.py (a copy of ecgtool/runtime/tflite_io.py) on ai-edge-litert's or tflite-micro's interpreter
+instead of onnxruntime. Inside ecgtool (as ecgtool.deploy.bundle_runner) it uses
 ecgtool.data.preprocess itself. The preprocessing spec (rate, window, lead, band-pass) is the one the
 model froze at training time, copied into model.json by `ecgtool package`.
 
@@ -114,19 +116,40 @@ def long_record_result(record: str, fs: float, chunks, predict_fn, spec: dict, c
 # --- the bundle -----------------------------------------------------------------------------------
 
 
+def _tflite_io():
+    """The .tflite interpreters' module: ecgtool.runtime.tflite_io, or its copy ecg_tflite.py in a bundle."""
+    if __package__:
+        from ecgtool.runtime import tflite_io
+    else:
+        import ecg_tflite as tflite_io
+    return tflite_io
+
+
 class Bundle:
-    """A bundle folder: model.json (classes, preprocessing) and the ONNX model on ONNX Runtime's CPU provider."""
+    """A bundle folder: model.json (classes, preprocessing) and its model: an ONNX file on ONNX Runtime's CPU
+    provider, or a .tflite (LiteRT, for microcontrollers) on `interpreter` (auto: TFLM's where tflite-micro
+    is installed, else LiteRT's; see ecg_tflite.py)."""
 
-    def __init__(self, folder: str | Path = ".", threads: int | None = None):
-        import onnxruntime as ort
-
+    def __init__(self, folder: str | Path = ".", threads: int | None = None, interpreter: str | None = None):
         self.folder = Path(folder)
         self.spec = json.loads((self.folder / SPEC_FILE).read_text(encoding="utf-8"))
+        model_file = self.folder / self.spec["model_file"]
+        if model_file.suffix == ".tflite":
+            tio = _tflite_io()
+            self.tflite = tio.open_tflite(model_file.read_bytes(), interpreter or "auto",
+                                          arena=self.spec.get("arena_bytes"), threads=threads)
+            self.kind = self.tflite.kind
+            return
+        if interpreter:
+            raise ValueError(f"--interpreter {interpreter}: this bundle's model is {model_file.name}, not a .tflite")
+        import onnxruntime as ort
+
+        self.tflite = None
+        self.kind = "onnxruntime"
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(self.folder / self.spec["model_file"]), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_file), sess_options=opts, providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
         inp = inputs[0]
         self.input_name = inp.name
@@ -146,6 +169,8 @@ class Bundle:
 
     def predict(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Logits [N, K] of windows [N, C, L]."""
+        if self.tflite is not None:
+            return self.tflite.predict(batch)
         return np.concatenate([self.session.run(None, self._feeds(batch[i:i + batch_size]))[0]
                                for i in range(0, len(batch), batch_size)]).astype(np.float32)
 
@@ -233,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-quality", action="store_true", help="classify every window, skipping the signal-quality gate")
     ap.add_argument("--fs", type=float, help="sampling rate (Hz) of .npy/.csv records")
     ap.add_argument("--lead", help="lead name (WFDB/CSV header) or row index (.npy)")
-    ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--threads", type=int, help="ONNX Runtime (or LiteRT) intra-op threads")
+    ap.add_argument("--interpreter", choices=["auto", "tflm", "litert"],
+                    help=".tflite bundles: tflm (tflite-micro, the microcontroller's interpreter; Linux x86_64), "
+                         "litert (ai-edge-litert) or auto (default: tflm where installed, else litert)")
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parent), help="bundle folder (default: beside run.py)")
     args = ap.parse_args(argv)
     if args.fs is not None:
@@ -242,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         except pre.UnusableRecord as exc:
             print(f"run.py: {exc}", file=sys.stderr)
             return 2
-    bundle = Bundle(args.bundle, threads=args.threads)
+    try:
+        bundle = Bundle(args.bundle, threads=args.threads, interpreter=args.interpreter)
+    except (ImportError, ValueError) as exc:
+        print(f"run.py: {exc}", file=sys.stderr)
+        return 2
     if args.stdin:
         return run_stdin(bundle, args.fs, args.raw, args.hop, not args.no_quality)
     if not args.records:
@@ -255,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rec}: {exc}", file=sys.stderr)
             results.append({"record": rec, "error": str(exc)})
     spec = bundle.spec
-    print(json.dumps({"artifact": spec["model_file"], "kind": "onnxruntime", "precision": spec.get("precision"),
+    print(json.dumps({"artifact": spec["model_file"], "kind": bundle.kind, "precision": spec.get("precision"),
                       "classes": spec["classes"], "records": results}, indent=2, allow_nan=False))
     return 0 if any("error" not in r for r in results) else 2
 

@@ -5,6 +5,12 @@ training time, provenance), run.py (deploy/bundle_runner.py), ecg_preprocess.py 
 data/preprocess.py, the one preprocessing implementation), requirements.txt, README.md and
 SHA256SUMS; optionally a .tar.gz of it. The spec comes from the artifact alone (config.json, or a
 lone .onnx's metadata), never from the training dataset.
+
+A .tflite (litert-int8 / litert-fp32, for microcontrollers) is bundled as model.tflite with ecg_tflite.py (a
+copy of runtime/tflite_io.py): run.py then runs it on ai-edge-litert's Interpreter (the bundle's requirement:
+the LiteRT Python runtime, for computers and Linux boards) or, where tflite-micro is installed (Linux x86_64),
+on the TFLM interpreter the firmware runs, with the arena measured at export. The firmware itself takes the
+C export beside the .tflite (model.int8-c/), not a bundle.
 """
 
 from __future__ import annotations
@@ -23,15 +29,21 @@ from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write
 from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, record_artifact, verify_artifact
 from ecgtool.baseline import features as rr_features
 from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER,
-                                BUNDLE_SPEC, BUNDLE_STREAM, CONFIG, MANIFEST, METRICS, WEIGHTS)
+                                BUNDLE_SPEC, BUNDLE_STREAM, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, CONFIG, MANIFEST, METRICS,
+                                WEIGHTS, litert_sidecar)
 from ecgtool.data import preprocess, stream
 from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
+from ecgtool.runtime import tflite_io
 
 PRECISIONS = ("auto", "int8", "fp16", "fp32")
 REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# optional, for WFDB .hea records:\n# wfdb>=4.1\n"
 #: an RR-head model's bundle computes its RR features with wfdb's XQRS R-peak detector (ecg_features.py)
 RR_REQUIREMENTS = "numpy>=1.22\nscipy>=1.8\nonnxruntime>=1.16\n# R peaks for the RR head's features (and WFDB .hea records):\nwfdb>=4.1\n"
+#: a .tflite bundle: the LiteRT runtime (ai-edge-litert 2.3.0 is what ecgtool's tests run it with)
+REQUIREMENTS_TFLITE = ("numpy>=1.22\nscipy>=1.8\nai-edge-litert>=2.3\n"
+                       "# optional: the TFLM interpreter the firmware runs (Linux x86_64 wheels only); run.py uses it "
+                       "when installed:\n# tflite-micro\n# optional, for WFDB .hea records:\n# wfdb>=4.1\n")
 
 
 # --- package --------------------------------------------------------------------------------------
@@ -48,6 +60,8 @@ def _onnx_of(artifact: Path, precision: str, data: str | os.PathLike | None) -> 
     from ecgtool.runtime.registry import require_model_folder
 
     kind = artifact_kind(artifact)
+    if kind == "tflm":
+        return artifact
     if kind == "onnxruntime":
         import onnx
 
@@ -57,7 +71,7 @@ def _onnx_of(artifact: Path, precision: str, data: str | os.PathLike | None) -> 
         return artifact
     if kind != "pytorch":
         what = f"a {kind} artifact" if kind else "not an artifact ecgtool knows"
-        raise BadInput(f"{artifact}: {what}; package takes a PyTorch model folder or an .onnx file")
+        raise BadInput(f"{artifact}: {what}; package takes a PyTorch model folder, an .onnx or a .tflite file")
     folder = require_model_folder(artifact)
     sources = (folder / WEIGHTS, folder / CONFIG)
     int8 = folder / FORMATS["onnx-int8"].artifact
@@ -104,15 +118,30 @@ def external_data_files(model, folder: Path) -> list[Path]:
 def _bundle_readme(spec: dict, model_json: dict) -> str:
     pre = spec
     band = f"{pre['bandpass_hz'][0]}-{pre['bandpass_hz'][1]} Hz Butterworth band-pass, " if pre["bandpass_hz"] else ""
+    tflite = model_json["model_file"] == BUNDLE_TFLITE
+    if tflite:
+        i = model_json["input"]
+        model_line = (f"Model: `{BUNDLE_TFLITE}`, {model_json['precision']} LiteRT flatbuffer for microcontrollers "
+                      f"({model_json['format']}), input {i['shape']} {i['dtype']} (scale {i['scale']:.6g}, zero point "
+                      f"{i['zero_point']}), tensor arena {model_json['arena_bytes']} bytes")
+        where = ("any computer or Linux board with Python 3.9+; on the microcontroller itself use the C export "
+                 "beside the .tflite")
+        install = ("numpy, scipy, ai-edge-litert (LiteRT's interpreter); with tflite-micro installed (Linux x86_64) "
+                   "run.py uses the TFLM interpreter the firmware runs (--interpreter tflm|litert|auto)")
+    else:
+        model_line = (f"Model: `{BUNDLE_MODEL}`, {model_json['precision']} ONNX,\ninput `{model_json['input']['name']}` "
+                      f"{model_json['input']['shape']}")
+        where = "Raspberry Pi, Jetson, any computer with Python 3.9+"
+        install = "numpy, scipy, onnxruntime (add wfdb for .hea records)"
+    jetson = "" if tflite else "On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same file."
     return f"""# ECG rhythm classifier bundle
 
 Made by ecgtool {model_json['ecgtool_version']} from `{model_json['source']['path']}` ({model_json['source']['kind']},
-SHA-256 {model_json['source']['sha256'][:16]}...). Model: `{BUNDLE_MODEL}`, {model_json['precision']} ONNX,
-input `{model_json['input']['name']}` {model_json['input']['shape']}. Classes: {', '.join(model_json['classes'])}.
+SHA-256 {model_json['source']['sha256'][:16]}...). {model_line}. Classes: {', '.join(model_json['classes'])}.
 
-## Run it (Raspberry Pi, Jetson, any computer with Python 3.9+)
+## Run it ({where})
 
-    pip install -r requirements.txt        # numpy, scipy, onnxruntime (add wfdb for .hea records)
+    pip install -r requirements.txt        # {install}
     python run.py RECORD.hea               # a WFDB record (lead {pre['lead']})
     python run.py RECORD.npy --fs 360      # a [T] or [C, T] array in mV, sampling rate in Hz
     python run.py RECORD.csv --fs 500      # one column, or a header naming lead {pre['lead']}
@@ -125,7 +154,7 @@ fraction and the tail shorter than a window; windows failing the signal-quality 
 Live samples: `some-reader | python run.py --stdin --fs 360 [--raw]` (text lines, or float32 with --raw)
 prints one JSON line per window as it completes (causal band-pass if the model has one: see ecg_stream.py).
 Exit code 2 when no record could be read (each bad record: one line on stderr).
-On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same file.
+{jetson}
 
 ## What run.py does to a record (as in training)
 Resample to {pre['sampling_rate']} Hz (scipy resample_poly), {band}non-overlapping {pre['window_s']:g}-s windows
@@ -147,8 +176,9 @@ def _rr_readme(model_json: dict) -> str:
 def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: str = "auto",
             data: str | os.PathLike | None = None, lead: str | None = None, tar: bool = False,
             overwrite: bool = False) -> Path:
-    """Write a deploy bundle folder `out` (see module doc); returns it. `precision`: auto (INT8 if the
-    model folder has a fresh model.int8.onnx, else FP32), int8, fp16 or fp32."""
+    """Write a deploy bundle folder `out` (see module doc); returns it. `artifact`: a model folder, an .onnx or
+    a .tflite. `precision`: auto (INT8 if the model folder has a fresh model.int8.onnx, else FP32; a file as it
+    is), int8, fp16 or fp32."""
     import onnx
 
     from ecgtool import __version__
@@ -163,17 +193,35 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
     if out.exists() and (out.is_file() or (any(out.iterdir()) and not overwrite)):
         raise BadInput(f"{out}: exists and is not an empty folder (use --overwrite to replace a bundle)")
     verify_artifact(src)  # a tampered model folder or .onnx is refused before anything is exported or copied
-    onnx_path = _onnx_of(src, precision, data)
+    onnx_path = _onnx_of(src, precision, data)  # the model file to ship: an .onnx, or the .tflite given
     verify_artifact(onnx_path)
+    tflite = artifact_kind(onnx_path) == "tflm"
     config = artifact_config(onnx_path)
-    classes = list(config.get("classes") or [])
+    side = _tflite_sidecar(onnx_path, precision) if tflite else {}
+    if tflite and not config:
+        config = side.get("config") or {}
+    classes = list(config.get("classes") or side.get("classes") or [])
     if not classes:
         raise BadInput(f"{onnx_path}: neither a config.json nor its metadata names the classes; a bundle needs them")
     spec = preprocessing_spec(config, lead, source=onnx_path)
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    external = external_data_files(model, Path(onnx_path).parent)  # bundled beside model.onnx
-    inp = model.graph.input[0]
-    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    external: list[Path] = []
+    if tflite:
+        bundle_model = BUNDLE_TFLITE
+        head = {"model_file": BUNDLE_TFLITE, "format": side["format"], "precision": side["precision"],
+                "classes": classes, "input": side["input"],
+                "output": {**side["output"], "meaning": "logits (int8 ones dequantised: (q - zero_point) * scale); "
+                           "softmax gives class probabilities"},
+                "arena_bytes": side["arena_bytes"], "flash_bytes": side.get("flash_bytes"),
+                "interpreters": "ai-edge-litert (requirements.txt) or tflite-micro (TFLM, when installed)"}
+    else:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        external = external_data_files(model, Path(onnx_path).parent)  # bundled beside model.onnx
+        inp = model.graph.input[0]
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        bundle_model = BUNDLE_MODEL
+        head = {"model_file": BUNDLE_MODEL, "precision": onnx_precision(model), "classes": classes,
+                "input": {"name": inp.name, "shape": dims, "dtype": "float32"},
+                "output": {"name": model.graph.output[0].name, "meaning": "logits; softmax gives class probabilities"}}
     folder_metrics = Path(onnx_path).parent / METRICS
     metrics = {}
     if folder_metrics.is_file():
@@ -182,19 +230,17 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         metrics["note"] = "the source PyTorch model on its test split (metrics.json)"
     check = manifest_entry(Path(onnx_path)).get("check")
     if check:
-        metrics["export_check"] = check  # this ONNX file against PyTorch, from the run's manifest.json
+        metrics["export_check"] = check  # this model file against PyTorch, from the run's manifest.json
     model_json = {
-        "model_file": BUNDLE_MODEL, "precision": onnx_precision(model), "classes": classes,
-        "input": {"name": inp.name, "shape": dims, "dtype": "float32"},
-        "output": {"name": model.graph.output[0].name, "meaning": "logits; softmax gives class probabilities"},
+        **head,
         "preprocessing": spec,
         "source": {"path": str(Path(onnx_path).resolve()), "sha256": sha256(onnx_path), "kind": artifact_kind(src),
                    "given": str(src)},
         "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes", "rr_features")},
         "metrics": metrics, "ecgtool_version": __version__,
     }
-    inits = {t.name for t in model.graph.initializer}
-    graph_inputs = [i for i in model.graph.input if i.name not in inits]
+    inits = set() if tflite else {t.name for t in model.graph.initializer}
+    graph_inputs = [] if tflite else [i for i in model.graph.input if i.name not in inits]
     rr_input = len(graph_inputs) > 1 and int(config.get("rr_features") or 0) > 0
     if rr_input:  # the second input, computed by ecg_features.py (a copy of baseline/features.py) before the graph
         second = graph_inputs[1]
@@ -204,9 +250,9 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         raise BadInput(f"{onnx_path}: a graph with {len(graph_inputs)} inputs but no RR head in its config")
     recorded = manifest_entry(Path(onnx_path)).get("sha256")
     with atomic_dir(out) as tmp:
-        shutil.copyfile(onnx_path, tmp / BUNDLE_MODEL)
+        shutil.copyfile(onnx_path, tmp / bundle_model)
         # the copy is what ships: hashed again so that a file replaced after the check above is refused too
-        shipped = sha256(tmp / BUNDLE_MODEL)
+        shipped = sha256(tmp / bundle_model)
         if is_verifying() and recorded and shipped != recorded:
             raise BadInput(f"{onnx_path}: differs from its SHA-256 in the run's manifest.json (changed while "
                            "packaging?); refusing to package it")
@@ -220,19 +266,21 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         shutil.copyfile(Path(episodes.__file__), tmp / BUNDLE_EPISODES)
         if rr_input:
             shutil.copyfile(Path(rr_features.__file__), tmp / BUNDLE_FEATURES)
-        write_text(tmp / "requirements.txt", RR_REQUIREMENTS if rr_input else REQUIREMENTS)
+        if tflite:
+            shutil.copyfile(Path(tflite_io.__file__), tmp / BUNDLE_TFLITE_IO)
+        write_text(tmp / "requirements.txt", REQUIREMENTS_TFLITE if tflite else RR_REQUIREMENTS if rr_input else REQUIREMENTS)
         write_text(tmp / "README.md", _bundle_readme(spec, model_json))
         names = sorted(p.name for p in tmp.iterdir())
         write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))
         for f in tmp.iterdir():  # temp files are private; a bundle is meant to be copied and read
             os.chmod(f, 0o755 if f.name == BUNDLE_RUNNER else 0o644)
-    _record_bundle(out, onnx_path)
+    _record_bundle(out, onnx_path, bundle_model)
     if tar:
         archive = out.with_name(out.name + ".tar.gz")
         with atomic_path(archive) as t, tarfile.open(t, "w:gz") as tf:
             tf.add(out, arcname=out.name)
         os.chmod(archive, 0o644)
-        record_artifact(archive, parent=out / BUNDLE_MODEL, run_dir=_run_of(out, onnx_path))
+        record_artifact(archive, parent=out / bundle_model, run_dir=_run_of(out, onnx_path))
     ui.info(f"package: {out} ({model_json['precision']}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
     return out
 
@@ -243,10 +291,29 @@ def _run_of(out: Path, source: Path) -> Path:
     return own if (own / MANIFEST).exists() else find_run_root(source)
 
 
-def _record_bundle(out: Path, source: Path) -> None:
+def _record_bundle(out: Path, source: Path, model: str = BUNDLE_MODEL) -> None:
     run = _run_of(out, source)
     for f in sorted(out.iterdir()):
-        record_artifact(f, parent=source if f.name == BUNDLE_MODEL else out / BUNDLE_MODEL, run_dir=run)
+        record_artifact(f, parent=source if f.name == model else out / model, run_dir=run)
+
+
+def _tflite_sidecar(path: Path, precision: str) -> dict:
+    """The sidecar of a .tflite to bundle (I/O scales and zero points, the measured arena, classes, preprocessing);
+    BadInput without one or when `precision` asks for another precision."""
+    side = litert_sidecar(path)
+    if not side.is_file():
+        raise BadInput(f"{path}: no {side.name} beside it (I/O quantisation, arena, classes); a bundle of a .tflite "
+                       "needs the one `ecgtool export --format litert-int8` writes")
+    try:
+        s = read_json(side)
+        ok = isinstance(s, dict) and all(k in s for k in ("format", "precision", "input", "output", "arena_bytes"))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise BadInput(f"{side}: not a LiteRT sidecar written by ecgtool export; cannot bundle {path.name}")
+    if precision not in ("auto", s["precision"]):
+        raise BadInput(f"{path}: this .tflite is {s['precision']}, not {precision} (omit --precision to ship it as it is)")
+    return s
 
 
 @click.command("package")
@@ -259,7 +326,7 @@ def _record_bundle(out: Path, source: Path) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @ui.quiet_option
 def package_command(artifact: Path, out: Path, **options: Any) -> None:
-    """Deploy bundle of ARTIFACT (model folder or .onnx) that runs with numpy, scipy and onnxruntime only."""
+    """Deploy bundle of ARTIFACT (model folder or .onnx: numpy, scipy and onnxruntime; .tflite: ai-edge-litert)."""
     opts = {k: v for k, v in options.items() if v is not None and v is not False}
     path = package(artifact, out, **opts)
     click.echo(str(path))

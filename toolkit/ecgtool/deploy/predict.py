@@ -2,7 +2,8 @@
 
 `predict` reads WFDB records (.hea; Challenge .hea + .mat too), .npy arrays and CSV columns,
 preprocesses them exactly as the training set was (the spec the artifact carries: config.json's
-"preprocessing", or a lone .onnx's metadata -- rate, window length, band-pass, lead), runs any artifact kind through `runtime.load` and
+"preprocessing", a lone .onnx's metadata or a lone .tflite's sidecar -- rate, window length, band-pass, lead),
+runs any artifact kind through `runtime.load` (a .tflite in the TFLM interpreter) and
 returns per-window rhythms with class probabilities and a record summary; with `explain` it adds the
 most relevant time spans of each window (Grad-CAM or occlusion, see explain.py) and a PNG per window.
 """
@@ -201,18 +202,38 @@ def _png_name(rec: Path, i: int, used: set[str]) -> str:
     return name
 
 
+def export_of(artifact: str | os.PathLike, export_format: str | None) -> Path:
+    """`artifact`, or with `export_format` (a format of `ecgtool export`, e.g. litert-int8) that format's file
+    in the model folder `artifact`; BadInput naming what is missing and the command that makes it."""
+    from ecgtool.export.formats import FORMATS
+
+    p = Path(artifact)
+    if export_format is None:
+        return p
+    if export_format not in FORMATS:
+        raise BadInput(f"--export-format {export_format}: unknown format (choose from {', '.join(FORMATS)})")
+    if not p.is_dir():
+        raise BadInput(f"{p}: --export-format needs a model folder (give the exported file itself instead)")
+    target = p / FORMATS[export_format].artifact
+    if not target.exists():
+        raise BadInput(f"{p}: no {FORMATS[export_format].artifact} in it; make it with "
+                       f"`ecgtool export {p} --format {export_format} --data DIR`")
+    return target
+
+
 def predict(artifact: str | os.PathLike, records: Sequence[str | os.PathLike], *, fs: float | None = None,
             lead: str | None = None, window_policy: str = "all", explain: bool | str = False,
             out: str | os.PathLike | None = None, threads: int | None = None, batch_size: int = 64,
-            **long: Any) -> list[dict]:
+            export_format: str | None = None, **long: Any) -> list[dict]:
     """Rhythm per window of each record with any artifact kind; see `predict_records` for the result.
 
     `explain`: False, True/'auto' (occlusion), 'gradcam' (PyTorch folders) or 'occlusion'; PNGs go to `out` when given. Bad records become {"record", "error"} entries.
+    `export_format`: run the model folder's export in that format (e.g. litert-int8: its .tflite in TFLM).
     `long`: hop, quality, min_episode_s, gap_s (see `predict_records`).
     """
     from ecgtool.runtime import load
 
-    predictor = load(artifact, **({"threads": threads} if threads else {}))
+    predictor = load(export_of(artifact, export_format), **({"threads": threads} if threads else {}))
     return predict_records(predictor, records, fs=fs, lead=lead, window_policy=window_policy, explain=explain,
                            out=out, batch_size=batch_size, **long)
 
@@ -242,9 +263,12 @@ FORMATS = ("table", "json", "csv", "wfdb")
 @click.option("--explain-method", type=click.Choice(["auto", "gradcam", "occlusion"]), help="auto (= occlusion: it localises beats better, benchmarks/RESULTS.md), gradcam (PyTorch folders), occlusion.")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for predictions.json and explanation PNGs (default: JSON on stdout).")
 @click.option("--threads", type=int, help="Inference threads.")
+@click.option("--export-format", metavar="FORMAT", help="Run the model folder's export in FORMAT instead of its "
+              "PyTorch weights (a format of `ecgtool export`, e.g. litert-int8: the .tflite in TFLite Micro).")
 @ui.quiet_option
 def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, explain_method: str | None,
-                    out: Path | None, fmt: str | None, no_quality: bool, reference: str | None = None,
+                    out: Path | None, fmt: str | None, no_quality: bool, export_format: str | None = None,
+                    reference: str | None = None,
                     **options: Any) -> None:
     """Rhythm per window of each RECORD (WFDB .hea, .npy or .csv) with ARTIFACT: burden, episodes, heart rate."""
     import sys
@@ -267,6 +291,7 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
         except UnusableRecord as exc:
             raise BadInput(str(exc)) from None
     fmt = fmt or ("json" if out is not None or explain or not sys.stdout.isatty() else "table")
+    artifact = export_of(artifact, export_format)
     predictor = load(artifact, **({"threads": opts.pop("threads")} if "threads" in opts else {}))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,22 @@ def export(model: str | Path, fmt: str, **options: Any) -> ExportResult:
     return ExportResult(fmt, target, recorded_check(target), files, seconds)
 
 
+def unavailable(fmt: str) -> str | None:
+    """Why format `fmt` cannot be built on this machine because its converter is not installed, else None.
+
+    litert-*: the [mcu] extra (litert-torch, ai-edge-quantizer, tflite-micro) must be installed. The other formats'
+    converters are install_requires (TensorRT formats always write their TensorRT-ready ONNX), so None.
+    """
+    spec = FORMATS[fmt]
+    if spec.target == "litert":
+        from ecgtool.export.litert import missing_module
+
+        name = missing_module()
+        if name is not None:
+            return f"the [mcu] extra is not installed ({name} not found): pip install -e '.[mcu]'"
+    return None
+
+
 #: every option some format takes: (option name, click declaration kwargs)
 _OPTION_HELP = {
     "data": dict(type=click.Path(path_type=Path), help="Prepared dataset: test split for the checks, training split for INT8 calibration."),

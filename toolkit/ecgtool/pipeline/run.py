@@ -2,7 +2,8 @@
 
 With no config it runs the embedded default (default.yaml): synthetic data, SE-ResNet and ResNet
 at depths 18 and 34 at width 16, the classical baseline, one pruning ratio, INT8 and FP16, every format
-this machine runs. OUT is the run folder (model folders, bench.*, report.*) with the dataset in OUT/data.
+this machine runs (litert-int8 for microcontrollers where the [mcu] extra is installed; without it one line
+says it was skipped and why). OUT is the run folder (model folders, bench.*, report.*) with the dataset in OUT/data.
 
 Validated before any step runs: every key of every section against the parameters of the function the
 step calls (inspect.signature) plus the pipeline's own keys, and the enumerated values (archs, depths,
@@ -291,8 +292,13 @@ def step_hashes(cfg: dict) -> dict[str, str]:
                 "quantize": ["compress", "quantize"], "export": ["compress", "quantize", "export"],
                 "bench": ["bench"], "report": ["report"]}
     out, prev = {}, ""
+    # a format skipped for want of its converter (litert-*: the [mcu] extra) is part of the export step's hash,
+    # so installing the converter later makes a resumed run build it
+    skipped = {"unavailable": _unavailable(list((cfg.get("export") or {}).get("formats") or []))}
     for step in STEPS:
-        blob = json.dumps({"prev": prev, **{s: cfg.get(s) for s in sections[step]}}, sort_keys=True, default=str)
+        blob = json.dumps({"prev": prev, **{s: cfg.get(s) for s in sections[step]},
+                           **(skipped if step == "export" and skipped["unavailable"] else {})},
+                          sort_keys=True, default=str)
         out[step] = prev = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return out
 
@@ -361,11 +367,22 @@ def _step_prune(cfg: dict, out: Path, resume: bool) -> list[Path]:
     return done
 
 
+def _unavailable(formats: list[str]) -> dict[str, str]:
+    """format -> why it cannot be built here (its converter is not installed), for the formats in `formats`."""
+    from ecgtool.export import unavailable
+
+    return {f: why for f in formats if (why := unavailable(f)) is not None}
+
+
 def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[Path]:
     from ecgtool.export import export
     from ecgtool.export.formats import FORMATS
 
     files = []
+    missing = _unavailable(formats)
+    for fmt, why in missing.items():  # one line per format, and the pipeline goes on without it
+        info(f"export {fmt}: skipped, {why}")
+    formats = [f for f in formats if f not in missing]
     for folder in _compressed(cfg, out):
         for fmt in formats:
             try:
@@ -598,9 +615,9 @@ def pipeline_command(config: str | None, out: str, show_config: bool) -> None:
         click.echo(yaml.safe_dump(load_config(config), sort_keys=False))
         return
     result = run_pipeline(config, out)
-    from ecgtool.bench.runner import SCREEN_COLUMNS
+    from ecgtool.bench.runner import SCREEN_COLUMNS, table_columns
 
-    print_table(as_percent(result["rows"]), SCREEN_COLUMNS, title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
+    print_table(as_percent(result["rows"]), table_columns(result["rows"], SCREEN_COLUMNS), title="ecgtool pipeline (F1 and accuracy in %, latency in ms, size in MB; "
                 "all columns in bench.md)")
     steps = ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in result["steps"].items())
     click.echo(f"steps: {steps}; total {result['seconds']:.0f} s")

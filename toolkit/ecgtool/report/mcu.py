@@ -52,6 +52,9 @@ def budget_lines(rows: Sequence[dict], budget: tuple[float, float], tolerance: f
                 "`ecgtool export MODEL --format litert-int8 --data DIR`)."]
     rec = recommend(fit, tolerance)
     best = rec["best"]
+    if best is None:  # every one that fits loses more F1 against its FP32 parent than the INT8 gate allows
+        return [f"{head} {len(fit)} of {len(mcu_rows(rows))} microcontroller artifacts fit, but none passes the INT8 "
+                "accuracy gate against its FP32 parent."] + [f"  {x}" for x in describe(rec)[1:]]
     line = (f"{head} **{best['model']} {best['variant']} on {best['runtime']}** (macro-F1 "
             f"{100 * best['macro_f1']:.2f} %, flash {best['flash_kb']:.1f} KB, RAM {best['ram_kb']:.1f} KB)")
     return [line + f"; {len(fit)} of {len(mcu_rows(rows))} microcontroller artifacts fit."] + \

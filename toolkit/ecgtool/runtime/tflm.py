@@ -3,7 +3,8 @@
 The `tflite-micro` wheel wraps TFLM's C++ MicroInterpreter (reference kernels) with a tensor arena of a
 fixed size, as on a microcontroller. Batches are run one window at a time (TFLM has no batch axis to
 resize); an INT8 model's input is quantised with the scale / zero point the file records and its output
-dequantised to float logits, so F1 is measured on what runs on the device. The arena is the smallest
+dequantised to float logits (ecgtool.runtime.tflite_io, the code a bundle's run.py uses too), so F1 is
+measured on what runs on the device. The arena is the smallest
 that runs (found by `min_arena`, recorded in the sidecar beside the file, core.names.litert_sidecar).
 Needs the `[mcu]` extra (pip install -e '.[mcu]').
 """
@@ -23,6 +24,7 @@ import numpy as np
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import read_json
 from ecgtool.core.names import litert_sidecar
+from ecgtool.runtime import tflite_io
 from ecgtool.runtime.base import PredictorBase, check_shape, config_and_classes, one_line
 
 #: the documented size of TFLM's core runtime: "the core runtime just fits in 16 KB on an Arm Cortex M3"
@@ -134,23 +136,12 @@ def min_arena(buf: bytes, x: np.ndarray, step: int = ARENA_STEP, path: Path | st
     return hi
 
 
-def quantise(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
-    """Float input -> the model's input dtype (int8: round(x / scale) + zero point, saturated)."""
-    if np.dtype(dtype) == np.float32:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+quantise = tflite_io.quantise  # float input -> the model's input dtype (one implementation, in tflite_io)
 
 
 def io_params(it) -> dict:
     """dtype, shape, scale and zero point of input 0 and output 0 of a TFLM interpreter."""
-    out = {}
-    for name, d in (("input", it.get_input_details(0)), ("output", it.get_output_details(0))):
-        q = d.get("quantization_parameters") or {}
-        scales, zps = list(q.get("scales", [])), list(q.get("zero_points", []))
-        out[name] = {"dtype": np.dtype(d["dtype"]).name, "shape": [int(s) for s in d["shape"]],
-                     "scale": float(scales[0]) if scales else 0.0, "zero_point": int(zps[0]) if zps else 0}
-    return out
+    return tflite_io.TfliteModel(it, "tflm").io
 
 
 @dataclass
@@ -165,10 +156,10 @@ class TflmPredictor(PredictorBase):
         side = litert_sidecar(self.path)
         self.sidecar = read_json(side) if side.is_file() else {}
         arena = self.arena or self.sidecar.get("arena_bytes") or 10 * len(self.buf)
-        self.interp = interpreter(self.buf, arena, self.path)
+        self.model = tflite_io.TfliteModel(interpreter(self.buf, arena, self.path), "tflm")
         self.arena = int(arena)
-        self.io = io_params(self.interp)
-        self.precision = "int8" if self.io["input"]["dtype"] == "int8" else "fp32"
+        self.io = self.model.io
+        self.precision = self.model.precision
         self.config, self.classes = config_and_classes(self.path)
         if not self.config:  # a lone .tflite with its sidecar
             self.config = self.sidecar.get("config", {})
@@ -177,24 +168,15 @@ class TflmPredictor(PredictorBase):
     def predict(self, batch: np.ndarray) -> np.ndarray:
         x = np.asarray(batch, dtype=np.float32)
         check_shape(self.path, self.io["input"]["shape"], x.shape)
-        i, o = self.io["input"], self.io["output"]
-        xq = quantise(x, i["scale"], i["zero_point"], np.dtype(i["dtype"]))
-        outs = []
         with captured_fd2() as cap:
             try:
-                for row in xq:
-                    self.interp.set_input(row[None], 0)
-                    self.interp.invoke()
-                    outs.append(np.array(self.interp.get_output(0)[0], copy=True))
+                y = self.model.predict(x)
             except RuntimeError as exc:
                 err = exc
             else:
                 err = None
         if err is not None:
             raise BadInput(f"{self.path}: TFLM invoke failed ({cap['text'].strip()[-200:] or one_line(err)})")
-        y = np.stack(outs).astype(np.float32)
-        if o["dtype"] != "float32":
-            y = (y - o["zero_point"]) * o["scale"]
         return y
 
 
