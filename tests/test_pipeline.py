@@ -183,3 +183,30 @@ def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path,
     big = pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "epochs": 5, "budget_s": 1e6}}), tmp_path, 1)
     assert big["epochs"] == 5
     assert pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "budget_s": 0}}), tmp_path, 1) is None
+
+
+def test_microcontroller_formats_only_for_models_whose_flash_estimate_fits(trained_source, capsys):
+    """export.mcu_flash_kb: litert-* is built for a model only where 1 byte per stored parameter + the TFLM
+    runtime fits; the estimate counts the weights file's parameters, and the skip is one line naming the model."""
+    from safetensors.numpy import load_file
+
+    from ecgtool.core.names import WEIGHTS
+    from ecgtool.core.ui import set_quiet
+    from ecgtool.pipeline.run import _fits_mcu
+    from ecgtool.runtime.tflm import RUNTIME_FLASH_BYTES, int8_flash_estimate_kb
+
+    folder = trained_source / "run" / "se_resnet18"
+    set_quiet(False)
+    params = sum(int(v.size) for v in load_file(str(folder / WEIGHTS)).values())
+    est = int8_flash_estimate_kb(folder / WEIGHTS)
+    assert est == pytest.approx((params + RUNTIME_FLASH_BYTES) / 1024)
+    assert _fits_mcu(folder, None, "litert-int8") and _fits_mcu(folder, est + 1, "litert-int8")
+    capsys.readouterr()
+    assert not _fits_mcu(folder, est - 1, "litert-int8")
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"export litert-int8: {folder.name} skipped") and "export.mcu_flash_kb" in line
+
+
+def test_mcu_flash_limit_is_bounded(tmp_path):
+    with pytest.raises(BadInput, match="export.mcu_flash_kb"):
+        load_config({**TINY, "export": {"formats": ["litert-int8"], "mcu_flash_kb": 0}})

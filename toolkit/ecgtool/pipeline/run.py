@@ -55,7 +55,7 @@ OWN_KEYS: dict[str, dict[str, Any]] = {
     "train": {"archs": None, "depths": None, "baseline": False, "budget_s": None},
     "prune": {"ratios": None, "epochs": 10},
     "quantize": {"precisions": None, "method": "minmax"},
-    "export": {"formats": None},
+    "export": {"formats": None, "mcu_flash_kb": None},
     "compress": {"models": None},
     "data.import": {"format": None, "src": None},
 }
@@ -209,6 +209,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "bench.warmup": (0, 100_000, True, False), "bench.min_runs": (1, 1_000_000, True, False),
     "bench.min_time_s": (0, 3600, False, False), "bench.max_eval": (1, 10**8, True, False),
     "bench.seed": (0, 2**32 - 1, True, False), "report.tolerance": (0, 100, False, False),
+    "export.mcu_flash_kb": (1, 10**8, False, False),
     "data.synth.per_class": (1, 1_000_000, True, False), "data.synth.total": (1, 10**8, True, False),
     "data.synth.seed": (0, 2**32 - 1, True, False), "data.import.seed": (0, 2**32 - 1, True, False),
 }
@@ -383,8 +384,11 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
     for fmt, why in missing.items():  # one line per format, and the pipeline goes on without it
         info(f"export {fmt}: skipped, {why}")
     formats = [f for f in formats if f not in missing]
+    limit = (cfg.get("export") or {}).get("mcu_flash_kb")
     for folder in _compressed(cfg, out):
         for fmt in formats:
+            if fmt.startswith("litert") and not _fits_mcu(folder, limit, fmt):
+                continue
             try:
                 opts = {k: v for k, v in extra.items() if k in FORMATS[fmt].options} if fmt.endswith("int8") else {}
                 res = export(folder, fmt, data=out / "data", **opts)  # e.g. --target is not an openvino-int8 option
@@ -394,6 +398,21 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
                     raise
                 info(f"{folder.name} {fmt}: {exc} (bench reports this row as skipped)")
     return files
+
+
+def _fits_mcu(folder: Path, limit_kb: float | None, fmt: str) -> bool:
+    """Whether a microcontroller format is built for `folder`: its INT8 flash estimate (runtime.tflm) is within
+    export.mcu_flash_kb (null: always); one line says why when not."""
+    if limit_kb is None:
+        return True
+    from ecgtool.runtime.tflm import int8_flash_estimate_kb
+
+    est = int8_flash_estimate_kb(folder / WEIGHTS)
+    if est <= limit_kb:
+        return True
+    info(f"export {fmt}: {folder.name} skipped, its INT8 flash estimate {est:.0f} KB exceeds export.mcu_flash_kb "
+         f"{limit_kb:g} KB (null: every model)")
+    return False
 
 
 def _int8_options(cfg: dict) -> dict:
