@@ -38,7 +38,7 @@ from torch import nn
 
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, calibration_set
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, judge
-from ecgtool.compress.quantize import compare_int8, onnx_logits, qdq_properties
+from ecgtool.compress.quantize import onnx_logits, report_on_test
 from ecgtool.compress.targets import Int8Form, form_for
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
@@ -224,21 +224,13 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
            "negative = INT8 gained)")
     (ui.info if v.passed else ui.warn)(msg)
     seconds = time.perf_counter() - start
-    report = compare_int8(Path(fp32_onnx), out, ds, "test", threads, optimize=not simulated)
-    drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
-    weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
     best = next((h["epoch"] for h in history if h.get("best")), None)
-    report.update({"target": target, "form": form.as_dict(), "method": "qat", "methods_tried": {},
-                   "per_channel": form.per_channel, "exclude": [], "symmetric": form.symmetric,
-                   "reduce_range": form.reduce_range, "gate": gate,
-                   "qat": {"epochs": epochs, "epochs_run": len(history), "best_epoch": best, "lr": lr,
-                           "batch_size": batch_size, "library": f"torch.ao.quantization (FX QAT, torch {torch.__version__})",
-                           "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_macro_f1")} for h in history]},
-                   "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}
-                   | {"path": str(cs.path)}, "macro_f1_drop": drop, "weak_classes": weak, "seconds": seconds,
-                   "qdq": qdq_properties(out)})
-    if drop > 0.01:
-        ui.warn(f"{out}: QAT INT8 test macro-F1 {report['int8_macro_f1']:.4f} is {100 * drop:.2f} points below FP32 "
-                f"({report['fp32_macro_f1']:.4f}); classes that lost > 1 point: {', '.join(weak) or 'none singly'}")
-    ui.info(f"qat: {out} ({out.stat().st_size / 1e6:.2f} MB) in {seconds:.1f} s")
-    return {"path": str(out), **report}
+    return report_on_test(Path(fp32_onnx), out, ds, threads, simulated, cs, seconds, "qat", "QAT INT8",
+                       {"target": target, "form": form.as_dict(), "method": "qat", "methods_tried": {},
+                        "per_channel": form.per_channel, "exclude": [], "symmetric": form.symmetric,
+                        "reduce_range": form.reduce_range, "gate": gate,
+                        "qat": {"epochs": epochs, "epochs_run": len(history), "best_epoch": best, "lr": lr,
+                                "batch_size": batch_size,
+                                "library": f"torch.ao.quantization (FX QAT, torch {torch.__version__})",
+                                "history": [{k: h[k] for k in ("epoch", "train_loss", "val_loss", "val_macro_f1")}
+                                            for h in history]}})

@@ -280,18 +280,25 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
     seconds = time.perf_counter() - start
-    report = compare_int8(fp32, out, ds, "test", threads, optimize=not simulated)
+    excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])
+    return report_on_test(fp32, out, ds, threads, simulated, cs, seconds, "quantize", "INT8",
+                       {"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
+                        "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
+                        "reduce_range": form.reduce_range, "gate": gate_report})
+
+
+def report_on_test(fp32: Path, out: Path, ds, threads: int | None, simulated: bool, cs, seconds: float, step: str,
+                what: str, fields: dict) -> dict:
+    """The report of an INT8 file `out` (post-training or QAT): FP32 vs INT8 on the test split (`compare_int8`),
+    `fields`, the calibration set `cs`, the drop and the classes that lost > 1 point, warned about when > 1 point."""
+    report = compare_int8(Path(fp32), out, ds, "test", threads, optimize=not simulated)
     drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
     weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
-    excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])
-    report.update({"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
-                   "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
-                   "reduce_range": form.reduce_range, "gate": gate_report,
-                   "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}
+    report.update({**fields, "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}
                    | {"path": str(cs.path)}, "macro_f1_drop": drop, "weak_classes": weak, "seconds": seconds,
                    "qdq": qdq_properties(out)})
     if drop > 0.01:
-        ui.warn(f"{out}: INT8 test macro-F1 {report['int8_macro_f1']:.4f} is {100 * drop:.2f} points below FP32 "
+        ui.warn(f"{out}: {what} test macro-F1 {report['int8_macro_f1']:.4f} is {100 * drop:.2f} points below FP32 "
                 f"({report['fp32_macro_f1']:.4f}); classes that lost > 1 point: {', '.join(weak) or 'none singly'}")
-    ui.info(f"quantize: {out} ({out.stat().st_size / 1e6:.2f} MB) in {seconds:.1f} s")
+    ui.info(f"{step}: {out} ({out.stat().st_size / 1e6:.2f} MB) in {seconds:.1f} s")
     return {"path": str(out), **report}

@@ -21,7 +21,7 @@ def packageable(row: dict) -> bool:
 def why_not(row: dict) -> str:
     if row.get("arch") == "rr_baseline" or row.get("kind") == "baseline":
         return ("the RR baseline is not packaged: its features need wfdb's XQRS and its classifier is a "
-                "scikit-learn model without a pickle-free export here; a bundle ships ONNX models only")
+                "scikit-learn model without a pickle-free export here; a bundle ships ONNX and .tflite models only")
     if row.get("kind") == "tflm":
         return ("a microcontroller artifact: its firmware takes the C export beside the .tflite (model.*-c/); "
                 "`ecgtool package` of the .tflite gives a bundle for checking it on a computer")
