@@ -345,3 +345,34 @@ def test_batched_gate_equals_per_window_definition_on_generated_windows():
         assert batch_quality(x, fs, raws, 360) == ref
 
     check()
+
+
+@pytest.mark.parametrize("text", ["0.5\n-1.25\n\n3e-3\n" * 50, "MLII,V5\n0.5,1\n-1.25,2\n\n3e-3,4\n" * 1])
+def test_csv_chunks_are_the_same_with_pandas_and_with_loadtxt(tmp_path, monkeypatch, text):
+    """ecgtool reads CSV with pandas' C parser (installed with wfdb); a bundle without it uses np.loadtxt: the same
+    float64 values, blank lines skipped, a non-numeric value refused by both."""
+    import sys
+
+    from ecgtool.data import preprocess as pre
+    from ecgtool.data.stream import open_record
+
+    pytest.importorskip("pandas")
+    f = tmp_path / "r.csv"
+    f.write_text(text)
+
+    def read(lead=None):
+        _, chunks = open_record(f, 100.0, lead, 1, chunk_s=0.07)
+        return np.concatenate(list(chunks), axis=1)
+
+    with_pandas = read("MLII" if text.startswith("MLII") else None)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    without = read("MLII" if text.startswith("MLII") else None)
+    assert with_pandas.dtype == without.dtype == np.float64 and np.array_equal(with_pandas, without)
+    assert with_pandas.shape[1] == text.count("\n") - text.count("\n\n") - text.startswith("MLII")
+    monkeypatch.undo()
+    f.write_text(text.replace("-1.25", "abc", 1))
+    for block in (False, True):
+        if block:
+            monkeypatch.setitem(sys.modules, "pandas", None)
+        with pytest.raises(pre.UnusableRecord, match="non-numeric value in CSV"):
+            read("MLII" if text.startswith("MLII") else None)

@@ -260,9 +260,11 @@ def _check_bundle(bundle: Path) -> dict:
                 imported[name].add(node.module.split(".")[0])
     # run.py imports ecgtool only when it runs as ecgtool.deploy.bundle_runner; in a bundle, the copy beside it
     # (ecg_features, a copy of baseline/features.py, which only an RR-head model's bundle ships;
-    #  ecg_tflite: only for a .tflite model, which an ONNX bundle does not hold)
-    optional = {Path(BUNDLE_FEATURES).stem, "ecg_tflite"}
-    assert imported["run.py"] - set(sys.stdlib_module_names) == {"numpy", "onnxruntime", "ecgtool"} | shipped | optional
+    #  ecg_tflite: only for a .tflite model, which an ONNX bundle does not hold;
+    #  pandas: ecg_stream reads CSV with it where installed (with wfdb), else np.loadtxt)
+    optional = {Path(BUNDLE_FEATURES).stem, "ecg_tflite", "pandas"}
+    assert imported["run.py"] - set(sys.stdlib_module_names) == ({"numpy", "onnxruntime", "ecgtool"} | shipped
+                                                                   | optional - {"pandas"})
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
     assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)
             - {"ecgtool"} - shipped - optional) == {"numpy", "scipy", "onnxruntime", "wfdb"}

@@ -739,6 +739,13 @@ def _csv_chunks(path: Path, lead: str | None, channels: int, n: int) -> Iterator
         else:
             raise pre.UnusableRecord(f"{ncol} columns, the model takes {channels}; pick one with --lead")
 
+    try:  # pandas' C parser (installed with wfdb) reads CSV ~4x faster than np.loadtxt, to the same float64 values
+        import pandas as pd
+    except ImportError:  # a bundle without wfdb: np.loadtxt below
+        pd = None
+    if pd is not None:
+        return _csv_chunks_pandas(pd, fh, header is not None, cols, n)
+
     def gen() -> Iterator[np.ndarray]:
         with fh:
             carry = [fh_first] if fh_first else []
@@ -755,6 +762,36 @@ def _csv_chunks(path: Path, lead: str | None, channels: int, n: int) -> Iterator
                         data = np.loadtxt(lines, delimiter=",", ndmin=2, usecols=cols, dtype=np.float64)
                     except ValueError as exc:
                         raise pre.UnusableRecord(f"non-numeric value in CSV ({exc})") from None
+                if data.size:
+                    yield data.T
+    return gen()
+
+
+def _csv_chunks_pandas(pd, fh, has_header: bool, cols: list[int], n: int) -> Iterator[np.ndarray]:
+    """[C, <=n] float64 chunks of an open CSV (after its header line, or rewound when it has none) by pandas'
+    C parser; blank lines are skipped as np.loadtxt skips them; a non-numeric value is UnusableRecord."""
+    if not has_header:
+        fh.seek(0)
+    try:
+        reader = pd.read_csv(fh, header=None, usecols=cols, dtype=np.float64, chunksize=n, engine="c",
+                             skip_blank_lines=True, skipinitialspace=True)
+    except Exception as exc:  # pandas raises EmptyDataError, ParserError or ValueError here
+        fh.close()
+        if type(exc).__name__ == "EmptyDataError":
+            return iter(())
+        raise pre.UnusableRecord(f"non-numeric value in CSV ({type(exc).__name__}: {exc})") from None
+
+    def gen() -> Iterator[np.ndarray]:
+        with fh:
+            while True:
+                try:
+                    frame = next(reader)
+                except StopIteration:
+                    return
+                except Exception as exc:  # ValueError (a value that is not a number), ParserError (ragged rows)
+                    raise pre.UnusableRecord(f"non-numeric value in CSV ({type(exc).__name__}: "
+                                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                data = frame.to_numpy(dtype=np.float64)
                 if data.size:
                     yield data.T
     return gen()
