@@ -65,9 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ui.set_quiet(True)
     out, t0 = args.out, time.perf_counter()
-    paths = R.prepare_data(out, 10, 0)
-    cross = {"challenge": paths["challenge"],
-             "mitdb": R.every_nth_window(paths["mitdb"], args.cross_stride, out / "data" / f"mitdb-all-every{args.cross_stride}")}
+    paths, cross = R.cross_targets(out, args.cross_stride)
     rows = []
     for variant in [v for v in args.variants.split(",") if v]:
         archs, opts = VARIANTS[variant]

@@ -162,6 +162,14 @@ def every_nth_window(real: Path, stride: int, dest: Path) -> Path:
     return dest
 
 
+def cross_targets(out: Path, stride: int, tag: str = "all") -> tuple[dict[str, Path], dict[str, Path]]:
+    """(the prepared datasets, the cross-dataset targets): the Challenge sample whole, MIT-BIH every
+    `stride`-th window (every_nth_window), as adapt_cross.py and bench_cross.py score them."""
+    paths = prepare_data(out, 10, 0)
+    return paths, {"challenge": paths["challenge"],
+                   "mitdb": every_nth_window(paths["mitdb"], stride, out / "data" / f"mitdb-{tag}-every{stride}")}
+
+
 def train_variant(variant: str, data: Path, run: Path, args, pretrain: Path | None) -> list[Path]:
     """Train one variant into `run` (resuming a run folder that is already there); its model folders."""
     from ecgtool.train.run import train_models
