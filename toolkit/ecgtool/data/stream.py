@@ -223,6 +223,18 @@ def _plateau_frac(raw: np.ndarray, fs_raw: float) -> float:
     return total / raw.size
 
 
+def noise_reason(hf: float, n_peaks: int, corr: float | None) -> str | None:
+    """Why a window is too noisy (out-of-band power share `hf`, `n_peaks` R peaks, beat-template correlation
+    `corr`), or None; the one rule of window_quality and batch_quality."""
+    if hf > NOISE_HF_MAX:
+        return f"out-of-band power {100 * hf:.0f} % > {100 * NOISE_HF_MAX:.0f} %"
+    if corr is None:
+        return f"fewer than 2 beats detected ({n_peaks})"
+    if corr < NOISE_TEMPLATE_MIN:
+        return f"beat-template correlation {corr:.2f} < {NOISE_TEMPLATE_MIN}"
+    return None
+
+
 def window_quality(x: np.ndarray, fs: float, raw: np.ndarray | None = None, fs_raw: float | None = None,
                    flat_mv: float = pre.FLAT_MV) -> tuple[str, dict]:
     """(status, details) of one window [C, L] at the model rate (`raw`: the input samples it came from).
@@ -236,7 +248,6 @@ def window_quality(x: np.ndarray, fs: float, raw: np.ndarray | None = None, fs_r
     if not np.all(np.isfinite(raw)) or not np.all(np.isfinite(x)):
         return "non-finite", {"reason": f"{int((~np.isfinite(raw)).sum())} non-finite input sample(s)"}
     details: dict = {}
-    worst = None
     for lead in range(x.shape[0]):
         s = x[lead]
         if np.ptp(s) < flat_mv:
@@ -258,12 +269,7 @@ def window_quality(x: np.ndarray, fs: float, raw: np.ndarray | None = None, fs_r
         if lead == 0:
             details = {"hr_bpm": heart_rate(peaks, fs), "sqi": None if corr is None else round(corr, 3),
                        "hf": round(hf, 3)}
-        if hf > NOISE_HF_MAX:
-            worst = f"out-of-band power {100 * hf:.0f} % > {100 * NOISE_HF_MAX:.0f} %"
-        elif corr is None:
-            worst = f"fewer than 2 beats detected ({len(peaks)})"
-        elif corr < NOISE_TEMPLATE_MIN:
-            worst = f"beat-template correlation {corr:.2f} < {NOISE_TEMPLATE_MIN}"
+        worst = noise_reason(hf, len(peaks), corr)
         if worst:
             return "noisy", {**details, "reason": worst}
     return QUALITY_OK, details
@@ -501,13 +507,7 @@ def batch_quality(x: np.ndarray, fs: float, raws: list[np.ndarray] | None = None
             hf, peaks, corr = float(hf_all[j]), peaks_g[q], corr_g[q]
             if lead == 0:
                 details[i] = {"hr_bpm": hr_g[q], "sqi": None if corr is None else round(corr, 3), "hf": round(hf, 3)}
-            worst = None
-            if hf > NOISE_HF_MAX:
-                worst = f"out-of-band power {100 * hf:.0f} % > {100 * NOISE_HF_MAX:.0f} %"
-            elif corr is None:
-                worst = f"fewer than 2 beats detected ({len(peaks)})"
-            elif corr < NOISE_TEMPLATE_MIN:
-                worst = f"beat-template correlation {corr:.2f} < {NOISE_TEMPLATE_MIN}"
+            worst = noise_reason(hf, len(peaks), corr)
             if worst:
                 out[i] = ("noisy", {**details[i], "reason": worst})
     return [o if o is not None else (QUALITY_OK, details[i]) for i, o in enumerate(out)]
@@ -775,10 +775,11 @@ def _csv_chunks_pandas(pd, fh, has_header: bool, cols: list[int], n: int) -> Ite
     try:
         reader = pd.read_csv(fh, header=None, usecols=cols, dtype=np.float64, chunksize=n, engine="c",
                              skip_blank_lines=True, skipinitialspace=True)
-    except Exception as exc:  # pandas raises EmptyDataError, ParserError or ValueError here
+    except pd.errors.EmptyDataError:  # nothing after the header
         fh.close()
-        if type(exc).__name__ == "EmptyDataError":
-            return iter(())
+        return iter(())
+    except Exception as exc:  # ParserError or ValueError
+        fh.close()
         raise pre.UnusableRecord(f"non-numeric value in CSV ({type(exc).__name__}: {exc})") from None
 
     def gen() -> Iterator[np.ndarray]:

@@ -387,7 +387,7 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
     limit = (cfg.get("export") or {}).get("mcu_flash_kb")
     for folder in _compressed(cfg, out):
         for fmt in formats:
-            if fmt.startswith("litert") and not _fits_mcu(folder, limit, fmt):
+            if FORMATS[fmt].target == "litert" and not _fits_mcu(folder, limit, fmt):
                 continue
             try:
                 opts = {k: v for k, v in extra.items() if k in FORMATS[fmt].options} if fmt.endswith("int8") else {}
