@@ -66,7 +66,7 @@ def build(tmp: Path, hours: float) -> tuple[Path, Path]:
 
 def stages(model: str, npy: Path, gate: str, batch_size: int, fs: float | None = 200.0) -> dict:
     """Seconds per stage of predict_records on `npy` (see the module doc); gate 'window' or 'batch'."""
-    from ecgtool.data import stream
+    from ecgtool.data import quality, stream
     from ecgtool.deploy import predict as pr
     from ecgtool.runtime import load
 
@@ -81,7 +81,7 @@ def stages(model: str, npy: Path, gate: str, batch_size: int, fs: float | None =
                 acc[name] += time.perf_counter() - t
         return wrapper
 
-    per_window = lambda x, fs, raws, fs_raw, flat: [stream.window_quality(w, fs, r, fs_raw, flat)  # noqa: E731
+    per_window = lambda x, fs, raws, fs_raw, flat: [quality.window_quality(w, fs, r, fs_raw, flat)  # noqa: E731
                                                     for w, r in zip(x, raws)]
     saved = (stream.batch_quality, stream.Resampler.push, stream.Resampler.flush, stream.open_record)
 

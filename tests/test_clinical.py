@@ -16,7 +16,8 @@ from scipy.signal import resample_poly
 from conftest import copy_trained, shared_data
 from ecgtool.cli.main import main as cli
 from ecgtool.data.preprocess import resample
-from ecgtool.data.stream import Resampler, StreamCore, batch_quality, window_quality
+from ecgtool.data.quality import batch_quality, window_quality
+from ecgtool.data.stream import Resampler, StreamCore
 from ecgtool.deploy.episodes import clinical_summary, episodes
 from ecgtool.deploy.package import package
 from ecgtool.deploy.predict import predict

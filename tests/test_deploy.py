@@ -20,7 +20,7 @@ from conftest import shared_data
 from deploy_fixtures import bandpassed_dataset, record_360, trained
 from ecgtool.deploy import bundle_runner
 from ecgtool.cli.main import main as cli
-from ecgtool.core.names import BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_PREPROCESS, BUNDLE_STREAM
+from ecgtool.core.names import BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_PREPROCESS, BUNDLE_QUALITY, BUNDLE_STREAM
 from ecgtool.data import preprocess
 from ecgtool.data.preprocess import SPEC_KEYS, make_spec, spec_from_meta
 from ecgtool.deploy.package import package
@@ -242,16 +242,17 @@ def test_predict_explain_writes_spans_and_pngs(setup, tmp_path):
 
 def _check_bundle(bundle: Path) -> dict:
     names = {p.name for p in bundle.iterdir()}
-    assert names == {"model.onnx", "model.json", "run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES,
-                     "requirements.txt", "README.md", "SHA256SUMS"}
-    shipped = {Path(n).stem for n in (BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES)}
+    assert names == {"model.onnx", "model.json", "run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_QUALITY,
+                     BUNDLE_EPISODES, "requirements.txt", "README.md", "SHA256SUMS"}
+    runner_imports = {Path(n).stem for n in (BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES)}
+    shipped = runner_imports | {Path(BUNDLE_QUALITY).stem}
     assert (bundle / BUNDLE_PREPROCESS).read_bytes() == Path(preprocess.__file__).read_bytes()  # one implementation
     for line in (bundle / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split("  ")
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     assert set((bundle / "requirements.txt").read_text().split("\n")[:3]) >= {"numpy>=1.22", "scipy>=1.8", "onnxruntime>=1.16"}
     imported = {}
-    for name in ("run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_EPISODES):
+    for name in ("run.py", BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_QUALITY, BUNDLE_EPISODES):
         imported[name] = set()
         for node in ast.walk(ast.parse((bundle / name).read_text())):
             if isinstance(node, ast.Import):
@@ -263,7 +264,7 @@ def _check_bundle(bundle: Path) -> dict:
     #  ecg_tflite: only for a .tflite model, which an ONNX bundle does not hold;
     #  pandas: ecg_stream reads CSV with it where installed (with wfdb), else np.loadtxt)
     optional = {Path(BUNDLE_FEATURES).stem, "ecg_tflite", "pandas"}
-    assert imported["run.py"] - set(sys.stdlib_module_names) == ({"numpy", "onnxruntime", "ecgtool"} | shipped
+    assert imported["run.py"] - set(sys.stdlib_module_names) == ({"numpy", "onnxruntime", "ecgtool"} | runner_imports
                                                                    | optional - {"pandas"})
     assert imported[BUNDLE_PREPROCESS] - set(sys.stdlib_module_names) == {"numpy", "scipy", "wfdb"}
     assert ((set().union(*imported.values())) - set(sys.stdlib_module_names)

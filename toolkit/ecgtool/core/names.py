@@ -36,8 +36,10 @@ BUNDLE_SPEC = "model.json"
 BUNDLE_MODEL = "model.onnx"
 BUNDLE_RUNNER = "run.py"
 BUNDLE_PREPROCESS = "ecg_preprocess.py"
-#: copies of data/stream.py (chunked reading, quality, streaming) and deploy/episodes.py (burden, episodes)
+#: copies of data/stream.py (chunked reading, streaming), data/quality.py (the per-window signal quality gate,
+#: imported by ecg_stream.py) and deploy/episodes.py (burden, episodes)
 BUNDLE_STREAM = "ecg_stream.py"
+BUNDLE_QUALITY = "ecg_quality.py"
 BUNDLE_EPISODES = "ecg_episodes.py"
 #: copy of baseline/features.py in the bundle of an RR-head model (its second input, computed in numpy)
 BUNDLE_FEATURES = "ecg_features.py"

@@ -29,9 +29,9 @@ from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write
 from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, record_artifact, verify_artifact
 from ecgtool.baseline import features as rr_features
 from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER,
-                                BUNDLE_SPEC, BUNDLE_STREAM, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, CONFIG, MANIFEST, METRICS,
+                                BUNDLE_QUALITY, BUNDLE_SPEC, BUNDLE_STREAM, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, CONFIG, MANIFEST, METRICS,
                                 WEIGHTS, litert_sidecar)
-from ecgtool.data import preprocess, stream
+from ecgtool.data import preprocess, quality, stream
 from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
 from ecgtool.runtime import tflite_io
@@ -105,7 +105,8 @@ def external_data_files(model, folder: Path) -> list[Path]:
         if not loc or "/" in loc or "\\" in loc or loc in (".", "..") or len(loc) > 255:
             raise BadInput(f"{folder}: external-data weights at {loc[:80]!r}: not a file name beside the model; "
                            "refusing to package it")
-        if loc in (BUNDLE_MODEL, BUNDLE_SPEC, BUNDLE_RUNNER, BUNDLE_PREPROCESS, BUNDLE_FEATURES, "SHA256SUMS", "README.md",
+        if loc in (BUNDLE_MODEL, BUNDLE_SPEC, BUNDLE_RUNNER, BUNDLE_PREPROCESS, BUNDLE_STREAM, BUNDLE_QUALITY,
+                   BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, "SHA256SUMS", "README.md",
                    "requirements.txt"):
             raise BadInput(f"{folder / loc}: external-data file name clashes with a bundle file; refusing to package it")
         path = folder / loc
@@ -263,6 +264,7 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         shutil.copyfile(Path(bundle_runner.__file__), tmp / BUNDLE_RUNNER)
         shutil.copyfile(Path(preprocess.__file__), tmp / BUNDLE_PREPROCESS)
         shutil.copyfile(Path(stream.__file__), tmp / BUNDLE_STREAM)
+        shutil.copyfile(Path(quality.__file__), tmp / BUNDLE_QUALITY)
         shutil.copyfile(Path(episodes.__file__), tmp / BUNDLE_EPISODES)
         if rr_input:
             shutil.copyfile(Path(rr_features.__file__), tmp / BUNDLE_FEATURES)
