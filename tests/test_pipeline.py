@@ -185,6 +185,20 @@ def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path,
     assert pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "budget_s": 0}}), tmp_path, 1) is None
 
 
+def test_the_plan_counts_a_litert_export_for_each_model_that_fits_the_flash_budget(monkeypatch):
+    """The expected duration adds LITERT_S per litert-* export that _fits_mcu would build: the default's
+    se_resnet18 w16 (~560 KB estimated) is over 256 KB and its 50 %-pruned child (~150 KB) is under."""
+    from ecgtool.pipeline import run as pr
+
+    monkeypatch.setattr(pr, "_unavailable", lambda formats: {})
+    cfg = load_config(None)
+    assert cfg["export"]["mcu_flash_kb"] == 256 and cfg["prune"]["ratios"] == [0.5]
+    assert pr._litert_s(cfg, 16, 7, 2000) == pr.LITERT_S
+    assert pr._litert_s({**cfg, "export": {**cfg["export"], "mcu_flash_kb": None}}, 16, 7, 2000) == 2 * pr.LITERT_S
+    assert pr._litert_s({**cfg, "export": {**cfg["export"], "mcu_flash_kb": 100}}, 16, 7, 2000) == 0
+    assert pr._litert_s({**cfg, "export": {**cfg["export"], "formats": ["onnx-int8"]}}, 16, 7, 2000) == 0
+
+
 def test_microcontroller_formats_only_for_models_whose_flash_estimate_fits(trained_source, capsys):
     """export.mcu_flash_kb: litert-* is built for a model only where 1 byte per stored parameter + the TFLM
     runtime fits; the estimate counts the weights file's parameters, and the skip is one line naming the model."""

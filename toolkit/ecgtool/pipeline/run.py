@@ -457,6 +457,9 @@ PROBE_S = 2.0  # seconds of timed training steps
 #: (bench's minimum timing, library loads) and a part that scales with the probe (the default job: 136 s at
 #: 7.3 ms per record, 1 thread, load 4-5)
 REST_S = (20.0, 16.0)
+#: one litert-* export (PyTorch -> LiteRT conversion, full-integer calibration, the TFLM check, TensorFlow's
+#: import): the demo's pruned child took ~25 s and its 636-KB parent 41.6 s (benchmarks/RESULTS.md, make demo)
+LITERT_S = 30.0
 
 
 def probe_ms_per_record(width: int, length: int, channels: int, classes: int, batch_size: int,
@@ -529,9 +532,29 @@ def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
     prune_s = sum(per_record * (1 - r) ** 2 * int(p.get("epochs", 10)) + 2
                   for r in p.get("ratios") or [] for _ in (cfg.get("compress") or {}).get("models") or [])
     rest_s = (REST_S[0] + REST_S[1] * ms) * max(1, len((cfg.get("compress") or {}).get("models") or []))
-    expected = 5 + epochs * epoch_s + 5 * bool(t.get("baseline")) + prune_s + rest_s
+    expected = 5 + epochs * epoch_s + 5 * bool(t.get("baseline")) + prune_s + rest_s + _litert_s(cfg, width, k, length)
     return {"epochs": epochs, "most_epochs": most, "budget_s": budget, "epoch_s": round(epoch_s, 1),
             "probe_ms_per_record": round(ms, 3), "threads": threads, "expected_s": round(expected)}
+
+
+def _litert_s(cfg: dict, width: int, classes: int, length: int) -> float:
+    """Expected seconds of the litert-* exports: LITERT_S for each compressed model (pruned children by their
+    kept fraction squared of the parameters) whose flash estimate fits export.mcu_flash_kb (as _fits_mcu)."""
+    from ecgtool.export.formats import FORMATS
+    from ecgtool.models import get_model, model_stats
+    from ecgtool.runtime.tflm import params_flash_kb
+
+    ex = cfg.get("export") or {}
+    n_fmt = sum(1 for f in ex.get("formats") or [] if f in FORMATS and FORMATS[f].target == "litert")
+    if not n_fmt or _unavailable([f for f in ex.get("formats") or [] if f in FORMATS and FORMATS[f].target == "litert"]):
+        return 0.0
+    limit = ex.get("mcu_flash_kb")
+    kept = [1.0] + [1 - r for r in (cfg.get("prune") or {}).get("ratios") or []]
+    n = 0
+    for name in (cfg.get("compress") or {}).get("models") or []:
+        params = model_stats(get_model(name, width=width, num_classes=classes), length=length)["params"]
+        n += sum(1 for f in kept if limit is None or params_flash_kb(params * f * f) <= limit)
+    return LITERT_S * n_fmt * n
 
 
 def _say_plan(plan: dict, threads_why: str) -> None:

@@ -46,7 +46,12 @@ def int8_flash_estimate_kb(weights: str | os.PathLike) -> float:
 
     with safe_open(str(weights), framework="numpy") as f:
         n = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
-    return (n + RUNTIME_FLASH_BYTES) / 1024
+    return params_flash_kb(n)
+
+
+def params_flash_kb(n_params: int) -> float:
+    """The flash estimate of `int8_flash_estimate_kb` from a parameter count (one byte each + the runtime)."""
+    return (int(n_params) + RUNTIME_FLASH_BYTES) / 1024
 
 
 def require_tflm(path: Path | str = "model"):
