@@ -343,3 +343,32 @@ def test_without_the_extra_export_and_load_say_how_to_install(tmp_path):
     fake.write_bytes(b"TFL3")
     with pytest.raises(BadInput, match=r"model\.fp32\.tflite: TensorFlow Lite Micro is not installed"):
         runtime.load(fake)
+
+
+def test_converter_output_is_kept_out_of_the_console_unless_the_conversion_fails(capfd, monkeypatch):
+    """_quiet captures what the converters write (file descriptors 1 and 2, as TensorFlow's C++ logging
+    does, and Python warnings); on success nothing reaches the console, on failure the log's tail does."""
+    import os
+    import warnings
+
+    from ecgtool.export import litert
+
+    monkeypatch.delenv(litert.CONVERTER_LOG_ENV, raising=False)
+    with litert._quiet():
+        os.write(1, b"I0000 progress on fd 1\n")
+        os.write(2, b"W0000 log on fd 2\n")
+        print("(00:00) [START] Convert")
+        warnings.warn("a library warning")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    with pytest.raises(RuntimeError):
+        with litert._quiet():
+            os.write(2, b"E0000 the reason it failed\n")
+            raise RuntimeError("conversion failed")
+    out, err = capfd.readouterr()
+    assert out == "" and "the converter's last output lines" in err and "E0000 the reason it failed" in err
+    monkeypatch.setenv(litert.CONVERTER_LOG_ENV, "show")
+    with litert._quiet():
+        print("shown")
+    out, err = capfd.readouterr()
+    assert out == "" and "shown" in err

@@ -72,9 +72,10 @@ def missing_module() -> str | None:
 
 def _require(where: str | Path = "model"):
     try:
-        import litert_torch  # noqa: F401
-        from ai_edge_quantizer import quantizer  # noqa: F401
-        from tflite_micro.python.tflite_micro import runtime  # noqa: F401
+        with _quiet():  # importing them logs (torchao's missing CUDA kernels, TensorFlow's oneDNN notice)
+            import litert_torch  # noqa: F401
+            from ai_edge_quantizer import quantizer  # noqa: F401
+            from tflite_micro.python.tflite_micro import runtime  # noqa: F401
     except ImportError as exc:
         name = (exc.name or str(exc)).split(".")[0]
         raise BadInput(f"{where}: litert export needs the [mcu] extra: pip install -e '.[mcu]' ({name} missing)") from None
@@ -148,11 +149,56 @@ def pack_inline(buf: bytes) -> bytes:
         return Path(dst).read_bytes()
 
 
+#: where the converters' own output goes: ECGTOOL_CONVERTER_LOG=show prints it live (on stderr)
+CONVERTER_LOG_ENV = "ECGTOOL_CONVERTER_LOG"
+
+
 @contextlib.contextmanager
 def _quiet():
-    """The converters print progress to stdout: send it to stderr (the CLI's stdout is its result)."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """TensorFlow's C++ logging, litert-torch's progress lines, tqdm bars and the libraries' warnings (~50
+    lines per model) go to a temporary log, file descriptors 1 and 2 included; if the block fails, the log's
+    last lines go to stderr before the error. ECGTOOL_CONVERTER_LOG=show sends them to stderr instead (the
+    CLI's stdout is its result either way)."""
+    import logging
+    import warnings
+
+    if os.environ.get(CONVERTER_LOG_ENV) == "show":
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    levels = {name: logging.getLogger(name).level for name in ("torchao", "absl", "tensorflow", "jax")}
+    with tempfile.TemporaryFile("w+b") as log, open(log.fileno(), "w", buffering=1, closefd=False) as text:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            for name in levels:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            with warnings.catch_warnings(), contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                warnings.simplefilter("ignore")
+                yield
+        except BaseException:
+            text.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[1], 2)
+            log.seek(0)
+            tail = log.read().decode("utf-8", "replace").splitlines()[-20:]
+            if tail:
+                print("litert: the converter's last output lines:\n  " + "\n  ".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 # --- conversion ---------------------------------------------------------------------------------------
@@ -182,11 +228,11 @@ def quantize_int8(fp32: bytes, calib: np.ndarray) -> bytes:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
 
-    sig = Interpreter(model_content=fp32).get_signature_list()["serving_default"]["inputs"][0]
-    data = {"serving_default": [{sig: np.ascontiguousarray(x[None], dtype=np.float32)} for x in calib]}
-    rm = recipe_manager.RecipeManager()
-    rm.load_quantization_recipe(recipe.static_wi8_ai8())
     with _quiet():
+        sig = Interpreter(model_content=fp32).get_signature_list()["serving_default"]["inputs"][0]
+        data = {"serving_default": [{sig: np.ascontiguousarray(x[None], dtype=np.float32)} for x in calib]}
+        rm = recipe_manager.RecipeManager()
+        rm.load_quantization_recipe(recipe.static_wi8_ai8())
         cal = calibrator.Calibrator(fp32, num_threads=1, qsv_update_func=_global_minmax)
         cal.calibrate(data, rm)
         qt = quantizer.Quantizer(fp32)
