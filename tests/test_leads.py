@@ -186,3 +186,15 @@ def test_cli_quantize_evaluate_bench_of_a_leads_any_model(leads_any, tmp_path):
                   {"sampling_rate": 100.0, "source": "three leads, not --keep-leads"})
     r = runner.invoke(cli, ["evaluate", str(model), "--data", str(plain), "--out", str(tmp_path / "x.json")])
     assert r.exit_code == 2 and "Traceback" not in r.output and "--keep-leads" in r.output
+
+
+def test_prune_of_a_leads_any_model_fine_tunes_on_random_leads_and_scores_the_deployment_lead(leads_any, tmp_path):
+    from ecgtool.compress.prune import prune_artifact
+    from ecgtool.evaluate.artifact import evaluate_artifact
+
+    _, model, data = leads_any
+    res = prune_artifact(model, data, 0.5, out=tmp_path / "p", fine_tune_epochs=1, batch_size=16, device="cpu")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["in_channels"] == 1 and cfg["extra"]["leads"] == "any"  # kept on top: a later prune or QAT reads it
+    assert res["after"]["macro_f1"] == pytest.approx(evaluate_artifact(tmp_path / "p", data)["macro_f1"])
+    assert res["after"]["params"] < res["before"]["params"]
