@@ -260,7 +260,7 @@ def test_robust_recipe_runs_end_to_end_on_keep_leads_challenge_records(tmp_path,
     src = shared_data("cinc2021-sample")
     cfg = _robust(str(src))
     cfg["data"]["import"].update(split="random")
-    cfg["quantize"] = {"precisions": ["int8"], "calib_size": 16}
+    cfg["quantize"] = {"precisions": ["int8"]}
     cfg["export"] = {"formats": ["openvino-fp32"]}  # not for an RR-head model: skipped in one line
     out = tmp_path / "run"
     result = run_pipeline(cfg, out)
