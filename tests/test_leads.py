@@ -198,3 +198,14 @@ def test_prune_of_a_leads_any_model_fine_tunes_on_random_leads_and_scores_the_de
     assert cfg["in_channels"] == 1 and cfg["extra"]["leads"] == "any"  # kept on top: a later prune or QAT reads it
     assert res["after"]["macro_f1"] == pytest.approx(evaluate_artifact(tmp_path / "p", data)["macro_f1"])
     assert res["after"]["params"] < res["before"]["params"]
+
+
+def test_adapt_of_a_leads_any_model_reads_the_deployment_lead(leads_any, tmp_path):
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.train.adapt import adapt_model
+
+    _, model, data = leads_any
+    device = _three_lead_dataset(tmp_path / "device", seed=2)
+    res = adapt_model(model, device, tmp_path / "adapted")
+    assert res["windows"] == len(load_dataset(device).indices("train"))
+    assert res["macro_f1_after"] == pytest.approx(evaluate_artifact(tmp_path / "adapted", device)["macro_f1"])
