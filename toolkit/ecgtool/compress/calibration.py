@@ -58,6 +58,13 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any() or size < (counts > 0).sum():  # sklearn cannot stratify: sample plainly
         return np.sort(np.random.default_rng(seed).choice(pos, size, replace=False))
+    if len(labels) - size < (counts > 0).sum():
+        # sklearn cannot stratify a remainder smaller than the class count (it raises): leave out that many
+        # windows at random, never the last one of a class
+        order = np.random.default_rng(seed).permutation(pos)
+        _, first = np.unique(labels[order], return_index=True)
+        spare = np.delete(order, first)
+        return np.sort(np.setdiff1d(pos, spare[: len(labels) - size]))
     picked, _ = train_test_split(pos, train_size=size, stratify=labels, random_state=seed)
     return np.sort(picked)
 
