@@ -39,9 +39,9 @@ def test_keep_leads_import_of_the_challenge_sample(tmp_path):
         import_dataset("challenge", src, tmp_path / "bad", lead="all", keep_leads=True)
 
 
-def _three_lead_dataset(path: Path, per_class: int = 8, length: int = 256, fs: float = 100.0) -> Path:
+def _three_lead_dataset(path: Path, per_class: int = 8, length: int = 256, fs: float = 100.0, seed: int = 0) -> Path:
     """Class k: a sinusoid of 0.8(k+1) Hz on lead 0, the same rhythm at other amplitudes/polarities on leads 1-2."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     t = np.arange(length) / fs
     x, y = [], []
     for k in range(len(DEFAULT_CLASSES)):
@@ -89,3 +89,123 @@ def test_train_leads_any_is_a_one_lead_model_scored_on_the_deployment_lead(tmp_p
                   ds.splits, {"sampling_rate": 100.0, "source": "one lead"})
     with pytest.raises(BadInput, match="--keep-leads"):
         train_models(single, ["se_resnet"], [18], tmp_path / "run2", width=8, epochs=1, leads="any")
+
+
+# --- a `--leads any` model through quantize, evaluate, bench and bench --external (issue 9) -----------------
+
+@pytest.fixture(scope="module")
+def leads_any(tmp_path_factory):
+    """(run, model folder, three-lead --keep-leads dataset): one tiny `--leads any` model, trained once."""
+    from ecgtool.train.run import train_models
+
+    root = tmp_path_factory.mktemp("leads_any")
+    data = _three_lead_dataset(root / "data")
+    train_models(data, ["se_resnet"], [18], root / "run", width=8, epochs=1, batch_size=16, device="cpu",
+                 leads="any", threads=1)
+    return root / "run", root / "run" / "se_resnet18", data
+
+
+def test_deployment_signals_is_the_deployment_lead_of_a_keep_leads_dataset(tmp_path):
+    from ecgtool.data.dataset import deployment_signals, model_channels
+
+    ds = load_dataset(_three_lead_dataset(tmp_path / "data"))
+    assert deployment_signals(ds, None) is ds.signals and deployment_signals(ds, {"in_channels": 3}) is ds.signals
+    one = deployment_signals(ds, {"in_channels": 1, "preprocessing": {"lead": "II", "channels": 1}})
+    assert one.shape == (len(ds), 1, ds.signals.shape[2])
+    np.testing.assert_array_equal(one, ds.signals[:, :1])
+    assert model_channels({"preprocessing": {"channels": 1}}) == 1 and model_channels({}) is None
+    with pytest.raises(BadInput, match="deployed on lead V1"):
+        deployment_signals(ds, {"in_channels": 1, "preprocessing": {"lead": "V1"}})
+    with pytest.raises(BadInput, match="expects 4"):
+        deployment_signals(ds, {"in_channels": 4})
+    write_dataset(tmp_path / "plain", np.asarray(ds.signals), ds.labels, ds.classes, ds.records, ds.splits,
+                  {"sampling_rate": 100.0, "source": "three leads, not --keep-leads"})
+    with pytest.raises(BadInput, match="--keep-leads"):
+        deployment_signals(load_dataset(tmp_path / "plain"), {"in_channels": 1})
+
+
+def test_leads_any_model_quantises_on_one_lead_windows(leads_any, tmp_path):
+    from ecgtool.export.int8 import quantize_folder
+
+    _, model, data = leads_any
+    ds = load_dataset(data)
+    report = quantize_folder(model, data, calib_dir=tmp_path / "calib", calib_size=16, threads=1)
+    with np.load(report["calibration"]["path"]) as z:
+        calib = z["signals"]
+    assert calib.shape == (16, 1, ds.signals.shape[2])  # one-lead windows for the one-lead graph
+    idx = json.loads(Path(report["calibration"]["path"]).with_suffix(".json").read_text())
+    assert idx["channels"] == 1 and idx["lead"] == "II"
+    np.testing.assert_array_equal(calib, ds.signals[idx["indices"], :1])  # the deployment lead, channel 0
+    assert report["gate"]["n"] == len(ds.indices("val")) and report["n"] == len(ds.indices("test"))
+    assert (model / "model.int8.onnx").is_file()
+
+
+def test_evaluate_bench_and_external_score_the_deployment_lead(leads_any, tmp_path):
+    from tiny_run import BENCH_OPTIONS
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.export import export
+
+    run, model, data = leads_any
+    export(model, "onnx", data=data)
+    ext = _three_lead_dataset(tmp_path / "device", seed=1)
+    own = {a: evaluate_artifact(a, data, split="test") for a in (model, model / "model.onnx")}
+    far = {a: evaluate_artifact(a, ext, split="all") for a in own}
+    rows = bench([model / "model.onnx", model], data, out=tmp_path / "bench", external=[ext], **BENCH_OPTIONS).rows
+    by_kind = {r["kind"]: r for r in rows if r["variant"] == "fp32"}
+    assert all(r["status"] == "ok" for r in rows) and set(by_kind) == {"pytorch", "onnxruntime"}, rows
+    for kind, a in (("pytorch", model), ("onnxruntime", model / "model.onnx")):
+        r = by_kind[kind]
+        assert r["macro_f1"] == pytest.approx(own[a]["macro_f1"], abs=1e-6)
+        assert r["ext_f1_device"] == pytest.approx(far[a]["macro_f1"], abs=1e-6)
+        assert r["external"]["device"]["n"] == far[a]["n"] == len(load_dataset(ext))
+
+
+def test_cli_quantize_evaluate_bench_of_a_leads_any_model(leads_any, tmp_path):
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+
+    _, model, data = leads_any
+    runner = CliRunner()
+    r = runner.invoke(cli, ["quantize", str(model), "--data", str(data), "--calib-size", "16",
+                            "--calib-dir", str(tmp_path / "calib"), "--out", str(tmp_path / "m.int8.onnx"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "gate" in r.output and (tmp_path / "m.int8.onnx").is_file()
+    r = runner.invoke(cli, ["evaluate", str(model), "--data", str(data), "--out", str(tmp_path / "e.json"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "macro-F1" in r.output
+    r = runner.invoke(cli, ["bench", str(model), "--data", str(data), "--external", str(data), "--threads", "1",
+                            "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "ext_f1_data" in (tmp_path / "b" / "bench.md").read_text()
+    plain = tmp_path / "plain"
+    ds = load_dataset(data)
+    write_dataset(plain, np.asarray(ds.signals), ds.labels, ds.classes, ds.records, ds.splits,
+                  {"sampling_rate": 100.0, "source": "three leads, not --keep-leads"})
+    r = runner.invoke(cli, ["evaluate", str(model), "--data", str(plain), "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "--keep-leads" in r.output
+
+
+def test_prune_of_a_leads_any_model_fine_tunes_on_random_leads_and_scores_the_deployment_lead(leads_any, tmp_path):
+    from ecgtool.compress.prune import prune_artifact
+    from ecgtool.evaluate.artifact import evaluate_artifact
+
+    _, model, data = leads_any
+    res = prune_artifact(model, data, 0.5, out=tmp_path / "p", fine_tune_epochs=1, batch_size=16, device="cpu")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["in_channels"] == 1 and cfg["extra"]["leads"] == "any"  # kept on top: a later prune or QAT reads it
+    assert res["after"]["macro_f1"] == pytest.approx(evaluate_artifact(tmp_path / "p", data)["macro_f1"])
+    assert res["after"]["params"] < res["before"]["params"]
+
+
+def test_adapt_of_a_leads_any_model_reads_the_deployment_lead(leads_any, tmp_path):
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.train.adapt import adapt_model
+
+    _, model, data = leads_any
+    device = _three_lead_dataset(tmp_path / "device", seed=2)
+    res = adapt_model(model, device, tmp_path / "adapted")
+    assert res["windows"] == len(load_dataset(device).indices("train"))
+    assert res["macro_f1_after"] == pytest.approx(evaluate_artifact(tmp_path / "adapted", device)["macro_f1"])

@@ -224,3 +224,65 @@ def test_microcontroller_formats_only_for_models_whose_flash_estimate_fits(train
 def test_mcu_flash_limit_is_bounded(tmp_path):
     with pytest.raises(BadInput, match="export.mcu_flash_kb"):
         load_config({**TINY, "export": {"formats": ["litert-int8"], "mcu_flash_kb": 0}})
+
+
+# --- the issue-9 training options in the pipeline config -------------------------------------------------
+
+#: the robust recipe as pipeline keys: RR-head hybrid, a random lead per training record, device-shift augmentation
+ROBUST_TRAIN = {"rr_head": True, "rr_trunk_dropout": 0.5, "leads": "any", "augment": "device-shift"}
+
+
+def _robust(src="/data/challenge", **train) -> dict:
+    return {**TINY, "data": {"import": {"format": "challenge", "src": src, "keep_leads": True}},
+            "train": {**TINY["train"], **ROBUST_TRAIN, **train}}
+
+
+def test_issue9_train_keys_validate_and_reach_the_train_step(tmp_path, monkeypatch):
+    from ecgtool.pipeline import run as pr
+    from ecgtool.train import run as tr
+
+    load_config({**TINY, "train": {**TINY["train"], "rr_head": True, "augment": ["bandlimit", "mains"]}})
+    cfg = load_config(_robust())
+    got = {}
+    monkeypatch.setattr(tr, "train_models", lambda *a, **k: got.update(k) or [])
+    pr._step_train(cfg, tmp_path, False)
+    assert {k: got[k] for k in ROBUST_TRAIN} == ROBUST_TRAIN
+
+
+@pytest.mark.parametrize("cfg, match", [
+    (_robust(leads="all"), "train.leads: unknown value all"),
+    ({**TINY, "train": {**TINY["train"], "leads": "any"}}, "keep_leads: true"),
+    (_robust(rr_head=False), "rr_trunk_dropout: applies to an RR-head model"),
+    (_robust(rr_head="yes"), "train.rr_head: expected true or false"),
+    (_robust(augment="device-shfit"), "train.augment: unknown augmentation 'device-shfit'"),
+    (_robust(rr_trunk_dropout=1.5), r"train.rr_trunk_dropout: expected a number in \[0, 1\)"),
+    ({**_robust(), "data": {"import": {"format": "challenge", "src": "/x", "keep_leads": "yes"}}},
+     "data.import.keep_leads: expected true or false"),
+])
+def test_issue9_train_keys_with_bad_values_are_refused_before_any_step(cfg, match):
+    with pytest.raises(BadInput, match=match):
+        load_config(cfg)
+
+
+@pytest.mark.slow  # a real pipeline run on 12-lead records: import, RR features of every lead, INT8, bench (~1-3 min)
+def test_robust_recipe_runs_end_to_end_on_keep_leads_challenge_records(tmp_path, capsys):
+    from conftest import shared_data
+
+    from ecgtool.core.ui import set_quiet
+
+    set_quiet(False)
+    src = shared_data("cinc2021-sample")
+    cfg = _robust(str(src))
+    cfg["data"]["import"].update(split="random")
+    cfg["quantize"] = {"precisions": ["int8"]}
+    cfg["export"] = {"formats": ["openvino-fp32"]}  # not for an RR-head model: skipped in one line
+    out = tmp_path / "run"
+    result = run_pipeline(cfg, out)
+    assert [result["steps"][s]["status"] for s in STEPS] == ["done"] * len(STEPS)
+    conf = json.loads((out / "se_resnet18" / "config.json").read_text())
+    assert conf["in_channels"] == 1 and conf["rr_features"] and conf["extra"]["leads"] == "any"
+    assert conf["extra"]["augment"] and json.loads((out / "data" / "meta.json").read_text())["channels"] == 12
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    ok = {(r["model"], r["variant"], r["runtime"]) for r in rows if r["status"] == "ok"}
+    assert {("se_resnet18", "int8", "ONNX Runtime"), ("se_resnet18-pruned50", "pruned50", "PyTorch")} <= ok
+    assert "export openvino-fp32: se_resnet18 skipped, an RR-head model" in capsys.readouterr().err

@@ -30,6 +30,14 @@ def test_stratified_sample_keeps_class_shares():
     np.testing.assert_array_equal(np.bincount(labels[pick]), [20, 15, 10, 5])
 
 
+def test_stratified_sample_of_nearly_all_windows_keeps_every_class():
+    # sklearn refuses to stratify when fewer windows than classes are left out (it raised a traceback here)
+    labels = np.repeat(np.arange(7), [12, 2, 2, 2, 8, 6, 3])
+    for size in (len(labels) - 6, len(labels) - 1):
+        pick = stratified_sample(labels, size, seed=0)
+        assert len(pick) == size and len(set(pick)) == size and (np.bincount(labels[pick], minlength=7) > 0).all()
+
+
 def test_calibration_set_is_saved_reused_and_read(trained, tmp_path):
     _, data = trained
     a = calibration_set(data, size=21, seed=3, calib_dir=tmp_path)

@@ -21,7 +21,10 @@ PREFIX = "ext_f1_"
 
 
 def load_externals(paths: Sequence[str | os.PathLike], max_eval: int | None = None) -> list[dict]:
-    """[{name, path, x, y, classes}] of the external datasets (all windows, labelled), names unique."""
+    """[{name, path, x, y, classes}] of the external datasets (all windows, labelled), names unique; `x` is a
+    bench.windows.Windows: each model reads the windows as it is deployed (a `--leads any` model on a dataset
+    imported with --keep-leads: the deployment lead)."""
+    from ecgtool.bench.windows import Windows
     from ecgtool.data.dataset import load_dataset, require_labels
 
     out, names = [], set()
@@ -37,7 +40,7 @@ def load_externals(paths: Sequence[str | os.PathLike], max_eval: int | None = No
         while name in names:
             name, k = f"{base}{k}", k + 1
         names.add(name)
-        out.append({"name": name, "path": str(Path(ds.root).resolve()), "x": np.ascontiguousarray(ds.signals[idx], np.float32),
+        out.append({"name": name, "path": str(Path(ds.root).resolve()), "x": Windows(ds, idx),
                     "y": np.asarray(ds.labels[idx], np.int64), "classes": ds.classes})
     return out
 
@@ -49,7 +52,7 @@ def external_metrics(pred: Any, ext: dict, batch: int) -> dict:
     model_classes = list(getattr(pred, "classes", None) or ext["classes"])
     mapping = map_classes(model_classes, ext["classes"], source=ext["path"])
     keep = mapping.to_model[ext["y"]] >= 0
-    x, y = ext["x"][keep], mapping.to_model[ext["y"][keep]]
+    x, y = ext["x"].of(pred)[keep], mapping.to_model[ext["y"][keep]]
     if not len(y):
         raise BadInput(f"{ext['path']}: no window of a class the model knows")
     logits = np.concatenate([pred.predict(x[i:i + batch]) for i in range(0, len(x), batch)])

@@ -55,9 +55,10 @@ def int8_columns(path: Path) -> dict:
             "int8_fp32_nodes": len(nodes), "int8_qat_epochs": int(props.get(ONNX_META_INT8_QAT_EPOCHS) or 0)}
 
 
-def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.ndarray, y: np.ndarray,
+def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x_of: Any, y: np.ndarray,
                              classes: list[str], threads: int | None, batch: int, metrics: Any) -> None:
-    """F1 of every TensorRT INT8 row that has its QDQ ONNX graph, simulated by ONNX Runtime without graph optimisations."""
+    """F1 of every TensorRT INT8 row that has its QDQ ONNX graph, simulated by ONNX Runtime without graph optimisations
+    (`x_of(predictor)`: the windows as that graph is deployed, bench.windows.Windows.of)."""
     from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
 
     for row, cand in zip(rows, candidates):
@@ -65,7 +66,7 @@ def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x: np.nda
             continue
         try:
             pred = OnnxRuntimePredictor(Path(cand["path"]), threads=threads, optimize=False)
-            row.update(metrics(pred, x, y, classes, batch))
+            row.update(metrics(pred, x_of(pred), y, classes, batch))
             row["f1_source"] = "simulated-qdq"
         except Exception as exc:  # a broken graph: the row says so, the bench goes on
             row["f1_source"] = f"simulation failed: {str(exc).splitlines()[0][:120]}"

@@ -31,6 +31,7 @@ from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG
 from ecgtool.bench.discover import artifact_kind_of, describe, discover, params_macs
 from ecgtool.bench.int8 import ARGMAX, compare_with_parents, int8_columns, score_tensorrt_simulated
 from ecgtool.bench.external import external_columns, load_externals, score_externals
+from ecgtool.bench.windows import Windows
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
@@ -223,17 +224,17 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
     from ecgtool.data.dataset import PreparedDataset, load_dataset
 
     ds = data if isinstance(data, PreparedDataset) else load_dataset(data)
-    xs, ys = ds.split(split)
-    n = len(ys) if max_eval is None else min(len(ys), int(max_eval))
+    idx = ds.indices(split)
+    n = len(idx) if max_eval is None else min(len(idx), int(max_eval))
     if n == 0:
         raise BadInput(f"{ds.root}: the {split!r} split is empty")
-    x = np.ascontiguousarray(xs[:n], dtype=np.float32)
-    y = np.asarray(ys[:n], dtype=np.int64)
+    # each artifact reads the windows as it is deployed (a --leads any model: the deployment lead alone)
+    x = Windows(ds, idx[:n], batch)
+    y = np.asarray(ds.labels[idx[:n]], dtype=np.int64)
     if (y < 0).any():
         raise BadInput(f"{ds.root}: split {split!r} has unlabelled windows (label -1); bench needs labels "
                        "(unlabelled data is for `ecgtool adapt`)")
     externals = load_externals(external, max_eval) if external else []
-    x1 = x[np.arange(batch) % n]
     candidates = discover(paths)
     if not candidates:
         raise BadInput(f"{Path(paths[0])}: no runnable artifacts found (expected model folders, .onnx, .xml ...)")
@@ -242,16 +243,16 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
         threads, why = resolve_threads(threads)
         info(f"bench: {threads} thread(s) for every CPU backend ({why})")
         torch.set_num_threads(threads)
-    rows = _describe_all(candidates, run_root, x.shape[-1])
+    rows = _describe_all(candidates, run_root, int(ds.signals.shape[-1]))
     load_start = _load_average()
     with progress_bar("bench", total=2 * len(rows) + 2) as bar:
-        preds = _open_all(rows, candidates, threads, device, x1, bar)
+        preds = _open_all(rows, candidates, threads, device, x, bar)
         _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
-        score_tensorrt_simulated(rows, candidates, x, y, ds.classes, threads, throughput_batch, _metrics)
+        score_tensorrt_simulated(rows, candidates, x.of, y, ds.classes, threads, throughput_batch, _metrics)
         compare_with_parents(rows, ds.classes, y)
         if externals:
             score_externals(rows, preds, externals, throughput_batch)
-        _time_all(rows, preds, x, x1, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
+        _time_all(rows, preds, x, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
                   min_runs=min_runs, min_time_s=min_time_s, device=device, seed=seed, bar=bar)
     del preds
     gc.collect()
@@ -283,7 +284,7 @@ def _describe_all(candidates: list[dict], run_root: Path, length: int) -> list[d
     return rows
 
 
-def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, device: str, x1: np.ndarray,
+def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, device: str, x: Windows,
               bar: Any) -> dict[str, Any]:
     """Open every runnable artifact (load time and memory measured); key: the row's index as a string."""
     import torch
@@ -298,12 +299,13 @@ def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, dev
         elif no_cuda:
             row["status"] = "skipped: no CUDA device"
         else:
-            pred = _load_measured(row, cand["path"], threads, device, x1)
+            x.prefetch(cand["path"])  # its windows are read before its load is measured
+            pred = _load_measured(row, cand["path"], threads, device, x)
             if pred is not None and cand["kind"] not in kinds_seen and row["load_ms"] < SLOW_LOAD_MS:
                 # the first load of a kind imports its libraries: measure the load again without them,
                 # the first instance still alive (freed, its pages would be reused and the growth read ~0 MB)
                 first = pred
-                pred = _load_measured(row, cand["path"], threads, device, x1)
+                pred = _load_measured(row, cand["path"], threads, device, x)
                 del first
             if pred is not None:
                 preds[str(i)] = pred
@@ -312,39 +314,41 @@ def _open_all(rows: list[dict], candidates: list[dict], threads: int | None, dev
     return preds
 
 
-def _score_all(rows: list[dict], preds: dict[str, Any], x: np.ndarray, y: np.ndarray, classes: list[str],
+def _score_all(rows: list[dict], preds: dict[str, Any], x: Windows, y: np.ndarray, classes: list[str],
                batch: int, bar: Any) -> None:
     """F1 of every open artifact; one that fails to predict becomes a failed row and leaves `preds`."""
     for key, pred in list(preds.items()):
         row = rows[int(key)]
         bar.update(f"F1 {row['model']} {row['variant']} {row['runtime']}")
         try:
-            row.update(_metrics(pred, x, y, classes, batch))
+            row.update(_metrics(pred, x.of(pred), y, classes, batch))
         except Exception as exc:
             row["status"] = f"failed: {_reason(exc)}"
             del preds[key]
         bar.advance()
 
 
-def _time_all(rows: list[dict], preds: dict[str, Any], x: np.ndarray, x1: np.ndarray, *, batch: int,
+def _time_all(rows: list[dict], preds: dict[str, Any], windows: Windows, *, batch: int,
               throughput_batch: int, warmup: int, min_runs: int, min_time_s: float, device: str, seed: int,
               bar: Any) -> None:
-    """Latency at `batch` and throughput at `throughput_batch`, every artifact timed round-robin."""
-    n = len(x)
+    """Latency at `batch` and throughput at `throughput_batch`, every artifact timed round-robin (each on its
+    own view of the windows, `windows.of(pred)`)."""
+    n = len(windows)
     bar.update(f"latency at batch {batch} (round-robin)")
     max_time_s = max(3.0, 5 * min_time_s)
-    lat, errs = time_round_robin({k: (lambda p=p: p.predict(x1)) for k, p in preds.items()}, warmup=warmup,
+    lat, errs = time_round_robin({k: (lambda p=p, x1=windows.one_batch(p): p.predict(x1)) for k, p in preds.items()},
+                                 warmup=warmup,
                                  min_runs=min_runs, min_time_s=min_time_s, max_time_s=max_time_s, seed=seed)
     _fill_latency(rows, lat, errs, "p50_ms", "p95_ms")
     if device.startswith("cuda"):
-        calls = {k: c for k, p in preds.items() if (c := _gpu_call_without_copies(p, x1)) is not None}
+        calls = {k: c for k, p in preds.items() if (c := _gpu_call_without_copies(p, windows.one_batch(p))) is not None}
         lat_gpu, errs_gpu = time_round_robin(calls, warmup=warmup, min_runs=min_runs, min_time_s=min_time_s,
                                              max_time_s=max_time_s, seed=seed)
         _fill_latency(rows, lat_gpu, errs_gpu, "p50_ms_no_copy", "p95_ms_no_copy")
     bar.advance()
     bar.update(f"throughput at batch {throughput_batch}")
     batches = {k: _throughput_batch(rows[int(k)], throughput_batch, batch) for k in preds if k not in errs}
-    tp, errs = time_round_robin({k: (lambda p=p, b=b: p.predict(x[np.arange(b) % n])) for (k, p), b in
+    tp, errs = time_round_robin({k: (lambda p=p, xb=windows.of(p)[np.arange(b) % n]: p.predict(xb)) for (k, p), b in
                                  zip(preds.items(), batches.values()) if k in batches},
                                 warmup=1, min_runs=3, min_time_s=min_time_s / 2, max_time_s=max_time_s, seed=seed)
     for key, t in tp.items():
@@ -379,7 +383,7 @@ def _throughput_batch(row: dict, largest: int, batch: int) -> int:
     return int(max(1, min(largest, THROUGHPUT_CALL_S // per_sample_s)))
 
 
-def _load_measured(row: dict, path: Path, threads: int | None, device: str, x1: np.ndarray) -> Any | None:
+def _load_measured(row: dict, path: Path, threads: int | None, device: str, windows: Windows) -> Any | None:
     """Open an artifact, timing the load (ms) and the peak-RSS growth (MB) over load + one latency batch."""
     gc.collect()
     peak_reset = _reset_peak_rss()
@@ -388,7 +392,7 @@ def _load_measured(row: dict, path: Path, threads: int | None, device: str, x1: 
         t0 = time.perf_counter()
         pred = _open(path, threads, device)
         row["load_ms"] = round(1e3 * (time.perf_counter() - t0), 2)
-        pred.predict(x1)
+        pred.predict(windows.one_batch(pred))
     except Exception as exc:
         row["status"] = f"failed: {_reason(exc)}"
         return None

@@ -35,14 +35,16 @@ class CalibrationSet:
     meta: dict
 
 
-def split_sha256(ds, split: str = "train", chunk: int = 256) -> str:
-    """SHA-256 over a split's signals (in index order), labels and class names."""
+def split_sha256(ds, split: str = "train", chunk: int = 256, signals: np.ndarray | None = None) -> str:
+    """SHA-256 over a split's signals (in index order; `signals`: a view of the dataset's, e.g. its deployment
+    lead), labels and class names."""
+    signals = ds.signals if signals is None else signals
     idx = np.asarray(ds.indices(split))
     h = hashlib.sha256()
     h.update(",".join(ds.classes).encode())
     h.update(np.ascontiguousarray(ds.labels[idx]).tobytes())
     for i in range(0, len(idx), chunk):
-        h.update(np.ascontiguousarray(ds.signals[idx[i:i + chunk]], dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(signals[idx[i:i + chunk]], dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
@@ -56,19 +58,31 @@ def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any() or size < (counts > 0).sum():  # sklearn cannot stratify: sample plainly
         return np.sort(np.random.default_rng(seed).choice(pos, size, replace=False))
+    if len(labels) - size < (counts > 0).sum():
+        # sklearn cannot stratify a remainder smaller than the class count (it raises): leave out that many
+        # windows at random, never the last one of a class
+        order = np.random.default_rng(seed).permutation(pos)
+        _, first = np.unique(labels[order], return_index=True)
+        spare = np.delete(order, first)
+        return np.sort(np.setdiff1d(pos, spare[: len(labels) - size]))
     picked, _ = train_test_split(pos, train_size=size, stratify=labels, random_state=seed)
     return np.sort(picked)
 
 
 def calibration_set(data: str | os.PathLike, size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED,
-                    calib_dir: str | os.PathLike = DEFAULT_DIR) -> CalibrationSet:
-    """Build (or reuse) the calibration set for `data`; BadInput if any class of the dataset is missing from it."""
-    from ecgtool.data.dataset import load_dataset
+                    calib_dir: str | os.PathLike = DEFAULT_DIR, config: dict | None = None) -> CalibrationSet:
+    """Build (or reuse) the calibration set for `data`; BadInput if any class of the dataset is missing from it.
+
+    `config`: the model's (config.json or ONNX metadata): the windows are the dataset's as that model is
+    deployed (data.dataset.deployment_signals; a `--leads any` model on a --keep-leads dataset: its deployment
+    lead alone), and the set's name and source hash are those of that view."""
+    from ecgtool.data.dataset import deployment_signals, load_dataset
 
     if size < 1:
         raise BadInput(f"--calib-size {size}: must be at least 1")
     ds = load_dataset(data)
-    source = split_sha256(ds, "train")
+    view = deployment_signals(ds, config)
+    source = split_sha256(ds, "train", signals=view)
     calib_dir = Path(calib_dir)
     train_idx = np.asarray(ds.indices("train"))
     if len(train_idx) == 0:
@@ -84,12 +98,13 @@ def calibration_set(data: str | os.PathLike, size: int = DEFAULT_SIZE, seed: int
             _require_all_classes(cs, ds)
             return cs
     order = np.sort(pick)
-    signals = np.asarray(ds.signals[order], dtype=np.float32)
+    signals = np.asarray(view[order], dtype=np.float32)
     labels = ds.labels[order]
     counts = np.bincount(labels, minlength=len(ds.classes))
     meta = {
         "dataset": str(ds.root.resolve()), "split": "train", "size": size, "seed": seed, "records": int(len(order)),
-        "source_sha256": source, "classes": ds.classes,
+        "source_sha256": source, "classes": ds.classes, "channels": int(view.shape[1]),
+        **({"lead": ds.meta.get("lead")} if view.shape[1] < ds.signals.shape[1] else {}),
         "counts": {c: int(n) for c, n in zip(ds.classes, counts)}, "indices": order.tolist(),
     }
     cs = CalibrationSet(signals, labels, npz, meta)

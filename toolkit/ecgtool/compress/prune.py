@@ -31,6 +31,7 @@ from ecgtool.models import ECGResNet, build_model, channel_plan, load_model, mod
 from ecgtool.models.network import example_inputs
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.core.ui import info, print_table, quiet_option
+from ecgtool.data.dataset import deployment_signals
 from ecgtool.train import defaults as D
 
 IMPORTANCES = ("magnitude", "taylor")
@@ -153,16 +154,22 @@ def _check_classes(data_root: Path, data_classes: list[str], model: ECGResNet, m
         raise BadInput(f"{data_root}: {len(data_classes)} classes but the model ({model_dir}) has {cfg.num_classes} outputs")
 
 
-def _taylor_batches(ds, seed: int, batch_size: int = 32,
-                    rr: np.ndarray | None = None) -> list[tuple[torch.Tensor, ...]]:
-    """A few random training batches for Taylor importance (fixed by `seed`): (x, y), or (x, rr, y)."""
+def _taylor_batches(ds, seed: int, batch_size: int = 32, rr: np.ndarray | None = None,
+                    signals: np.ndarray | None = None) -> list[tuple[torch.Tensor, ...]]:
+    """A few random training batches for Taylor importance (fixed by `seed`): (x, y), or (x, rr, y); `signals`:
+    the dataset's windows as the model is deployed (default all of them)."""
     idx = np.sort(np.random.default_rng(seed).permutation(ds.indices("train"))[: TAYLOR_BATCHES * batch_size])
-    x = torch.from_numpy(np.asarray(ds.signals[idx], dtype=np.float32))
+    x = torch.from_numpy(np.asarray((ds.signals if signals is None else signals)[idx], dtype=np.float32))
     y = torch.from_numpy(ds.labels[idx])
     if rr is None:
         return list(zip(x.split(batch_size), y.split(batch_size)))
     r = torch.from_numpy(np.ascontiguousarray(rr[idx], dtype=np.float32))
     return list(zip(x.split(batch_size), r.split(batch_size), y.split(batch_size)))
+
+
+def _config_dict(model: ECGResNet) -> dict:
+    """What data.dataset.deployment_signals reads of a model's config: its input channels and preprocessing spec."""
+    return {"in_channels": model.config.in_channels, "preprocessing": model.config.preprocessing}
 
 
 def _summary(folder: Path, model: ECGResNet, length: int, ds) -> dict:
@@ -206,28 +213,33 @@ def prune_artifact(
     src = Path(model_dir)
     ratio = check_ratio(ratio)
     ds, model, dest = _check_inputs(src, data, ratio, out, importance, scope, fine_tune_epochs, overwrite)
-    channels, length = int(ds.signals.shape[1]), int(ds.signals.shape[2])
+    view = deployment_signals(ds, _config_dict(model))  # a --leads any model: the deployment lead
+    channels, length = int(view.shape[1]), int(ds.signals.shape[2])
+    # a --leads any model is fine-tuned as it was trained: a random lead per record, validated on the deployment lead
+    leads = "any" if model.config.extra.get("leads") == "any" else "deploy"
     torch.manual_seed(seed)
     before = _summary(src, model, length, ds)
     info(f"pruning {src.name}: {importance} importance, {scope} scope, ratio {ratio}, {steps} step(s)")
     rr = None
-    if model.config.rr_features:  # the RR head's inputs of the dataset (cached beside it)
+    if model.config.rr_features:  # the RR head's inputs of the dataset (cached beside it; every lead's for leads any)
         from ecgtool.train.rr import dataset_rr_inputs
 
-        rr = dataset_rr_inputs(ds, 0)
-    calib = _taylor_batches(ds, seed, rr=rr) if importance == "taylor" else None
+        rr = dataset_rr_inputs(ds, list(range(ds.signals.shape[1])) if leads == "any" else 0)
+    rr_deploy = rr[:, 0] if rr is not None and leads == "any" else rr
+    calib = _taylor_batches(ds, seed, rr=rr_deploy, signals=view) if importance == "taylor" else None
     pruned = prune_model(model, example_inputs(model, length, 1, channels), ratio, importance=importance, scope=scope,
                          steps=steps, calib=calib)
     settings = {"parent": str(src), "ratio": ratio, "importance": importance, "scope": scope, "steps": steps,
                 "round_to": ROUND_TO, "fine_tune_epochs": fine_tune_epochs, "seed": seed}
     # the pruning settings sit at the top of `extra`; the parent's own recipe is kept beneath them, but the
     # input it was trained on stays on top, where export and predict read the graph's input shape
-    shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate", "rr_head") if k in model.config.extra}
+    shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate", "rr_head", "leads", "train_leads")
+             if k in model.config.extra}
     pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
 
     with atomic_dir(dest) as tmp:
         pruned, history = _fine_tune(pruned, ds, tmp, dest.name, fine_tune_epochs, batch_size=batch_size, lr=lr,
-                                     patience=patience, device=device, seed=seed, rr=rr)
+                                     patience=patience, device=device, seed=seed, rr=rr, leads=leads)
         best_epoch = next((row["epoch"] for row in history if row.get("best")), None)
         pruned.config.extra.update({"fine_tune_epochs_run": len(history), "fine_tune_best_epoch": best_epoch})
         save_model(tmp, pruned, pruned.config)
@@ -259,9 +271,7 @@ def _check_inputs(src: Path, data: Any, ratio: float, out: Any, importance: str,
     ds = load_dataset(data)
     model = load_model(src)
     _check_classes(Path(data), ds.classes, model, src)
-    channels = int(ds.signals.shape[1])
-    if channels != model.config.in_channels:
-        raise BadInput(f"{data}: {channels}-lead signals but the model ({src}) takes {model.config.in_channels}")
+    deployment_signals(ds, _config_dict(model))  # BadInput unless the windows fit the model's input
     dest = Path(out) if out else default_out(src, ratio)
     if dest.resolve() == src.resolve():
         raise BadInput(f"{dest}: the output folder would overwrite the source model")
@@ -273,18 +283,21 @@ def _check_inputs(src: Path, data: Any, ratio: float, out: Any, importance: str,
 
 
 def _fine_tune(pruned: ECGResNet, ds: Any, tmp: Path, name: str, epochs: int, *, batch_size: int, lr: float,
-               patience: int, device: str, seed: int, rr: np.ndarray | None = None) -> tuple[ECGResNet, list[dict]]:
-    """Fine-tune through `fit`; with 0 epochs only re-estimate BatchNorm statistics (removed input channels
-    shift every later layer's activations)."""
-    from ecgtool.train.fit import fit, recalibrate_bn
+               patience: int, device: str, seed: int, rr: np.ndarray | None = None,
+               leads: str = "deploy") -> tuple[ECGResNet, list[dict]]:
+    """Fine-tune through `fit` (`leads` as the model was trained); with 0 epochs only re-estimate BatchNorm
+    statistics (removed input channels shift every later layer's activations), on the deployment lead."""
+    from ecgtool.train.fit import DeployLead, fit, recalibrate_bn
 
     history: list[dict] = []
     if epochs == 0:
         order = np.random.default_rng(seed).permutation(ds.indices("train"))[: BN_BATCHES * batch_size]
-        recalibrate_bn(pruned, ds, order, batch_size, torch.device("cpu"), rr)
+        bn_data, bn_rr = (DeployLead(ds), None if rr is None else rr[:, 0]) if leads == "any" else (ds, rr)
+        recalibrate_bn(pruned, bn_data, order, batch_size, torch.device("cpu"), bn_rr)
     else:
         pruned, history = fit(pruned, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
-                              device=device, seed=seed, desc=f"fine-tune {name}", history_path=tmp / HISTORY, rr=rr)
+                              device=device, seed=seed, desc=f"fine-tune {name}", history_path=tmp / HISTORY, rr=rr,
+                              leads=leads)
     return pruned.cpu().eval(), history
 
 

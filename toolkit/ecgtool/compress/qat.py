@@ -38,7 +38,7 @@ from torch import nn
 
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, calibration_set
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, judge
-from ecgtool.compress.quantize import onnx_logits, report_on_test
+from ecgtool.compress.quantize import deployed, onnx_logits, report_on_test
 from ecgtool.compress.targets import Int8Form, form_for
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
@@ -198,7 +198,10 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
     if classes and classes != list(ds.classes):
         raise BadInput(f"{ds.root}: classes {', '.join(ds.classes)} are not the model's ({', '.join(classes)}); "
                        "QAT trains on the model's own dataset")
-    cs = calibration_set(ds.root, calib_size, seed, calib_dir)
+    from ecgtool.core.artifacts import find_config
+
+    config = find_config(folder)
+    cs = calibration_set(ds.root, calib_size, seed, calib_dir, config=config)
     ui.info(f"qat: target {target}, form {form.label}, {epochs} epoch(s) at lr {lr:g} on {ds.root} train split; "
             f"observers from {cs.path} ({len(cs.labels)} records)")
     start = time.perf_counter()
@@ -206,14 +209,17 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
     example = torch.from_numpy(np.ascontiguousarray(cs.signals[:2], dtype=np.float32))
     net = prepare(model, form, example)
     observe(net, cs.signals)
+    # a `--leads any` model goes on as it was trained: a random lead per record, validated on the deployment lead
+    leads = "any" if (config.get("extra") or {}).get("leads") == "any" else "deploy"
     net, history = fit(net, ds, epochs=epochs, lr=lr, batch_size=batch_size, patience=epochs, device="cpu", seed=seed,
-                       precise_bn=0, desc="qat")
+                       precise_bn=0, desc="qat", leads=leads)
     net.eval()
     export_qdq(net, out, example, opset)
     simulated = target == "tensorrt"
     val = np.sort(ds.indices("val"))
-    fp32_val = onnx_logits(Path(fp32_onnx), ds.signals, val, threads, "fp32 val").argmax(1)
-    qat_val = onnx_logits(out, ds.signals, val, threads, "qat val", optimize=not simulated).argmax(1)
+    signals = deployed(ds, fp32_onnx)
+    fp32_val = onnx_logits(Path(fp32_onnx), signals, val, threads, "fp32 val").argmax(1)
+    qat_val = onnx_logits(out, signals, val, threads, "qat val", optimize=not simulated).argmax(1)
     v = judge(ds.labels[val], fp32_val, qat_val, ds.classes, gate_macro, gate_class, gate_min_windows)
     gate = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
             "reason": v.as_dict().get("reason"), "split": "val", "n": int(len(val)),

@@ -93,18 +93,33 @@ def onnx2int8(src: str | os.PathLike, out: str | os.PathLike, calibration: np.nd
     return out
 
 
+def onnx_config(src: str | os.PathLike) -> dict:
+    """The config of the model an ONNX file came from: its metadata's, else the model folder's ({} if none)."""
+    from ecgtool.runtime.base import config_and_classes
+    from ecgtool.runtime.onnxruntime import read_metadata
+
+    return read_metadata(src).get("config") or config_and_classes(Path(src))[0]
+
+
+def deployed(ds, src: str | os.PathLike) -> np.ndarray:
+    """The dataset's windows as the model of ONNX file `src` is deployed (data.dataset.deployment_signals:
+    a `--leads any` model on a --keep-leads dataset reads its deployment lead alone)."""
+    from ecgtool.data.dataset import deployment_signals
+
+    return deployment_signals(ds, onnx_config(src))
+
+
 def _rr_calibration(src: str | os.PathLike, calibration: np.ndarray) -> dict:
     """For an RR-head graph (a second input): the calibration windows' RR features and the input's name."""
     import onnx
 
-    from ecgtool.runtime.base import config_and_classes, rr_head_inputs
-    from ecgtool.runtime.onnxruntime import read_metadata
+    from ecgtool.runtime.base import rr_head_inputs
 
     graph = onnx.load(str(src), load_external_data=False).graph
     names = [i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(names) < 2:
         return {}
-    config = read_metadata(src).get("config") or config_and_classes(Path(src))[0]
+    config = onnx_config(src)
     rr = rr_head_inputs(config, np.asarray(calibration, dtype=np.float32), Path(src))
     if rr is None:
         raise BadInput(f"{src}: a second graph input ({names[1]}) but no RR head in its metadata")
@@ -169,8 +184,9 @@ def compare_int8(fp32: Path, int8: Path, ds, split: str, threads: int | None, op
 
     idx = np.sort(ds.indices(split))
     y = ds.labels[idx]
-    a = onnx_logits(fp32, ds.signals, idx, threads, f"fp32 {split}").argmax(1)
-    b = onnx_logits(int8, ds.signals, idx, threads, f"int8 {split}", optimize).argmax(1)
+    signals = deployed(ds, fp32)
+    a = onnx_logits(fp32, signals, idx, threads, f"fp32 {split}").argmax(1)
+    b = onnx_logits(int8, signals, idx, threads, f"int8 {split}", optimize).argmax(1)
     ma, mb = compute_metrics(y, a, ds.classes), compute_metrics(y, b, ds.classes)
     return {
         "split": split, "n": int(len(idx)), "fp32_macro_f1": ma["macro_f1"], "int8_macro_f1": mb["macro_f1"],
@@ -209,11 +225,13 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                        "drop --symmetric/--asymmetric or choose another target")
     target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel)
     ds = load_dataset(data)
-    cs = calibration_set(ds.root, calib_size, seed, calib_dir)
+    config = onnx_config(fp32)
+    signals = deployed(ds, fp32)  # calibration, gate and test: the windows as the model is deployed
+    cs = calibration_set(ds.root, calib_size, seed, calib_dir, config=config)
     ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}")
     start = time.perf_counter()
     val = np.sort(ds.indices("val"))
-    fp32_val = onnx_logits(fp32, ds.signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
+    fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
@@ -221,7 +239,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     simulated = target == "tensorrt"  # TensorRT's arithmetic, not ONNX Runtime's fused CPU kernels
 
     def predict(path: Path) -> np.ndarray:
-        return onnx_logits(path, ds.signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
+        return onnx_logits(path, signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
 
     def verdict(pred: np.ndarray):
         return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows)

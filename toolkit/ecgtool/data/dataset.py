@@ -105,6 +105,41 @@ def load_dataset(path: str | os.PathLike, require_splits: bool = True) -> Prepar
     return PreparedDataset(root=root, signals=signals, labels=labels.astype(np.int64), splits=splits, meta=meta)
 
 
+def model_channels(config: dict | None) -> int | None:
+    """The input channels a model takes, from its config (config.json, ONNX metadata): `in_channels`, else
+    its preprocessing spec's `channels`; None when the config says neither."""
+    if not isinstance(config, dict):
+        return None
+    n = config.get("in_channels") or (config.get("preprocessing") or {}).get("channels")
+    return int(n) if n else None
+
+
+def deployment_signals(data: PreparedDataset, config: dict | None) -> np.ndarray:
+    """The windows of this dataset as the model with `config` is deployed: signals [N, C, L], C its channels.
+
+    Every stored channel when the model takes them all (or its config does not say). From a dataset imported
+    with --keep-leads (the deployment lead first, named by meta "lead") a model that takes fewer channels --
+    a `train --leads any` model takes one -- gets the first ones, a memory-mapped view: its deployment
+    lead. Training's validation, calibration, the INT8 gate, evaluate and bench all read windows through
+    this. BadInput (one line, naming the dataset) when the channels do not fit, or when the model's
+    preprocessing spec names another deployment lead than the dataset's first.
+    """
+    have = int(data.signals.shape[1])
+    want = model_channels(config)
+    if not want or want == have:
+        return data.signals
+    if not data.meta.get("keep_leads") or want > have:
+        raise BadInput(f"{data.root}: signals have {have} channel(s), the model expects {want}"
+                       + ("" if want > have else " (a dataset with more leads must be imported with --keep-leads, "
+                          "the deployment lead first)"))
+    model_lead = ((config or {}).get("preprocessing") or {}).get("lead")
+    data_lead = data.meta.get("lead")
+    if isinstance(model_lead, str) and isinstance(data_lead, str) and model_lead.lower() != data_lead.lower():
+        raise BadInput(f"{data.root}: its first lead is {data_lead}, the model is deployed on lead {model_lead} "
+                       f"(import it with --lead {model_lead} --keep-leads)")
+    return data.signals[:, :want]
+
+
 def is_unlabelled(data: PreparedDataset, idx: np.ndarray | None = None) -> bool:
     """True when any window (of `idx`, default all) has no label (UNLABELLED)."""
     labels = data.labels if idx is None else data.labels[idx]

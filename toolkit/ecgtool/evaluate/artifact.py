@@ -17,7 +17,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.ui import format_cell, info, print_table, progress_bar, quiet_option, warn
-from ecgtool.data.dataset import PreparedDataset, load_dataset, require_labels
+from ecgtool.data.dataset import PreparedDataset, deployment_signals, load_dataset, require_labels
 from ecgtool.evaluate.metrics import compute_metrics, confusion_png, map_classes, per_class_rows
 
 
@@ -33,17 +33,6 @@ def predict_batches(predictor, signals: np.ndarray, indices: np.ndarray, batch_s
     return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
 
 
-def deployment_view(dataset: PreparedDataset, in_channels: int | None) -> np.ndarray:
-    """The signals a model taking `in_channels` reads: all of them, or, from a dataset imported with
-    --keep-leads (the deployment lead first), its first `in_channels` leads; BadInput otherwise."""
-    have = int(dataset.signals.shape[1])
-    if not in_channels or in_channels == have:
-        return dataset.signals
-    if dataset.meta.get("keep_leads") and in_channels < have:
-        return dataset.signals[:, :in_channels]
-    raise BadInput(f"{dataset.root}: signals have {have} channel(s), the model expects {in_channels}")
-
-
 def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | PreparedDataset, split: str = "test",
                       batch_size: int = 256, threads: int | None = None) -> dict:
     """Predict a split of a prepared dataset with any artifact and compute metrics (model's class order)."""
@@ -54,8 +43,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     predictor = load(path, **opts)
     model_classes = list(predictor.classes or dataset.classes)
     mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root))
-    in_ch = (predictor.config or {}).get("in_channels")
-    signals = deployment_view(dataset, in_ch)
+    signals = deployment_signals(dataset, predictor.config)  # a --leads any model: the deployment lead
 
     idx = np.sort(dataset.indices(split))
     require_labels(dataset, idx, "scoring (evaluate, bench)")

@@ -20,14 +20,14 @@ def check_export(artifact: str | os.PathLike, model_folder: str | os.PathLike, d
     difference, argmax agreement, the inputs used and a status (ok / warn).
     """
     from ecgtool import runtime
-    from ecgtool.data.dataset import load_dataset
+    from ecgtool.data.dataset import deployment_signals, load_dataset
 
     ref = runtime.load(model_folder, threads=threads)
     art = runtime.load(artifact, threads=threads, verify=False)  # just written, recorded after this check
     if data is not None:
         ds = load_dataset(data)
         idx = ds.indices("test")[:limit]
-        x = np.asarray(ds.signals[np.sort(idx)], dtype=np.float32)
+        x = np.asarray(deployment_signals(ds, ref.config)[np.sort(idx)], dtype=np.float32)
         source = f"test split, {len(x)} records" + (f" (capped at {limit})" if len(ds.indices('test')) > limit else "")
     else:
         channels, length = input_shape(ref.config)

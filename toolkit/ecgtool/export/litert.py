@@ -363,7 +363,7 @@ def build_litert(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
         from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, calibration_set
 
         cs = calibration_set(opts["data"], opts.get("calib_size", DEFAULT_SIZE), opts.get("seed", DEFAULT_SEED),
-                             opts.get("calib_dir", DEFAULT_DIR))
+                             opts.get("calib_dir", DEFAULT_DIR), config=config)
         calib = cs.signals
         calib_meta = {"path": str(cs.path), "records": int(len(calib)), "seed": cs.meta.get("seed"),
                       "ranges": "overall min/max over the set"}

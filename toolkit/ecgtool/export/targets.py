@@ -62,7 +62,7 @@ def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
             raise BadInput(f"{folder}: INT8 needs --data DIR (calibration set from its training split)")
         src = ensure_onnx(folder, opts, files)
         cs = calibration_set(opts["data"], opts.get("calib_size", DEFAULT_SIZE), opts.get("seed", DEFAULT_SEED),
-                             opts.get("calib_dir", "calibration"))
+                             opts.get("calib_dir", "calibration"), config=find_config(folder))
         nncf2openvino(src, target, cs.signals)
         checked(target, folder, src, opts)
         record_artifact(target.with_suffix(".bin"), parent=src)

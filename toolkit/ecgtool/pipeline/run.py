@@ -201,6 +201,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "train.batch_size": (1, 65_536, True, False), "train.lr": (1e-12, 10, False, False),
     "train.patience": (0, 10_000, True, False), "train.seed": (0, 2**32 - 1, True, False),
     "train.precise_bn": (0, 1_000_000, True, False), "train.budget_s": (0, 30 * 86_400, False, False),
+    "train.rr_trunk_dropout": (0, 1, False, True),
     "prune.steps": (1, 100, True, False), "prune.batch_size": (1, 65_536, True, False),
     "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
     "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),
@@ -260,6 +261,7 @@ def validate_config(cfg: dict, where: str = "config") -> None:
         if imp["format"] not in IMPORT_FORMATS:
             raise _unknown(where, "data.import.format", imp["format"], IMPORT_FORMATS, "format")
     t = cfg["train"]
+    _check_robust_training(where, t, src)
     archs = _check_list(where, "train.archs", t.get("archs"), [*ARCHS, BASELINE_ARCH], "architecture")
     depths = _check_list(where, "train.depths", t.get("depths"), DEPTHS, "depth", int)
     if not archs and not t.get("baseline"):
@@ -285,6 +287,35 @@ def validate_config(cfg: dict, where: str = "config") -> None:
     if ratios is not None and (not isinstance(ratios, list) or not all(
             isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1 for r in ratios)):
         raise BadInput(f"{where}: prune.ratios: expected a list of fractions between 0 and 1, got {ratios!r}")
+
+
+#: the values of train.leads (train_models' `leads`)
+LEADS = ("deploy", "any")
+
+
+def _check_robust_training(where: str, t: dict, src: dict) -> None:
+    """The issue-9 training options (rr_head, rr_trunk_dropout, leads, augment) and data.import.keep_leads:
+    their values, and what they need of each other, before any step runs."""
+    from ecgtool.train.augment import parse_augment
+
+    imp = src.get("import") if isinstance(src.get("import"), dict) else {}
+    for key, value in (("train.rr_head", t.get("rr_head")), ("data.import.keep_leads", imp.get("keep_leads"))):
+        if value is not None and not isinstance(value, bool):
+            raise BadInput(f"{where}: {key}: expected true or false, got {value!r}")
+    if t.get("leads") is not None and t["leads"] not in LEADS:
+        raise _unknown(where, "train.leads", t["leads"], LEADS, "value")
+    if t.get("leads") == "any" and not imp.get("keep_leads"):
+        raise BadInput(f"{where}: train.leads: any needs data.import with keep_leads: true (every lead of each "
+                       "record, the deployment lead first)")
+    if t.get("rr_trunk_dropout") and not t.get("rr_head"):
+        raise BadInput(f"{where}: train.rr_trunk_dropout: applies to an RR-head model (train.rr_head: true)")
+    augment = t.get("augment")
+    if augment is not None and not isinstance(augment, (str, list)):
+        raise BadInput(f"{where}: train.augment: expected a name or a list of names, got {augment!r}")
+    try:
+        parse_augment(augment)
+    except BadInput as exc:
+        raise BadInput(f"{where}: train.augment: {str(exc).split(': ', 1)[-1]}") from None
 
 
 def step_hashes(cfg: dict) -> dict[str, str]:
@@ -377,7 +408,7 @@ def _unavailable(formats: list[str]) -> dict[str, str]:
 
 def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[Path]:
     from ecgtool.export import export
-    from ecgtool.export.formats import FORMATS
+    from ecgtool.export.formats import FORMATS, RR_HEAD_FORMATS
 
     files = []
     missing = _unavailable(formats)
@@ -386,7 +417,11 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
     formats = [f for f in formats if f not in missing]
     limit = (cfg.get("export") or {}).get("mcu_flash_kb")
     for folder in _compressed(cfg, out):
+        rr_head = bool(read_json(folder / CONFIG).get("rr_features")) if (folder / CONFIG).exists() else False
         for fmt in formats:
+            if rr_head and fmt not in RR_HEAD_FORMATS:  # train.rr_head: its RR features are computed before the graph
+                info(f"export {fmt}: {folder.name} skipped, an RR-head model exports to {', '.join(RR_HEAD_FORMATS)} only")
+                continue
             if FORMATS[fmt].target == "litert" and not _fits_mcu(folder, limit, fmt):
                 continue
             try:

@@ -97,15 +97,15 @@ def adapt_model(model_path: str | os.PathLike, data: str | os.PathLike, out: str
     from ecgtool.core.files import atomic_dir, sha256, write_json
     from ecgtool.core.manifest import record_artifact
     from ecgtool.core.names import CONFIG, WEIGHTS
-    from ecgtool.data.dataset import is_unlabelled, load_dataset
+    from ecgtool.data.dataset import deployment_signals, is_unlabelled, load_dataset
     from ecgtool.evaluate.metrics import map_classes
     from ecgtool.models import load_model, save_model
 
     src = model_folder_of(model_path)
     ds = load_dataset(data, require_splits=False)
     model = load_model(src)
-    if int(ds.signals.shape[1]) != model.config.in_channels:
-        raise BadInput(f"{data}: {ds.signals.shape[1]}-lead signals but the model ({src}) takes {model.config.in_channels}")
+    # the windows as the model is deployed (a --leads any model on a --keep-leads dataset: the deployment lead)
+    signals = deployment_signals(ds, {"in_channels": model.config.in_channels, "preprocessing": model.config.preprocessing})
     want_len = model.config.extra.get("input_length")
     if want_len and int(want_len) != int(ds.signals.shape[2]):
         raise BadInput(f"{data}: windows of {ds.signals.shape[2]} samples but the model ({src}) takes {want_len}")
@@ -123,17 +123,17 @@ def adapt_model(model_path: str | os.PathLike, data: str | os.PathLike, out: str
 
     mapping = None if unlabelled else map_classes(list(model.config.classes or ds.classes), ds.classes, str(ds.root))
     test = _scored_split(ds, mapping)
-    before = _macro_f1(model, ds, test, mapping) if test is not None else None
-    n_bn = adabn(model, ds.signals, idx)
-    after_bn = _macro_f1(model, ds, test, mapping) if test is not None else None
+    before = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
+    n_bn = adabn(model, signals, idx)
+    after_bn = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
     record: dict[str, Any] = {"method": "adabn", "parent": str(src.resolve()), "parent_sha256": sha256(src / WEIGHTS),
                               "data": str(ds.root.resolve()), "data_digest": sha256(ds.root / "meta.json"),
                               "split": split, "windows": n_bn, "seed": seed, "calibration": None}
     if calibrate:
         if unlabelled:
             raise BadInput(f"{ds.root}: --calibrate needs labelled windows; this dataset has none (labels -1)")
-        record["calibration"] = _calibrate(model, ds, mapping, calibrate, rng)
-    after = _macro_f1(model, ds, test, mapping) if test is not None else None
+        record["calibration"] = _calibrate(model, ds, signals, mapping, calibrate, rng)
+    after = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
     model.config.extra = {**model.config.extra, "adapt": record}
     summary = {"out": str(dest), "windows": n_bn, "split": split, "test_split": None if test is None else "test",
                "macro_f1_before": before, "macro_f1_adabn": after_bn, "macro_f1_after": after,
@@ -155,15 +155,15 @@ def _scored_split(ds, mapping) -> np.ndarray | None:
     return idx if len(idx) else None
 
 
-def _macro_f1(model, ds, idx: np.ndarray, mapping) -> float:
+def _macro_f1(model, ds, signals: np.ndarray, idx: np.ndarray, mapping) -> float:
     from ecgtool.evaluate.metrics import compute_metrics
 
-    pred = _logits(model, ds.signals, idx).argmax(1)
+    pred = _logits(model, signals, idx).argmax(1)
     classes = list(model.config.classes or ds.classes)
     return compute_metrics(mapping.to_model[ds.labels[idx]], pred, classes)["macro_f1"]
 
 
-def _calibrate(model, ds, mapping, n: int, rng: np.random.Generator) -> dict:
+def _calibrate(model, ds, signals: np.ndarray, mapping, n: int, rng: np.random.Generator) -> dict:
     """Fit per-class logit biases on n labelled windows (val split, else train) and fold them into fc.bias."""
     name = "val" if "val" in ds.splits and len(ds.splits["val"]) else "train"
     pool = ds.indices(name)
@@ -172,7 +172,7 @@ def _calibrate(model, ds, mapping, n: int, rng: np.random.Generator) -> dict:
         raise BadInput(f"{ds.root}: --calibrate: the {name} split has {len(pool)} window(s) of classes the model knows")
     idx = np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
     k = int(model.fc.out_features)
-    bias, f1_before, f1_after = fit_biases(_logits(model, ds.signals, idx), mapping.to_model[ds.labels[idx]], k)
+    bias, f1_before, f1_after = fit_biases(_logits(model, signals, idx), mapping.to_model[ds.labels[idx]], k)
     with torch.no_grad():
         model.fc.bias.add_(torch.as_tensor(bias, dtype=model.fc.bias.dtype))
     classes = list(model.config.classes or ds.classes)

@@ -25,7 +25,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_path, write_csv
 from ecgtool.train import defaults as D
 from ecgtool.train.augment import build_augment, parse_augment
-from ecgtool.data.dataset import PreparedDataset
+from ecgtool.data.dataset import PreparedDataset, deployment_signals
 from ecgtool.core.ui import progress_bar
 
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "lr", "seconds")
@@ -136,7 +136,7 @@ class DeployLead:
 
     def __init__(self, data: PreparedDataset):
         self._data = data
-        self.signals = data.signals[:, :1]
+        self.signals = deployment_signals(data, {"in_channels": 1})
         self.labels = data.labels
         self.classes = data.classes
 
