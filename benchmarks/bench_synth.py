@@ -45,6 +45,38 @@ def separability(per_class: int, morphology: str = "standard") -> float:
     return float(cross_val_score(rf, feats, labels, cv=3).mean())
 
 
+def plot_examples(path: str, seed: int = 5) -> None:
+    """One 5-s record per class, standard (left) beside diverse on a random limb lead (right), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ecgtool.data.classes import DEFAULT_CLASSES
+
+    std, lab_s, _ = synthesize(per_class=1, seed=seed)
+    div, lab_d, rec = synthesize(per_class=1, seed=seed, morphology="diverse", lead="random")
+    fig, ax = plt.subplots(len(DEFAULT_CLASSES), 2, figsize=(12, 11), sharex=True)
+    t = np.arange(1000) / 200
+    for k, cls in enumerate(DEFAULT_CLASSES):
+        i, j = int(np.flatnonzero(lab_s == k)[0]), int(np.flatnonzero(lab_d == k)[0])
+        ax[k, 0].plot(t, std[i, 0, :1000], lw=0.8)
+        ax[k, 0].set_title(f"{cls}: standard (lead II)", fontsize=8, loc="left")
+        r = rec[j]
+        extra = ", ".join(x for x, on in (("wide QRS", r["bundle_branch_block"]), ("T inverted", r["t_inverted"]),
+                                          ("low voltage", r["low_voltage"])) if on)
+        ax[k, 1].plot(t, div[j, 0, :1000], lw=0.8, color="C1")
+        ax[k, 1].set_title(f"{cls}: diverse, lead {r['lead']}, QRS axis {r['qrs_axis_deg']} deg, SNR {r['snr_db']} dB"
+                           f" ({r['noise']}){'; ' + extra if extra else ''}", fontsize=8, loc="left")
+        for a in ax[k]:
+            a.set_yticks([])
+    ax[-1, 0].set_xlabel("s")
+    ax[-1, 1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--total", type=int, default=28308)
@@ -52,7 +84,12 @@ def main() -> None:
     ap.add_argument("--no-noise", action="store_true", help="time the clean generator only")
     ap.add_argument("--separability", type=int, metavar="PER_CLASS", help="run the separability check instead")
     ap.add_argument("--morphology", choices=["standard", "diverse", "both"], default="standard")
+    ap.add_argument("--plot", metavar="PNG", help="draw one record per class, standard beside diverse, and stop")
     args = ap.parse_args()
+    if args.plot:
+        plot_examples(args.plot)
+        print(f"wrote {args.plot}")
+        return
     if args.separability:
         for m in (["standard", "diverse"] if args.morphology == "both" else [args.morphology]):
             acc = separability(args.separability, m)

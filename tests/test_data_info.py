@@ -98,6 +98,8 @@ def test_cli_synth_diverse_morphology_and_its_bad_usage(tmp_path):
         "I", "II", "III", "aVR", "aVL", "aVF"}
     std = write_synthetic_dataset(tmp_path / "std", per_class=6, seed=0)
     assert "morphology" not in load_dataset(std).meta["generator"] and load_dataset(std).meta["generator"]["version"] == 1
+    assert dataset_info(out)["generator"] == "ecgtool.data.synth v2, morphology diverse, lead random"
+    assert dataset_info(std)["generator"] == "ecgtool.data.synth v1"
     res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "bad"), "--per-class", "6", "--lead", "aVR"])
     assert res.exit_code == 2 and "needs morphology 'diverse'" in res.output and not (tmp_path / "bad").exists()
     assert "Traceback" not in res.output

@@ -459,6 +459,7 @@ def _block(seed_seq: np.random.SeedSequence, lab: np.ndarray, first_id: int, fs:
         if morph is not None:
             records[-1].update({
                 "snr_db": (round(float(snr[i]), 1) if np.isfinite(snr[i]) else None) if noise else None,
+                "noise": records[-1]["noise"] or "none",
                 "lead": str(morph["lead"][i]), "qrs_axis_deg": round(float(morph["axis"][i])),
                 "bundle_branch_block": bool(morph["bbb"][i]), "t_inverted": bool(morph["t_inverted"][i]),
                 "low_voltage": bool(morph["low_voltage"][i])})
