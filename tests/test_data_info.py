@@ -83,3 +83,23 @@ def test_info_reports_patient_overlap_and_label_priority(tmp_path):
     res = CliRunner().invoke(main, ["data", "info", str(tmp_path / "d")])
     assert res.exit_code == 0 and "train&test 1 (patients in two splits)" in res.output
     assert "label priority" in res.output and "no records of Normal, AF, AFL, ST, PVC in val" in res.output
+
+
+def test_cli_synth_diverse_morphology_and_its_bad_usage(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "div"
+    res = runner.invoke(main, ["data", "synth", "--out", str(out), "--per-class", "6", "--morphology", "diverse",
+                               "--lead", "random", "--quiet"])
+    assert res.exit_code == 0, res.output
+    ds = load_dataset(out)
+    gen = ds.meta["generator"]
+    assert gen["version"] == 2 and gen["morphology"] == "diverse" and gen["lead"] == "random"
+    assert ds.meta["lead"].startswith("random limb lead") and {r["lead"] for r in ds.records} <= {
+        "I", "II", "III", "aVR", "aVL", "aVF"}
+    std = write_synthetic_dataset(tmp_path / "std", per_class=6, seed=0)
+    assert "morphology" not in load_dataset(std).meta["generator"] and load_dataset(std).meta["generator"]["version"] == 1
+    assert dataset_info(out)["generator"] == "ecgtool.data.synth v2, morphology diverse, lead random"
+    assert dataset_info(std)["generator"] == "ecgtool.data.synth v1"
+    res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "bad"), "--per-class", "6", "--lead", "aVR"])
+    assert res.exit_code == 2 and "needs morphology 'diverse'" in res.output and not (tmp_path / "bad").exists()
+    assert "Traceback" not in res.output

@@ -47,6 +47,10 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     }
     if isinstance(split, dict):
         info["split_detail"] = split
+    gen = meta.get("generator")
+    if isinstance(gen, dict) and gen.get("name"):
+        info["generator"] = f"{gen['name']} v{gen.get('version')}" + (
+            f", morphology {gen['morphology']}, lead {gen.get('lead')}" if gen.get("morphology") else "")
     info["missing"] = {k: [c for c, v in cnt.items() if v == 0] for k, cnt in counts.items()
                        if any(v == 0 for v in cnt.values())}
     if "label_priority" in meta:
@@ -92,6 +96,8 @@ def print_info(info: dict[str, Any]) -> None:
         ("shape", f"{info['channels']} x {info['length']}"), ("preprocessing", _flat(info["preprocessing"])),
         ("split", f"{info['split']} (seed {info['seed']})" if info.get("seed") is not None else info["split"]),
     ]
+    if info.get("generator"):
+        summary.append(("generator", info["generator"]))
     ui.print_table([{"field": k, "value": v} for k, v in summary], ["field", "value"], title="dataset")
     names = list(info["counts"])
     rows = [{"class": c, **{s: info["counts"][s][c] for s in names}} for c in info["classes"]]

@@ -28,7 +28,12 @@ FS = 200  #: sampling rate (Hz)
 SECONDS = 10  #: record length (s)
 DEFAULT_TOTAL = 2100  #: default dataset size for `ecgtool data synth`
 MIN_PER_CLASS = 6  #: smallest class size for which the stratified 64/16/20 split gives every split each class
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  #: the standard morphology (its bytes never change)
+DIVERSE_VERSION = 2  #: generator version written for `--morphology diverse`
+MORPHOLOGIES = ("standard", "diverse")
+#: frontal-plane angle (degrees) of each limb lead (hexaxial reference system)
+LEAD_ANGLE_DEG = {"I": 0.0, "II": 60.0, "III": 120.0, "aVR": -150.0, "aVL": -30.0, "aVF": 90.0}
+LEADS = (*LEAD_ANGLE_DEG, "random")
 _BLOCK = 1024  #: records generated together; fixed so output never depends on memory or speed
 _MIN_RR_S = 0.27  #: shortest RR interval any rhythm draws (s); sizes the beat slots per record
 _PAD_S = 1.0  #: padding (s) on each side of the record while beats are drawn
@@ -58,6 +63,77 @@ _HR_LO, _HR_HI = _table(HEART_RATE_BPM)
 _PR_LO, _PR_HI = _table(PR_MS)
 _CONDUCTION = ("2:1", "3:1", "4:1", "variable")
 _CONDUCTION_P = (0.45, 0.1, 0.25, 0.2)
+
+
+#: --morphology diverse: what each record draws, independently of its rhythm class
+DIVERSE = {
+    "qrs_axis_deg": {"normal": (-30.0, 90.0), "left": (-90.0, -30.0), "right": (90.0, 150.0), "p": (0.8, 0.12, 0.08)},
+    "p_axis_deg": (0.0, 75.0), "t_axis_offset_deg": (-40.0, 40.0),
+    "bbb_p": 0.15, "bbb_qrs_ms": (120.0, 170.0),  #: bundle-branch-like wide QRS, any rhythm, discordant T
+    "t_inversion_p": 0.12,  #: primary T inversion (T vector turned by 180 degrees)
+    "low_voltage_p": 0.1, "low_voltage_gain": (0.3, 0.5),  #: all waves scaled down; the noise is not
+    "pvc_min_ratio": 1.5, "pvc_max_ms": 240.0,  #: ectopic QRS at least 1.5x the record's own QRS
+    "min_projection": {"QRS": 0.35, "P": 0.5, "PVC": 0.5, "atrial": 0.5},  #: |cos| each lead must see
+    # per noise component: probability present, SNR (dB) against the record's clean signal at normal voltage
+    "noise": {"baseline": (0.9, (5.0, 25.0)), "emg": (0.8, (10.0, 35.0)), "mains": (0.35, (15.0, 40.0)),
+              "motion": (0.3, (0.0, 18.0))},
+}
+
+
+def _visible_angle(rng: np.random.Generator, draw: Callable[[int], np.ndarray], lead_deg: np.ndarray,
+                   min_cos: float, rounds: int = 12) -> np.ndarray:
+    """Angles (degrees) from `draw`, redrawn (vectorised rejection) where the lead would see less than
+    `min_cos` of the vector; the few left after `rounds` are put on the lead axis."""
+    ang = draw(len(lead_deg))
+    for _ in range(rounds):
+        bad = np.abs(np.cos(np.radians(ang - lead_deg))) < min_cos
+        if not bad.any():
+            break
+        ang = np.where(bad, draw(len(lead_deg)), ang)
+    bad = np.abs(np.cos(np.radians(ang - lead_deg))) < min_cos
+    return np.where(bad, lead_deg, ang)
+
+
+def _morphology(rng: np.random.Generator, n: int, lead: str) -> dict[str, np.ndarray]:
+    """Per-record morphology of `--morphology diverse`: a frontal-plane dipole (P, Q, R, S, T and ectopic
+    vectors) projected on the record's limb lead, bundle-branch-like wide QRS, T inversion, low voltage.
+
+    Each factor is cos(vector angle - lead angle), the lead's view of a unit vector; the standard
+    generator's amplitudes become the vectors' magnitudes.
+    """
+    D = DIVERSE
+    names = list(LEAD_ANGLE_DEG)
+    lead_idx = rng.integers(0, len(names), n) if lead == "random" else np.full(n, names.index(lead))
+    lead_deg = np.array([LEAD_ANGLE_DEG[k] for k in names])[lead_idx]
+    ax = D["qrs_axis_deg"]
+
+    def qrs_axis(m: int) -> np.ndarray:
+        kind = rng.choice(3, size=m, p=ax["p"])
+        lo = np.array([ax["normal"][0], ax["left"][0], ax["right"][0]])[kind]
+        hi = np.array([ax["normal"][1], ax["left"][1], ax["right"][1]])[kind]
+        return _u(rng, lo, hi, m)
+
+    vis = D["min_projection"]
+    axis = _visible_angle(rng, qrs_axis, lead_deg, vis["QRS"])
+    p_axis = _visible_angle(rng, lambda m: _u(rng, *D["p_axis_deg"], m), lead_deg, vis["P"])
+    pvc_axis = _visible_angle(rng, lambda m: _u(rng, -180.0, 180.0, m), lead_deg, vis["PVC"])
+    atrial_axis = _visible_angle(rng, lambda m: _u(rng, -180.0, 180.0, m), lead_deg, vis["atrial"])
+    bbb = rng.uniform(size=n) < D["bbb_p"]
+    t_inv = rng.uniform(size=n) < D["t_inversion_p"]
+    # T concordant with the QRS within +-40 degrees; turned by 180 for primary inversion, and again
+    # (secondary, discordant) in bundle-branch block: an inverted T with BBB points along the QRS
+    t_axis = axis + _u(rng, *D["t_axis_offset_deg"], n) + 180.0 * (t_inv ^ bbb)
+    notch_axis = axis + np.where(rng.uniform(size=n) < 0.5, 0.0, 180.0) + _u(rng, -30.0, 30.0, n)
+    low = rng.uniform(size=n) < D["low_voltage_p"]
+
+    def proj(a: np.ndarray) -> np.ndarray:
+        return np.cos(np.radians(a - lead_deg))[:, None]
+
+    return {"lead": np.array(names)[lead_idx], "axis": axis, "bbb": bbb, "t_inverted": t_inv, "low_voltage": low,
+            "bbb_qrs": _u(rng, *D["bbb_qrs_ms"], n) / 1000, "notch_amp": _u(rng, 0.3, 0.7, n)[:, None],
+            "P": proj(p_axis), "Q": proj(axis + 150.0), "R": proj(axis), "S": proj(axis + 220.0), "T": proj(t_axis),
+            "notch": proj(notch_axis), "PVC": proj(pvc_axis), "atrial": proj(atrial_axis)[:, 0],
+            "gain": np.where(low, _u(rng, *D["low_voltage_gain"], n), 1.0)}
 
 
 def class_counts(per_class: int | None = None, total: int | None = None, balance: str = "paper") -> np.ndarray:
@@ -158,8 +234,12 @@ def _scatter(buf: np.ndarray, rec: np.ndarray, centre: np.ndarray, amp: np.ndarr
 
 
 def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.ndarray], fs: float,
-               length: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Noise-free ECG (mV) [n, length] from the beat times, with per-record and per-beat variation."""
+               length: int, morph: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Noise-free ECG (mV) [n, length] from the beat times, with per-record and per-beat variation.
+
+    `morph` (from _morphology) projects the waves on the record's lead and widens, turns or scales
+    them; without it the draws and the bytes are the standard generator's.
+    """
     n = len(lab)
     t, ect = beats["t"], beats["ectopic"]
     has_p = _SINUS[lab][:, None] & ~ect
@@ -173,6 +253,13 @@ def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.nd
     a_t = _u(rng, 0.08, 0.5, (n, 1))
     s_t = _u(rng, 0.035, 0.055, (n, 1))
     qtc = _u(rng, 0.36, 0.44, (n, 1))
+    if morph is not None:
+        bbb = morph["bbb"][:, None]
+        qrs = np.where(bbb, morph["bbb_qrs"][:, None], qrs)
+        qtc = qtc + np.where(bbb, 0.6 * (qrs - 0.09), 0.0)  # the wide QRS lengthens QT
+        # the standard amplitudes are lead-II deflections; here they are vector magnitudes, projected
+        a_p, a_q, a_r, a_s, a_t = (a_p * morph["P"], -a_q * morph["Q"], a_r * morph["R"], -a_s * morph["S"],
+                                   a_t * morph["T"])
     resp_mod = _u(rng, 0.0, 0.12, (n, 1)) * np.sin(2 * np.pi * beats["resp_hz"][:, None] * t
                                                     + beats["resp_phase"][:, None] + 1.0)
 
@@ -186,6 +273,9 @@ def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.nd
     q_v = _u(rng, *PVC_QRS_MS, (n, 1)) / 1000
     sign = rng.choice([-1.0, 1.0], size=(n, 1), p=[0.4, 0.6])
     a_v = sign * a_r * _u(rng, 1.1, 1.9, (n, 1))
+    if morph is not None:  # the ectopic vector: its own direction, always wider than the record's QRS
+        a_v = np.abs(a_v) / np.maximum(np.abs(morph["R"]), 1e-9) * morph["PVC"]
+        q_v = np.minimum(np.maximum(q_v, DIVERSE["pvc_min_ratio"] * qrs), DIVERSE["pvc_max_ms"] / 1000)
     # onsets: P at its centre - 2 sigma, QRS at Q's centre - 2 sigma = R - 0.46 QRS; PR joins the two
     waves = {  # name: (amplitude, centre (s), sigma left, sigma right)
         "P": (np.where(has_p, a_p * jitter(), 0.0), t - 0.46 * qrs - pr + 2 * s_p, s_p, s_p),
@@ -197,6 +287,10 @@ def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.nd
         "T": (np.where(ect, -0.35 * a_v, a_t) * jitter(), np.where(ect, t + 0.3 + q_v / 2, t + t_off),
               np.where(ect, 0.075, 1.3 * st), np.where(ect, 0.06, 0.7 * st)),
     }
+    if morph is not None:  # bundle-branch block: a notch or slurred terminal deflection, native beats only
+        a_n = np.where(morph["bbb"][:, None] & ~ect, morph["notch_amp"] * np.abs(a_r) / np.maximum(
+            np.abs(morph["R"]), 1e-9) * morph["notch"], 0.0) * jitter()
+        waves["notch"] = (a_n, t + 0.35 * qrs, 0.12 * qrs, 0.12 * qrs)
     buf = np.zeros((n, lp), dtype=np.float64)
     rec = np.broadcast_to(np.arange(n)[:, None], t.shape).ravel()
     for amp, centre, sl, sr in waves.values():
@@ -214,7 +308,8 @@ def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.nd
         fm = f0 + 0.5 * np.sin(2 * np.pi * _u(rng, 0.05, 0.3, (af.size, 1)) * tt + _u(rng, 0, 6.3, (af.size, 1)))
         phase = 2 * np.pi * np.cumsum(fm, axis=1) / fs + _u(rng, 0, 6.3, (af.size, 1))
         env = _u(rng, 0.03, 0.12, (af.size, 1)) * (1 + 0.3 * np.sin(2 * np.pi * _u(rng, 0.1, 0.5, (af.size, 1)) * tt))
-        ecg[af] += env * (np.sin(phase) + _u(rng, 0.1, 0.4, (af.size, 1)) * np.sin(2 * phase + 1.0))
+        fwave = env * (np.sin(phase) + _u(rng, 0.1, 0.4, (af.size, 1)) * np.sin(2 * phase + 1.0))
+        ecg[af] += fwave if morph is None else fwave * morph["atrial"][af, None]
         params["atrial_rate"][af] = f0[:, 0] * 60
     afl = np.flatnonzero(lab == _C["AFL"])
     if afl.size:  # flutter: sharp upstroke, slow downslope, locked to the conducted QRS complexes
@@ -222,7 +317,8 @@ def _clean_ecg(rng: np.random.Generator, lab: np.ndarray, beats: dict[str, np.nd
         delay = _u(rng, 0.16, 0.28, (afl.size, 1))
         phase = 2 * np.pi * (tt - (t[afl, :1] - delay)) / cyc
         saw = sps.sawtooth(phase, width=_u(rng, 0.15, 0.3, (afl.size, 1)))
-        ecg[afl] += _u(rng, 0.08, 0.3, (afl.size, 1)) * saw
+        saw = _u(rng, 0.08, 0.3, (afl.size, 1)) * saw
+        ecg[afl] += saw if morph is None else saw * morph["atrial"][afl, None]
         params["atrial_rate"][afl] = beats["flutter"][afl]
     return ecg, params
 
@@ -263,15 +359,81 @@ def _noise(rng: np.random.Generator, n: int, fs: float, length: int) -> tuple[np
     return total, {"mains_hz": np.where(present[:, 2], mains_hz, 0), "present": present, "names": names}
 
 
+def _noise_diverse(rng: np.random.Generator, n: int, fs: float, length: int, resp_hz: np.ndarray,
+                   ref_rms: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Noise (mV) [n, length] of `--morphology diverse`: each component drawn present or not and mixed at
+    its own SNR (DIVERSE["noise"], dB against `ref_rms`, the clean record's RMS at normal voltage, so
+    low-voltage records come out noisier). Shapes follow the MIT-BIH Noise Stress Test's kinds:
+
+    - baseline wander: respiration (the record's own breathing rate) plus two slower drifts;
+    - EMG: white noise high-passed at 20 Hz, in bursts;
+    - mains: 50 or 60 Hz, slowly amplitude-modulated;
+    - electrode motion: 1-3 baseline steps, each decaying as the amplifier's high-pass recovers
+      (time constant 0.3-2 s), with a 0.5-8 Hz transient at the step.
+    """
+    lead = int(fs)
+    f32 = np.float32
+    tt = (np.arange(length) / fs).astype(f32)
+
+    def u(lo: float, hi: float, size: Any) -> np.ndarray:
+        return _u(rng, lo, hi, size).astype(f32)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.sqrt(np.mean(np.square(x), axis=1, keepdims=True)), f32(1e-12))
+
+    bw = u(0.5, 1.0, (n, 1)) * np.sin(f32(2 * np.pi) * resp_hz[:, None].astype(f32) * tt + u(0, 6.3, (n, 1)))
+    bw += sum(u(0.3, 1.0, (n, 1)) * np.sin(f32(2 * np.pi) * u(0.03, 0.15, (n, 1)) * tt + u(0, 6.3, (n, 1)))
+              for _ in range(2))
+    emg = sps.sosfilt(sps.butter(4, 20, "highpass", fs=fs, output="sos").astype(f32),
+                      rng.standard_normal((n, length + lead), dtype=f32), axis=1)[:, lead:]
+    burst = np.maximum(0, np.sin(f32(2 * np.pi) * u(0.1, 0.6, (n, 1)) * tt + u(0, 6.3, (n, 1))))
+    emg *= 1 + u(0, 3, (n, 1)) * burst * burst
+    mains_hz = rng.choice([50.0, 60.0], size=n)
+    mains = (1 + u(0, 0.3, (n, 1)) * np.sin(f32(2 * np.pi) * u(0.05, 0.5, (n, 1)) * tt)) * np.sin(
+        f32(2 * np.pi) * mains_hz[:, None].astype(f32) * tt + u(0, 6.3, (n, 1)))
+    k = 3  # electrode-motion events per record (1-3 used)
+    at = u(0, float(tt[-1]), (n, k))
+    used = np.arange(k)[None, :] < rng.integers(1, k + 1, (n, 1))
+    since = tt[None, None, :] - at[..., None]
+    step = np.where(since >= 0, np.exp(-np.maximum(since, 0) / u(0.3, 2.0, (n, k))[..., None]), f32(0))
+    step *= (u(-1, 1, (n, k)) * used)[..., None]
+    trans = sps.sosfilt(sps.butter(2, [0.5, 8], "bandpass", fs=fs, output="sos").astype(f32),
+                        rng.standard_normal((n, length + lead), dtype=f32), axis=1)[:, lead:]
+    gate = (np.exp(f32(-0.5) * np.square(since / u(0.1, 0.5, (n, k))[..., None])) * used[..., None]).sum(axis=1)
+    motion = step.sum(axis=1) + 0.3 * unit(trans) * gate
+    names = list(DIVERSE["noise"])
+    present = np.stack([rng.uniform(size=n) < DIVERSE["noise"][c][0] for c in names], axis=1)
+    snr = np.stack([_u(rng, *DIVERSE["noise"][c][1], n) for c in names], axis=1)
+    total = np.zeros((n, length), dtype=f32)
+    for j, comp in enumerate((bw, emg, mains, motion)):
+        scale = np.where(present[:, j], ref_rms / 10 ** (snr[:, j] / 20), 0.0).astype(f32)
+        total += scale[:, None] * unit(comp)
+    noise_rms = np.sqrt(np.mean(np.square(total, dtype=np.float64), axis=1))
+    snr_total = 20 * np.log10(np.maximum(ref_rms, 1e-12) / np.maximum(noise_rms, 1e-12))
+    return total, {"mains_hz": np.where(present[:, 2], mains_hz, 0), "present": present, "names": np.array(names),
+                   "snr_db": np.where(present.any(axis=1), snr_total, np.inf)}
+
+
 def _block(seed_seq: np.random.SeedSequence, lab: np.ndarray, first_id: int, fs: float, seconds: float,
-           noise: bool) -> tuple[np.ndarray, list[dict]]:
+           noise: bool, morphology: str = "standard", lead: str = "II") -> tuple[np.ndarray, list[dict]]:
     rng = np.random.default_rng(seed_seq)
     length = int(round(fs * seconds))
     beats = _beat_times(rng, lab, seconds)
-    ecg, params = _clean_ecg(rng, lab, beats, fs, length)
     n = len(lab)
+    morph = None
+    if morphology == "diverse":  # its own stream: the standard draws above stay as they are
+        rng_m = np.random.default_rng(np.random.SeedSequence(seed_seq.entropy, spawn_key=(*seed_seq.spawn_key, 9)))
+        morph = _morphology(rng_m, n, lead)
+    ecg, params = _clean_ecg(rng, lab, beats, fs, length, morph)
     snr = _u(rng, *SNR_DB, n)
-    if noise:
+    if morph is not None:
+        ref = ecg.std(axis=1)
+        ecg = ecg * morph["gain"][:, None]
+        if noise:
+            nz, ninfo = _noise_diverse(rng_m, n, fs, length, beats["resp_hz"], ref)
+            ecg = ecg + nz
+            snr = ninfo["snr_db"]
+    elif noise:
         nz, ninfo = _noise(rng, n, fs, length)
         ecg = ecg + nz * (ecg.std(axis=1) / 10 ** (snr / 20))[:, None].astype(np.float32)
     lo, hi = ecg.min(axis=1, keepdims=True), ecg.max(axis=1, keepdims=True)
@@ -294,27 +456,39 @@ def _block(seed_seq: np.random.SeedSequence, lab: np.ndarray, first_id: int, fs:
             "mains_hz": int(ninfo["mains_hz"][i]) if noise else None,
             "noise": "+".join(ninfo["names"][ninfo["present"][i]]) if noise else "none",
         })
+        if morph is not None:
+            records[-1].update({
+                "snr_db": (round(float(snr[i]), 1) if np.isfinite(snr[i]) else None) if noise else None,
+                "noise": records[-1]["noise"] or "none",
+                "lead": str(morph["lead"][i]), "qrs_axis_deg": round(float(morph["axis"][i])),
+                "bundle_branch_block": bool(morph["bbb"][i]), "t_inverted": bool(morph["t_inverted"][i]),
+                "low_voltage": bool(morph["low_voltage"][i])})
     return out[:, None, :], records
 
 
 def synthesize(per_class: int | None = None, total: int | None = None, balance: str = "paper", seed: int = 0,
                fs: float = FS, seconds: float = SECONDS, noise: bool = True,
-               progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+               progress: Callable[[int], None] | None = None, morphology: str = "standard",
+               lead: str = "II") -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Synthetic lead-II ECGs: (signals float32 [N, 1, fs*seconds] in [0, 1], labels int64 [N], records).
 
     Labels index DEFAULT_CLASSES. `noise=False` gives clean records (for measuring the physiology).
     `progress(k)` is called after each block of k records. The same arguments give identical bytes.
+    `morphology="diverse"` draws each record's QRS axis and width (bundle-branch-like wide QRS in any
+    rhythm), T inversion and low voltage, projects the waves on `lead` (a limb lead, or "random": one
+    per record) and mixes noise at per-component SNRs (DIVERSE); "standard" is the original generator.
     """
     counts = class_counts(per_class, total, balance)
     if fs < 100:  # QRS detail needs >= 100 Hz
         raise ValueError(f"fs must be >= 100 Hz, got {fs}")
+    check_morphology(morphology, lead)
     labels = np.repeat(np.arange(len(counts)), counts)
     labels = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,))).permutation(labels)
     blocks = range(0, len(labels), _BLOCK)
     seeds = np.random.SeedSequence(int(seed), spawn_key=(1,)).spawn(len(blocks))
     sigs, records = [], []
     for b, start in enumerate(blocks):
-        s, r = _block(seeds[b], labels[start: start + _BLOCK], start, fs, seconds, noise)
+        s, r = _block(seeds[b], labels[start: start + _BLOCK], start, fs, seconds, noise, morphology, lead)
         sigs.append(s)
         records.extend(r)
         if progress is not None:
@@ -324,8 +498,19 @@ def synthesize(per_class: int | None = None, total: int | None = None, balance: 
     return signals, labels.astype(np.int64), records
 
 
+def check_morphology(morphology: str, lead: str) -> None:
+    """ValueError unless `morphology` is known and `lead` fits it (only "diverse" projects on other leads)."""
+    if morphology not in MORPHOLOGIES:
+        raise ValueError(f"morphology must be one of {', '.join(MORPHOLOGIES)}, got {morphology!r}")
+    if lead not in LEADS:
+        raise ValueError(f"lead must be one of {', '.join(LEADS)}, got {lead!r}")
+    if morphology == "standard" and lead != "II":
+        raise ValueError(f"lead {lead} needs morphology 'diverse' (the standard generator draws lead II only)")
+
+
 def check_request(out: str | os.PathLike, per_class: int | None = None, total: int | None = None,
-                  balance: str = "paper", overwrite: bool = False) -> np.ndarray:
+                  balance: str = "paper", overwrite: bool = False, morphology: str = "standard",
+                  lead: str = "II") -> np.ndarray:
     """Validate an output folder and a size request before any work; the class counts, or BadInput."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -334,6 +519,7 @@ def check_request(out: str | os.PathLike, per_class: int | None = None, total: i
         raise BadInput(f"{out}: output folder exists and is not empty (use --overwrite to replace it)")
     try:
         counts = class_counts(per_class, total, balance)
+        check_morphology(morphology, lead)
     except ValueError as exc:
         raise BadInput(f"{out}: {exc}") from None
     if counts.min() < MIN_PER_CLASS:
@@ -345,8 +531,11 @@ def check_request(out: str | os.PathLike, per_class: int | None = None, total: i
 
 def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None, total: int | None = None,
                             balance: str = "paper", seed: int = 0, overwrite: bool = False,
-                            progress: Callable[[int], None] | None = None) -> Path:
+                            progress: Callable[[int], None] | None = None, morphology: str = "standard",
+                            lead: str = "II") -> Path:
     """Generate a synthetic set, split it 64/16/20 (stratified, seeded) and write a prepared dataset.
+
+    `morphology` and `lead` as in synthesize(); the standard morphology's files are unchanged by them.
 
     Each file is recorded in the run's manifest.json (the dataset folder's own, unless it sits in a run).
     """
@@ -355,8 +544,9 @@ def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None
     from ecgtool.data.splits import random_split
 
     out = Path(out)
-    counts = check_request(out, per_class, total, balance, overwrite)
-    signals, labels, records = synthesize(per_class, total, balance, seed, progress=progress)
+    counts = check_request(out, per_class, total, balance, overwrite, morphology, lead)
+    signals, labels, records = synthesize(per_class, total, balance, seed, progress=progress,
+                                          morphology=morphology, lead=lead)
     meta = {
         "source": "synthetic", "sampling_rate": FS, "seconds": SECONDS, "lead": "II",
         "preprocessing": "min-max per record to [0,1]", "split": "random", "seed": int(seed),
@@ -370,6 +560,14 @@ def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None
             "noise": ["baseline wander", "EMG", "mains 50/60 Hz", "electrode motion"],
         },
     }
+    if morphology == "diverse":
+        g = meta["generator"]
+        g.update(version=DIVERSE_VERSION, morphology="diverse", lead=lead, diverse=DIVERSE, snr_db=None,
+                 model=g["model"] + "; frontal-plane dipole projected on the record's limb lead, wide QRS, "
+                 "T inversion, low voltage; noise per component at its own SNR")
+        g["noise"] = ["baseline wander (respiration + drift)", "EMG bursts", "mains 50/60 Hz",
+                      "electrode-motion steps"]
+        meta["lead"] = lead if lead != "random" else "random limb lead per record (records.csv: lead)"
     write_dataset(out, signals, labels, DEFAULT_CLASSES, records, random_split(labels, seed), meta,
                   overwrite=overwrite)
     cmd = current_command()
@@ -384,10 +582,15 @@ def write_synthetic_dataset(out: str | os.PathLike, per_class: int | None = None
 @click.option("--total", type=int, help=f"Total records, split by --balance (default {DEFAULT_TOTAL}).")
 @click.option("--balance", type=click.Choice(["paper", "equal"]), help="Class shares for --total (default paper).")
 @click.option("--seed", type=int, help="Random seed (default 0); same seed, same bytes.")
+@click.option("--morphology", type=click.Choice(MORPHOLOGIES), default="standard", show_default=True,
+              help="diverse: per-record QRS axis and width (bundle-branch-like wide QRS in any rhythm), T inversion, "
+                   "low voltage, lead projection and noise at per-component SNRs.")
+@click.option("--lead", type=click.Choice(LEADS), default="II", show_default=True,
+              help="Limb lead the dipole is projected on, or random (one per record); needs --morphology diverse.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @quiet_option
 def synth_command(out: str, per_class: int | None, total: int | None, balance: str | None, seed: int | None,
-                  overwrite: bool) -> None:
+                  morphology: str, lead: str, overwrite: bool) -> None:
     """Write a synthetic prepared dataset of 10-s lead-II ECGs (200 Hz) for the seven rhythm classes."""
     from ecgtool.core import ui
 
@@ -397,6 +600,8 @@ def synth_command(out: str, per_class: int | None, total: int | None, balance: s
         raise BadInput(f"{out}: --balance applies to --total; --per-class already gives equal counts")
     opts = {k: v for k, v in dict(per_class=per_class, total=total, balance=balance, seed=seed).items()
             if v is not None}
+    if morphology != "standard" or lead != "II":
+        opts.update(morphology=morphology, lead=lead)
     counts = check_request(out, overwrite=overwrite, **{k: v for k, v in opts.items() if k != "seed"})
     n = int(counts.sum())
     with ui.progress_bar("synthesising ECGs", n) as bar:
