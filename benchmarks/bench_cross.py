@@ -38,7 +38,40 @@ VARIANTS = {
     "rr-head+leads-any": (["se_resnet"], {"rr_head": True, "leads": "any"}, "leads"),
     "rr-head+leads-any+device-shift": (["se_resnet"], {"rr_head": True, "leads": "any", "augment": "device-shift"},
                                        "leads"),
+    # the classical floor the issue names: multinomial logistic regression on the RR head's inputs (train/rr.py)
+    "rr-logreg": (["rr-logreg"], {}, "plain"),
+    # the hybrid started from that regression (`--rr-init`), alone and with the options above
+    "rr-init": (["se_resnet"], {"rr_head": True, "rr_init": "logreg"}, "plain"),
+    "rr-init-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen"}, "plain"),
+    "rr-init+trunk-dropout": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "rr_trunk_dropout": 0.5}, "plain"),
+    "rr-init+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "augment": "device-shift"}, "plain"),
+    "rr-init-frozen+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen",
+                                                    "augment": "device-shift"}, "plain"),
+    "rr-init+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "leads": "any"}, "leads"),
 }
+#: rows without a network (no seeds, no training run)
+CLASSICAL = ("rr_baseline", "rr-logreg")
+
+
+def rr_logreg_metrics(source: Path, target: Path) -> tuple[dict, dict]:
+    """(own test metrics, target metrics) of the logistic regression on RR-head inputs fitted on the train split."""
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.metrics import compute_metrics
+    from ecgtool.train.rr import dataset_rr_inputs, fit_rr_logreg
+
+    src, tgt = load_dataset(source), load_dataset(target)
+    rr = dataset_rr_inputs(src, 0, progress=False)
+    train = src.indices("train")
+    clf, mean, var = fit_rr_logreg(rr[train], src.labels[train])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return clf.predict((np.asarray(x, dtype=np.float64) - mean) / np.sqrt(var + 1e-5))
+
+    test = src.indices("test")
+    own = compute_metrics(src.labels[test], predict(rr[test]), src.classes)
+    every = tgt.indices("all")
+    return own, compute_metrics(tgt.labels[every], predict(dataset_rr_inputs(tgt, 0, progress=False)[every]),
+                                tgt.classes)
 
 
 def leads_paths(out: Path, stride: int) -> tuple[dict, dict]:
@@ -95,22 +128,27 @@ def main() -> None:
         archs, opts, kind = VARIANTS[variant]
         v_paths, v_cross = leads_paths(out, args.cross_stride) if kind == "leads" else (paths, cross)
         for source, target in (("mitdb", "challenge"), ("challenge", "mitdb")):
-            for seed in (seeds if archs != ["rr_baseline"] else [0]):
+            for seed in (seeds if archs[0] not in CLASSICAL else [0]):
                 data = v_paths[source]
                 o = dict(opts)
-                if archs != ["rr_baseline"]:
+                if archs[0] not in CLASSICAL:
                     o.update(width=args.width, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                              lr=1e-3)
+                if archs[0] != "rr_baseline":  # rr-logreg fits on the deep rows' windows (what --rr-init fits on)
                     if source == "mitdb" and args.mitdb_stride > 1:
                         data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}")
                 run = out / source / f"{variant}-s{seed}"
                 t1 = time.perf_counter()
-                train_models(data, archs, [18], run, seed=seed, threads=args.threads,
-                             resume=(run / "run.json").exists(), **o)
-                model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
                 counts = load_dataset(paths[source]).meta["counts"]["train"]
-                own = json.loads((model / "metrics.json").read_text())["macro_f1"]
-                m = evaluate_artifact(model, v_cross[target], split="all")
+                if archs == ["rr-logreg"]:
+                    own_m, m = rr_logreg_metrics(data, v_cross[target])
+                    own = own_m["macro_f1"]
+                else:
+                    train_models(data, archs, [18], run, seed=seed, threads=args.threads,
+                                 resume=(run / "run.json").exists(), **o)
+                    model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
+                    own = json.loads((model / "metrics.json").read_text())["macro_f1"]
+                    m = evaluate_artifact(model, v_cross[target], split="all")
                 f1, shared = R.shared_macro_f1(m, counts)
                 row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": variant, "seed": seed,
                        "own_test": own, "target": f1, "target_int8": None, "shared": ",".join(shared),
