@@ -3,7 +3,10 @@
 Rows per direction: rr_baseline, the plain recipe (se_resnet18), --rr-head (the hybrid), --augment
 device-shift, --leads any (both datasets imported with --keep-leads), and combinations. Scored on all
 target windows (the deployment lead, II), macro-F1 over the classes both datasets' train splits share
-(benchmarks/real_data.py's rule and data preparation). `--seeds 0,1,2` repeats the deep rows;
+(benchmarks/real_data.py's rule and data preparation). `rr-logreg`: scikit-learn's logistic regression on
+the RR head's inputs, fitted on the deep rows' training windows (the classical floor beside rr_baseline);
+`rr-init*`: the hybrid started from that regression (`train --rr-head --rr-init logreg|logreg-frozen`).
+`--seeds 0,1,2` repeats the deep rows;
 `--int8 VARIANT` also quantises that variant's models (onnx-int8, calibrated on its training split) and
 scores the INT8 files on the target.
 

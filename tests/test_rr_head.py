@@ -31,14 +31,16 @@ assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
 """
 
 
-@pytest.fixture(scope="module")
-def hybrid(tmp_path_factory):
+@pytest.fixture(scope="module", params=[None, "logreg-frozen"], ids=["rr-head", "rr-init-frozen"])
+def hybrid(tmp_path_factory, request):
+    """A trained hybrid, fresh or started from the RR logistic regression with its RR columns kept fixed
+    (`--rr-init logreg-frozen`): every hop below must work for both."""
     from ecgtool.train.run import train_models
 
     root = tmp_path_factory.mktemp("rrhead")
     data = make_tiny_dataset(root / "data", per_class=12)
     train_models(data, ["se_resnet"], [18], root / "run", width=8, epochs=2, batch_size=16, device="cpu",
-                 rr_head=True, threads=1)
+                 rr_head=True, threads=1, rr_init=request.param)
     return root / "run" / "se_resnet18", data
 
 
