@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--int8", default="", help="variants whose models are also quantised (onnx-int8) and scored")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sources", default="mitdb,challenge", help="training sources (directions) to run, in order")
     args = ap.parse_args()
 
     import torch
@@ -130,7 +131,8 @@ def main() -> None:
     for variant in [v for v in args.variants.split(",") if v]:
         archs, opts, kind = VARIANTS[variant]
         v_paths, v_cross = leads_paths(out, args.cross_stride) if kind == "leads" else (paths, cross)
-        for source, target in (("mitdb", "challenge"), ("challenge", "mitdb")):
+        for source, target in [(s, t) for s, t in (("mitdb", "challenge"), ("challenge", "mitdb"))
+                               if s in args.sources.split(",")]:
             for seed in (seeds if archs[0] not in CLASSICAL else [0]):
                 data = v_paths[source]
                 o = dict(opts)
