@@ -98,6 +98,41 @@ def isa() -> str:
     return " ".join(flags)
 
 
+def summarise(jsonl: Path, variants: list[str]) -> str:
+    """The RESULTS.md table from every row in bench_cross.jsonl (the last row of each direction, variant and
+    seed): own test / target per direction (mean +- sd over seeds, ddof 1), mean target, INT8, seed-0 classes."""
+    last: dict[tuple[str, str, int], dict] = {}
+    for line in jsonl.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            key = (r["direction"], r["variant"], r["seed"])
+            if r.get("target_int8") is None and key in last:  # keep an INT8 score measured before
+                r["target_int8"] = last[key].get("target_int8")
+            last[key] = r
+    dirs = [f"{R.NAMES[s]} -> {R.NAMES[t]}" for s, t in (("mitdb", "challenge"), ("challenge", "mitdb"))]
+    lines = ["| variant | MIT-BIH -> Challenge (own test / target) | Challenge -> MIT-BIH (own test / target) | "
+             "mean target | target per class, seed 0 (M->C; C->M) |", "|---|---|---|---|---|"]
+    for v in variants:
+        cells, means, classes = [], [], []
+        for d in dirs:
+            rs = sorted((r for (dd, vv, _), r in last.items() if dd == d and vv == v), key=lambda r: r["seed"])
+            if not rs:
+                cells.append("-")
+                continue
+            t = np.array([r["target"] for r in rs])
+            own = np.mean([r["own_test"] for r in rs])
+            sd = f" +- {t.std(ddof=1):.3f}" if len(t) > 1 else ""
+            q = [r["target_int8"] for r in rs if r.get("target_int8") is not None]
+            q8 = f" (INT8 {np.mean(q):.3f}, {len(q)} seed(s))" if q else ""
+            n = f" [{len(rs)} seeds]" if len(rs) > 1 else ""
+            cells.append(f"{own:.3f} / **{t.mean():.3f}**{sd}{q8}{n}")
+            means.append(t.mean())
+            classes.append(" ".join(f"{c} {f:.2f}" for c, f in rs[0]["per_class"].items()))
+        mean = f"{np.mean(means):.3f}" if len(means) == 2 else "-"
+        lines.append(f"| {v} | {cells[0]} | {cells[1]} | {mean} | {'; '.join(classes)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -112,7 +147,12 @@ def main() -> None:
     ap.add_argument("--int8", default="", help="variants whose models are also quantised (onnx-int8) and scored")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sources", default="mitdb,challenge", help="training sources (directions) to run, in order")
+    ap.add_argument("--summarise", action="store_true", help="only print the table of every row in bench_cross.jsonl "
+                    "for --variants (mean +- sd over the seeds found)")
     args = ap.parse_args()
+    if args.summarise:
+        print(summarise(args.out / "bench_cross.jsonl", [v for v in args.variants.split(",") if v]))
+        return
 
     import torch
 
