@@ -3,7 +3,10 @@
 Rows per direction: rr_baseline, the plain recipe (se_resnet18), --rr-head (the hybrid), --augment
 device-shift, --leads any (both datasets imported with --keep-leads), and combinations. Scored on all
 target windows (the deployment lead, II), macro-F1 over the classes both datasets' train splits share
-(benchmarks/real_data.py's rule and data preparation). `--seeds 0,1,2` repeats the deep rows;
+(benchmarks/real_data.py's rule and data preparation). `rr-logreg`: scikit-learn's logistic regression on
+the RR head's inputs, fitted on the deep rows' training windows (the classical floor beside rr_baseline);
+`rr-init*`: the hybrid started from that regression (`train --rr-head --rr-init logreg|logreg-frozen`).
+`--seeds 0,1,2` repeats the deep rows;
 `--int8 VARIANT` also quantises that variant's models (onnx-int8, calibrated on its training split) and
 scores the INT8 files on the target.
 
@@ -38,7 +41,40 @@ VARIANTS = {
     "rr-head+leads-any": (["se_resnet"], {"rr_head": True, "leads": "any"}, "leads"),
     "rr-head+leads-any+device-shift": (["se_resnet"], {"rr_head": True, "leads": "any", "augment": "device-shift"},
                                        "leads"),
+    # the classical floor the issue names: multinomial logistic regression on the RR head's inputs (train/rr.py)
+    "rr-logreg": (["rr-logreg"], {}, "plain"),
+    # the hybrid started from that regression (`--rr-init`), alone and with the options above
+    "rr-init": (["se_resnet"], {"rr_head": True, "rr_init": "logreg"}, "plain"),
+    "rr-init-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen"}, "plain"),
+    "rr-init+trunk-dropout": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "rr_trunk_dropout": 0.5}, "plain"),
+    "rr-init+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "augment": "device-shift"}, "plain"),
+    "rr-init-frozen+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen",
+                                                    "augment": "device-shift"}, "plain"),
+    "rr-init+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "leads": "any"}, "leads"),
 }
+#: rows without a network (no seeds, no training run)
+CLASSICAL = ("rr_baseline", "rr-logreg")
+
+
+def rr_logreg_metrics(source: Path, target: Path) -> tuple[dict, dict]:
+    """(own test metrics, target metrics) of the logistic regression on RR-head inputs fitted on the train split."""
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.metrics import compute_metrics
+    from ecgtool.train.rr import dataset_rr_inputs, fit_rr_logreg
+
+    src, tgt = load_dataset(source), load_dataset(target)
+    rr = dataset_rr_inputs(src, 0, progress=False)
+    train = src.indices("train")
+    clf, mean, var = fit_rr_logreg(rr[train], src.labels[train])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return clf.predict((np.asarray(x, dtype=np.float64) - mean) / np.sqrt(var + 1e-5))
+
+    test = src.indices("test")
+    own = compute_metrics(src.labels[test], predict(rr[test]), src.classes)
+    every = tgt.indices("all")
+    return own, compute_metrics(tgt.labels[every], predict(dataset_rr_inputs(tgt, 0, progress=False)[every]),
+                                tgt.classes)
 
 
 def leads_paths(out: Path, stride: int) -> tuple[dict, dict]:
@@ -62,6 +98,41 @@ def isa() -> str:
     return " ".join(flags)
 
 
+def summarise(jsonl: Path, variants: list[str]) -> str:
+    """The RESULTS.md table from every row in bench_cross.jsonl (the last row of each direction, variant and
+    seed): own test / target per direction (mean +- sd over seeds, ddof 1), mean target, INT8, seed-0 classes."""
+    last: dict[tuple[str, str, int], dict] = {}
+    for line in jsonl.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            key = (r["direction"], r["variant"], r["seed"])
+            if r.get("target_int8") is None and key in last:  # keep an INT8 score measured before
+                r["target_int8"] = last[key].get("target_int8")
+            last[key] = r
+    dirs = [f"{R.NAMES[s]} -> {R.NAMES[t]}" for s, t in (("mitdb", "challenge"), ("challenge", "mitdb"))]
+    lines = ["| variant | MIT-BIH -> Challenge (own test / target) | Challenge -> MIT-BIH (own test / target) | "
+             "mean target | target per class, seed 0 (M->C; C->M) |", "|---|---|---|---|---|"]
+    for v in variants:
+        cells, means, classes = [], [], []
+        for d in dirs:
+            rs = sorted((r for (dd, vv, _), r in last.items() if dd == d and vv == v), key=lambda r: r["seed"])
+            if not rs:
+                cells.append("-")
+                continue
+            t = np.array([r["target"] for r in rs])
+            own = np.mean([r["own_test"] for r in rs])
+            sd = f" +- {t.std(ddof=1):.3f}" if len(t) > 1 else ""
+            q = [r["target_int8"] for r in rs if r.get("target_int8") is not None]
+            q8 = f" (INT8 {np.mean(q):.3f}, {len(q)} seed(s))" if q else ""
+            n = f" [{len(rs)} seeds]" if len(rs) > 1 else ""
+            cells.append(f"{own:.3f} / **{t.mean():.3f}**{sd}{q8}{n}")
+            means.append(t.mean())
+            classes.append(" ".join(f"{c} {f:.2f}" for c, f in rs[0]["per_class"].items()))
+        mean = f"{np.mean(means):.3f}" if len(means) == 2 else "-"
+        lines.append(f"| {v} | {cells[0]} | {cells[1]} | {mean} | {'; '.join(classes)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -75,7 +146,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--int8", default="", help="variants whose models are also quantised (onnx-int8) and scored")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sources", default="mitdb,challenge", help="training sources (directions) to run, in order")
+    ap.add_argument("--summarise", action="store_true", help="only print the table of every row in bench_cross.jsonl "
+                    "for --variants (mean +- sd over the seeds found)")
     args = ap.parse_args()
+    if args.summarise:
+        print(summarise(args.out / "bench_cross.jsonl", [v for v in args.variants.split(",") if v]))
+        return
 
     import torch
 
@@ -94,23 +171,29 @@ def main() -> None:
     for variant in [v for v in args.variants.split(",") if v]:
         archs, opts, kind = VARIANTS[variant]
         v_paths, v_cross = leads_paths(out, args.cross_stride) if kind == "leads" else (paths, cross)
-        for source, target in (("mitdb", "challenge"), ("challenge", "mitdb")):
-            for seed in (seeds if archs != ["rr_baseline"] else [0]):
+        for source, target in [(s, t) for s, t in (("mitdb", "challenge"), ("challenge", "mitdb"))
+                               if s in args.sources.split(",")]:
+            for seed in (seeds if archs[0] not in CLASSICAL else [0]):
                 data = v_paths[source]
                 o = dict(opts)
-                if archs != ["rr_baseline"]:
+                if archs[0] not in CLASSICAL:
                     o.update(width=args.width, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                              lr=1e-3)
+                if archs[0] != "rr_baseline":  # rr-logreg fits on the deep rows' windows (what --rr-init fits on)
                     if source == "mitdb" and args.mitdb_stride > 1:
                         data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}")
                 run = out / source / f"{variant}-s{seed}"
                 t1 = time.perf_counter()
-                train_models(data, archs, [18], run, seed=seed, threads=args.threads,
-                             resume=(run / "run.json").exists(), **o)
-                model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
                 counts = load_dataset(paths[source]).meta["counts"]["train"]
-                own = json.loads((model / "metrics.json").read_text())["macro_f1"]
-                m = evaluate_artifact(model, v_cross[target], split="all")
+                if archs == ["rr-logreg"]:
+                    own_m, m = rr_logreg_metrics(data, v_cross[target])
+                    own = own_m["macro_f1"]
+                else:
+                    train_models(data, archs, [18], run, seed=seed, threads=args.threads,
+                                 resume=(run / "run.json").exists(), **o)
+                    model = run / (archs[0] if archs[0] == "rr_baseline" else f"{archs[0]}18")
+                    own = json.loads((model / "metrics.json").read_text())["macro_f1"]
+                    m = evaluate_artifact(model, v_cross[target], split="all")
                 f1, shared = R.shared_macro_f1(m, counts)
                 row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": variant, "seed": seed,
                        "own_test": own, "target": f1, "target_int8": None, "shared": ",".join(shared),

@@ -31,14 +31,16 @@ assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]
 """
 
 
-@pytest.fixture(scope="module")
-def hybrid(tmp_path_factory):
+@pytest.fixture(scope="module", params=[None, "logreg-frozen"], ids=["rr-head", "rr-init-frozen"])
+def hybrid(tmp_path_factory, request):
+    """A trained hybrid, fresh or started from the RR logistic regression with its RR columns kept fixed
+    (`--rr-init logreg-frozen`): every hop below must work for both."""
     from ecgtool.train.run import train_models
 
     root = tmp_path_factory.mktemp("rrhead")
     data = make_tiny_dataset(root / "data", per_class=12)
     train_models(data, ["se_resnet"], [18], root / "run", width=8, epochs=2, batch_size=16, device="cpu",
-                 rr_head=True, threads=1)
+                 rr_head=True, threads=1, rr_init=request.param)
     return root / "run" / "se_resnet18", data
 
 
@@ -181,3 +183,93 @@ def test_trunk_dropout_zeroes_whole_trunk_vectors_in_training_only():
         assert torch.equal(m.head(feats, rr), m.head(feats, rr))
         assert not torch.isclose(m.head(feats, rr), m.fc(torch.cat([torch.zeros(64, m.head_bn.num_features),
                                                                     m.rr_norm(rr)], 1))).all(1).any()
+
+
+# --- `--rr-init logreg`: the hybrid starts as the RR model -------------------------------------------
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("drop", [None, "AF"])
+def test_rr_init_predicts_what_the_logistic_regression_predicts(tmp_path, drop):
+    """Untrained, the initialised hybrid's probabilities are scikit-learn's LogisticRegression's on the
+    standardised RR features, whatever the signal (trunk columns 0); a class absent from train is never picked."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.models import ModelConfig, build_model
+    from ecgtool.train.rr import dataset_rr_inputs, init_rr_head
+
+    ds = load_dataset(make_tiny_dataset(tmp_path / "data", per_class=10))
+    rr = dataset_rr_inputs(ds, 0, progress=False)
+    train = ds.indices("train")
+    if drop:  # a class the training split lacks
+        train = train[ds.labels[train] != ds.classes.index(drop)]
+    model = build_model(ModelConfig(depth=18, width=4, num_classes=len(ds.classes), rr_features=rr.shape[1]))
+    info = init_rr_head(model, rr, ds.labels, train, "logreg")
+    assert info["train_rows"] == len(train)
+    # the reference: the same regression fitted here on the training rows standardised by hand
+    x = rr[train].astype(np.float64)
+    mean, sd = x.mean(0), np.sqrt(x.var(0) + 1e-5)
+    ref = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000).fit((x - mean) / sd, ds.labels[train])
+    want = np.zeros((len(ds), len(ds.classes)))
+    want[:, ref.classes_] = ref.predict_proba((rr - mean) / sd)
+    model.eval()
+    sig = torch.from_numpy(np.array(ds.signals, dtype=np.float32))
+    with torch.no_grad():
+        got = _softmax(model(sig, torch.from_numpy(rr)).double().numpy())
+        noise = _softmax(model(torch.rand_like(sig), torch.from_numpy(rr)).double().numpy())
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    np.testing.assert_allclose(noise, got, atol=1e-6)  # the trunk's columns are 0: the signal does not matter yet
+    if drop:
+        assert info["absent_bias"] == [ds.classes.index(drop)] and (got.argmax(1) != ds.classes.index(drop)).all()
+
+
+def test_rr_init_frozen_trains_the_trunk_only(tmp_path):
+    import torch
+
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.models import ModelConfig, build_model
+    from ecgtool.train.fit import train_step
+    from ecgtool.train.rr import dataset_rr_inputs, init_rr_head
+
+    ds = load_dataset(make_tiny_dataset(tmp_path / "data", per_class=6))
+    rr = dataset_rr_inputs(ds, 0, progress=False)
+    model = build_model(ModelConfig(depth=18, width=4, num_classes=len(ds.classes), rr_features=rr.shape[1]))
+    init_rr_head(model, rr, ds.labels, ds.indices("train"), "logreg-frozen")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    idx = np.sort(ds.indices("train")[:16])
+    x, y = torch.from_numpy(np.asarray(ds.signals[idx])), torch.from_numpy(ds.labels[idx])
+    model.train()
+    for _ in range(2):
+        train_step(model, opt, torch.nn.CrossEntropyLoss(), x, y, idx=idx, rr=rr)
+    trunk = model.head_bn.num_features
+    after = model.state_dict()
+    assert torch.equal(after["fc.weight"][:, trunk:], before["fc.weight"][:, trunk:])
+    assert torch.equal(after["fc.bias"], before["fc.bias"])
+    assert torch.equal(after["rr_norm.weight"], before["rr_norm.weight"])
+    assert not torch.equal(after["fc.weight"][:, :trunk], before["fc.weight"][:, :trunk])  # the residual learns
+    assert not torch.equal(after["stem.0.weight"], before["stem.0.weight"])
+
+
+def test_rr_init_is_recorded_and_needs_the_rr_head(tmp_path):
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+    from ecgtool.train.run import train_models
+
+    data = make_tiny_dataset(tmp_path / "data", per_class=6)
+    train_models(data, ["se_resnet"], [18], tmp_path / "run", width=4, epochs=1, batch_size=16, device="cpu",
+                 rr_head=True, rr_init="logreg", threads=1)
+    cfg = json.loads((tmp_path / "run" / "se_resnet18" / "config.json").read_text())
+    assert cfg["extra"]["rr_init"] == "logreg"
+    fit_info = cfg["extra"]["rr_init_fit"]
+    assert fit_info["mode"] == "logreg" and fit_info["params"]["class_weight"] == "balanced"
+    res = CliRunner().invoke(cli, ["train", "--data", str(data), "--arch", "se_resnet", "--depth", "18",
+                                   "--out", str(tmp_path / "r2"), "--rr-init", "logreg"])
+    assert res.exit_code == 2 and "apply to an RR-head model" in res.output and "Traceback" not in res.output

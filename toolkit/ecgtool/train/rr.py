@@ -53,3 +53,101 @@ def dataset_rr_inputs(data: PreparedDataset, channels: int | list[int] = 0, prog
     if isinstance(channels, int):
         return head_vector(window_feature_table(data, channels, progress))
     return np.stack([head_vector(window_feature_table(data, c, progress)) for c in channels], axis=1)
+
+
+# --- starting the hybrid from the RR model (`train --rr-head --rr-init logreg`) -----------------------
+
+#: `--rr-init` choices: the RR head starts as a logistic regression on the RR features (trunk columns zero);
+#: "logreg-frozen" also keeps those RR columns, the classifier's bias and rr_norm fixed in training, so the
+#: trunk can only add a residual to the regression's logits
+RR_INITS = ("logreg", "logreg-frozen")
+#: scikit-learn settings of the initial regression (recorded in config.json)
+LOGREG_PARAMS = {"C": 1.0, "class_weight": "balanced", "max_iter": 2000, "solver": "lbfgs"}
+
+
+def standardise(rr: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, mean, var): rr [N, F] standardised as an eval-mode BatchNorm with these running statistics,
+    weight 1 and bias 0 computes it, (rr - mean) / sqrt(var + eps)."""
+    x = np.asarray(rr, dtype=np.float64)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    return (x - mean) / np.sqrt(var + eps), mean, var
+
+
+def fit_rr_logreg(rr: np.ndarray, labels: np.ndarray, eps: float = 1e-5, seed: int = 0):
+    """scikit-learn's multinomial LogisticRegression (balanced class weights) on standardised RR-head inputs;
+    returns (classifier, mean, var) of the standardisation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ecgtool.core.errors import BadInput
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise BadInput(f"--rr-init logreg: the training split has {len(np.unique(labels))} class(es); it needs 2")
+    z, mean, var = standardise(rr, eps)
+    clf = LogisticRegression(random_state=seed, **LOGREG_PARAMS).fit(z, labels)
+    return clf, mean, var
+
+
+def init_rr_head(model, rr: np.ndarray, labels: np.ndarray, train_idx: np.ndarray, mode: str = "logreg",
+                 seed: int = 0) -> dict:
+    """Make an RR-head model's untrained output the logistic regression's on its RR features.
+
+    rr: the dataset's RR-head inputs, [N, F] (or [N, C, F] per lead, `--leads any`: every lead's row is a
+    training example). rr_norm gets the training rows' mean and variance (weight 1, bias 0); fc's RR columns
+    and bias the regression's coefficients and intercepts; fc's trunk columns 0, so training starts from the
+    regression and adds the trunk as a residual. A class absent from the training split gets bias 10 below
+    the lowest winning logit on the training rows (never predicted there, and no outlier for an INT8 scale).
+    mode "logreg-frozen": the RR columns, the bias and rr_norm's affine parameters get no updates in
+    training. Returns what config.json records (extra["rr_init_fit"]).
+    """
+    import torch
+
+    from ecgtool.core.errors import BadInput
+
+    if mode not in RR_INITS:
+        raise BadInput(f"--rr-init {mode}: choose from {', '.join(RR_INITS)}")
+    if getattr(model, "rr_norm", None) is None:
+        raise BadInput("--rr-init applies to an RR-head model (--rr-head)")
+    idx = np.asarray(train_idx, dtype=np.int64)
+    x = np.asarray(rr[idx], dtype=np.float64)
+    y = np.asarray(labels[idx], dtype=np.int64)
+    if x.ndim == 3:  # every lead of each training record
+        y = np.repeat(y, x.shape[1])
+        x = x.reshape(-1, x.shape[-1])
+    norm, fc = model.rr_norm, model.fc
+    clf, mean, var = fit_rr_logreg(x, y, eps=float(norm.eps), seed=seed)
+    z = standardise(x, float(norm.eps))[0]
+    present = clf.classes_.astype(np.int64)
+    logits = z @ clf.coef_.T + clf.intercept_ if len(present) > 2 else None
+    k, f = fc.out_features, x.shape[1]
+    trunk = fc.in_features - f
+    weight = np.zeros((k, fc.in_features))
+    bias = np.zeros(k)
+    if len(present) == 2:  # scikit-learn's binary form: one coefficient row, for the second class
+        weight[present[1], trunk:] = clf.coef_[0] / 2
+        weight[present[0], trunk:] = -clf.coef_[0] / 2
+        bias[present[1]], bias[present[0]] = clf.intercept_[0] / 2, -clf.intercept_[0] / 2
+        logits = np.stack([-(z @ clf.coef_[0] + clf.intercept_[0]) / 2, (z @ clf.coef_[0] + clf.intercept_[0]) / 2], 1)
+    else:
+        weight[present, trunk:] = clf.coef_
+        bias[present] = clf.intercept_
+    absent = sorted(set(range(k)) - set(present.tolist()))
+    if absent:
+        bias[absent] = float(logits.max(axis=1).min()) - 10.0
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.from_numpy(mean))
+        norm.running_var.copy_(torch.from_numpy(var))
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
+        fc.weight.copy_(torch.from_numpy(weight))
+        fc.bias.copy_(torch.from_numpy(bias))
+    if mode == "logreg-frozen":
+        mask = torch.ones_like(fc.weight)
+        mask[:, trunk:] = 0
+        fc.weight.register_hook(lambda g: g * mask.to(g.device))
+        for p in (fc.bias, norm.weight, norm.bias):
+            p.requires_grad_(False)
+    pred = clf.predict(z)
+    return {"mode": mode, "estimator": "sklearn.linear_model.LogisticRegression", "params": dict(LOGREG_PARAMS),
+            "train_rows": int(len(y)), "classes": [int(c) for c in present], "absent_bias": [int(c) for c in absent],
+            "train_accuracy": round(float(np.mean(pred == y)), 4), "iterations": int(np.max(clf.n_iter_))}

@@ -125,6 +125,7 @@ def train_models(
     rr_head: bool = False,
     rr_trunk_dropout: float = 0.0,
     leads: str = "deploy",
+    rr_init: str | None = None,
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
 
@@ -177,8 +178,14 @@ def train_models(
         recipe["rr_head"] = True
         if rr_trunk_dropout:
             recipe["rr_trunk_dropout"] = float(rr_trunk_dropout)
-    elif rr_trunk_dropout:
-        raise BadInput("--rr-trunk-dropout applies to an RR-head model (--rr-head)")
+        if rr_init not in (None, "none"):  # train/rr.py: init_rr_head
+            from ecgtool.train.rr import RR_INITS
+
+            if rr_init not in RR_INITS:
+                raise BadInput(f"--rr-init {rr_init}: choose from none, {', '.join(RR_INITS)}")
+            recipe["rr_init"] = rr_init
+    elif rr_trunk_dropout or rr_init not in (None, "none"):
+        raise BadInput("--rr-trunk-dropout and --rr-init apply to an RR-head model (--rr-head)")
     if leads not in ("deploy", "any"):
         raise BadInput(f"--leads {leads}: choose deploy (the dataset's channels as stored) or any")
     if leads == "any":
@@ -247,6 +254,11 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
     model = build_model(cfg)
     if init is not None:
         cfg.extra["init_fresh"] = init_from(model, init)
+    if recipe.get("rr_init"):  # the head starts as a logistic regression on the RR features (train/rr.py)
+        from ecgtool.train.rr import init_rr_head
+
+        cfg.extra["rr_init_fit"] = init_rr_head(model, rr, dataset.labels, dataset.indices("train"),
+                                                recipe["rr_init"], seed=fit_options["seed"])
     t0 = time.perf_counter()
     model, history = fit(model, dataset, epochs=epochs, desc=folder.name, history_path=folder / HISTORY,
                          checkpoint_path=folder / CHECKPOINT, **fit_options)
@@ -343,6 +355,9 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
                    "test on the deployment lead. deploy (default): the channels as stored.")
 @click.option("--rr-head", is_flag=True, help="Hybrid: the head also takes the RR baseline's window features "
               "(R peaks, RR irregularity, QRS, P wave; computed in numpy before the network, cached in the dataset).")
+@click.option("--rr-init", type=click.Choice(["none", "logreg", "logreg-frozen"]), default=None,
+              help="With --rr-head: start the head as scikit-learn's logistic regression on the RR features (trunk "
+                   "columns 0; training adds the trunk); logreg-frozen keeps those RR weights fixed in training.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
 @click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
               "when the load average is under half of them, else 1).")
