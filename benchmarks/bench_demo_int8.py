@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.compress.gate import DEFAULT_AGREEMENT, judge, mcnemar_p, windows_changed
+from ecgtool.core.names import OPENVINO_SIDECAR
 from ecgtool.core.ui import markdown_table
 from ecgtool.data.dataset import load_dataset
 from ecgtool.evaluate.artifact import predict_batches
@@ -45,6 +46,11 @@ ARTIFACTS = [
 
 def form_of(path: Path) -> str:
     """The INT8 form and target an ONNX file carries in its metadata ('' for other files)."""
+    if path.suffix == ".xml":  # OpenVINO: the sidecar names what it was converted from (or NNCF)
+        side = path.parent / OPENVINO_SIDECAR
+        meta = json.loads(side.read_text()) if side.exists() else {}
+        src = meta.get("quantizer") or meta.get("source", "?")
+        return f"from {src}" + (f" ({form_of(path.parent.parent / src)})" if str(src).endswith(".onnx") else "")
     if path.suffix != ".onnx":
         return ""
     import onnx
