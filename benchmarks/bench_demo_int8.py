@@ -10,7 +10,7 @@ the ORT INT8 file and the TensorRT-form file (simulated, and also ORT-optimised 
 The verdict column is ecgtool.compress.gate.judge on the test split with the gate's defaults (points, >= 5 windows
 net, and the agreement floor).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=toolkit:benchmarks python benchmarks/bench_demo_int8.py RUN [--qemu] [--qemu-n N] [--out DIR]
+    OMP_NUM_THREADS=1 PYTHONPATH=toolkit:benchmarks python benchmarks/bench_demo_int8.py RUN [--qemu [--qemu-trt]] [--qemu-n N] [--models A,B] [--out DIR]
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="where the JSON and the QEMU scratch files go (default RUN/bench_demo_int8)")
     ap.add_argument("--qemu", action="store_true", help="also run the ORT files under qemu-x86_64 -cpu Haswell")
     ap.add_argument("--qemu-n", type=int, default=0, help="first N test windows under QEMU (default 0: all)")
+    ap.add_argument("--qemu-trt", action="store_true", help="under QEMU also the TensorRT-form file (simulated and "
+                    "ORT-optimised; float-heavy, several times slower to emulate)")
+    ap.add_argument("--models", help="comma-separated model folder names to score (default: every one in RUN)")
     args = ap.parse_args()
     print(cpu_line())
     ds = load_dataset(args.data or args.run / "data")
@@ -96,6 +99,8 @@ def main() -> None:
     y = ds.labels[idx]
     classes = list(ds.classes)
     folders = sorted(p.parent for p in args.run.glob("*/model.onnx"))
+    if args.models:
+        folders = [f for f in folders if f.name in args.models.split(",")]
     rows, qrows = [], []
     for folder in folders:
         ref_logits = predict_batches(load(folder / "model.onnx", threads=1), ds.signals, idx, 256, desc="fp32")
@@ -116,7 +121,7 @@ def main() -> None:
             (out / "qemu_eval.py").write_text(QEMU_EVAL)
             todo = [("ORT INT8", folder / "model.int8.onnx", ""), ("TensorRT form, simulated", folder / "model.trt-int8.onnx", "noopt"),
                     ("TensorRT form, ORT-optimised kernels", folder / "model.trt-int8.onnx", "opt")]
-            for label, src, mode in todo:
+            for label, src, mode in todo if args.qemu_trt else todo[:1]:
                 if not src.exists():
                     continue
                 dst = out / f"{folder.name}-{src.name}"
