@@ -193,3 +193,19 @@ def test_option_on_quantize_export_and_pipeline(trained, tmp_path):
         load_config({"quantize": {"gate_agreement": 150}})
     with pytest.raises(BadInput, match="quantize.gate_agreement"):
         load_config({"quantize": {"gate_agreement": "high"}})
+
+
+def test_pipeline_gives_the_cpu_target_to_onnx_int8_and_not_to_tensorrt_int8(tmp_path, monkeypatch):
+    """quantize: {target: x86-avx2, gate_agreement: 99}: onnx-int8 gets both; tensorrt-int8 (its own form) the floor
+    only (a CPU target there was refused with BadInput and the row skipped)."""
+    from types import SimpleNamespace
+
+    import ecgtool.export as ex
+    import ecgtool.pipeline.run as pr
+
+    calls = []
+    monkeypatch.setattr(ex, "export", lambda folder, fmt, **o: calls.append((fmt, o)) or SimpleNamespace(files=[]))
+    monkeypatch.setattr(pr, "_compressed", lambda cfg, out: [tmp_path / "m"])
+    pr._export_all({}, tmp_path, ["onnx-int8", "tensorrt-int8"], {"target": "x86-avx2", "gate_agreement": 99})
+    got = {fmt: {k: v for k, v in o.items() if k != "data"} for fmt, o in calls}
+    assert got == {"onnx-int8": {"target": "x86-avx2", "gate_agreement": 99}, "tensorrt-int8": {"gate_agreement": 99}}
