@@ -18,6 +18,18 @@ under FP32 and wrong under INT8 minus the reverse. The default, 5, is the smalle
 exact McNemar test (scipy.stats.binomtest on the discordant windows) calls significant at 5 % (one-sided
 p = 0.5^5 = 0.031; 4 windows give 0.0625): fewer cannot be told from quantisation noise. A waived loss is
 named with its count and p-value in the verdict; `min_windows=0` turns the rule off (points alone decide).
+
+The agreement floor (`agreement_floor`, a percentage): INT8 must also give FP32's argmax on at least that
+share of the validation windows. F1 can hold while windows move between classes in both directions (a
+deployed monitor then reports a different rhythm on those windows), and on a record of one patient the
+share of windows that keep their rhythm is what a user sees. A shortfall fails the gate on its own (no window
+rule: the floor is already a count, (1 - floor) x n windows may differ) and counts in `excess` in percentage
+points, so the scan ranks groups by how much agreement each restores when agreement is what fails.
+`compress.quantize` applies DEFAULT_AGREEMENT; `judge` alone applies none unless asked (0 = off), so callers
+that judge other splits (bench) keep their rule.
+
+The scan also stops when the speed gain is gone: a candidate whose batch-1 latency is no lower than the FP32
+graph's (`too_slow`) is neither kept nor extended.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ DEFAULT_CLASS_POINTS = 1.0
 DEFAULT_MIN_WINDOWS = 5
 #: the one-sided significance level the default min_windows is chosen for (exact McNemar test)
 MIN_WINDOWS_ALPHA = 0.05
+#: INT8 must agree with FP32's argmax on at least this % of validation windows (quantize's default; 0 = off);
+#: the issue's goal on whole MIT-BIH records, measured in benchmarks/RESULTS.md (issue #10, agreement section)
+DEFAULT_AGREEMENT = 99.0
 
 
 def windows_changed(y: np.ndarray, a: np.ndarray, b: np.ndarray, k: int | None = None) -> tuple[int, int]:
@@ -82,6 +97,13 @@ class Verdict:
     waived: list[str] = field(default_factory=list)
     #: losses that fail the gate, each with its count
     failures: list[str] = field(default_factory=list)
+    #: least argmax agreement with FP32, % of windows (0 = no floor)
+    agreement_floor: float = 0.0
+
+    @property
+    def agreement_shortfall(self) -> float:
+        """Percentage points of agreement below the floor (<= 0 when it holds; -inf without a floor)."""
+        return self.agreement_floor - 100 * self.agreement if self.agreement_floor > 0 else float("-inf")
 
     @property
     def worst_class(self) -> tuple[str, float]:
@@ -98,12 +120,15 @@ class Verdict:
         (a waived overshoot counts as 0)."""
         over = [(self.macro_loss_points - self.macro_points, self.counts())]
         over += [(v - self.class_points, self.counts(c)) for c, v in self.class_loss_points.items()]
-        return max(o if counted else min(o, 0.0) for o, counted in over)
+        f1 = max(o if counted else min(o, 0.0) for o, counted in over)
+        return max(f1, self.agreement_shortfall)
 
     @property
     def reason(self) -> str:
         """The decision in one line: what failed, or that it holds and what (if anything) was waived."""
         rule = f"limits {self.macro_points:g} macro / {self.class_points:g} per class, >= {self.min_windows} windows"
+        if self.agreement_floor > 0:
+            rule += f", agreement >= {self.agreement_floor:g} %"
         if self.failures:
             return f"fails ({rule}): " + "; ".join(self.failures)
         if self.waived:
@@ -117,14 +142,15 @@ class Verdict:
                 "class_loss_points": {k: round(v, 3) for k, v in self.class_loss_points.items()},
                 "min_windows": self.min_windows, "macro_windows_lost_gained": list(self.macro_windows),
                 "class_windows_lost_gained": {k: list(v) for k, v in self.class_windows.items()},
-                "waived": list(self.waived), "reason": self.reason}
+                "waived": list(self.waived), "agreement_floor": self.agreement_floor, "reason": self.reason}
 
 
 def judge(y: np.ndarray, fp32_pred: np.ndarray, int8_pred: np.ndarray, classes: Sequence[str],
           macro_points: float = DEFAULT_MACRO_POINTS, class_points: float = DEFAULT_CLASS_POINTS,
-          min_windows: int = DEFAULT_MIN_WINDOWS) -> Verdict:
+          min_windows: int = DEFAULT_MIN_WINDOWS, agreement_floor: float = 0.0) -> Verdict:
     """Macro-F1 and per-class F1 loss of `int8_pred` against `fp32_pred` (labels `y`), and whether the gate
-    holds: no loss beyond `macro_points` / `class_points` that at least `min_windows` windows carry (module doc)."""
+    holds: no loss beyond `macro_points` / `class_points` that at least `min_windows` windows carry, and argmax
+    agreement at least `agreement_floor` % of the windows (0: no floor; module doc)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
     y, fp32_pred, int8_pred = (np.asarray(v, dtype=np.int64) for v in (y, fp32_pred, int8_pred))
@@ -145,6 +171,13 @@ def judge(y: np.ndarray, fp32_pred: np.ndarray, int8_pred: np.ndarray, classes: 
             v.failures.append(what)
         else:
             v.waived.append(f"{what}: fewer than {v.min_windows} windows")
+    v.agreement_floor = float(agreement_floor)
+    if v.agreement_shortfall > 1e-9:
+        n = len(y)
+        differ = int(np.sum(fp32_pred != int8_pred))
+        allowed = int(np.floor(n * (1 - v.agreement_floor / 100) + 1e-9))
+        v.failures.append(f"agreement {100 * v.agreement:.2f} % (floor {v.agreement_floor:g} %): {differ} of {n} "
+                          f"windows differ from FP32 (the floor allows {allowed})")
     v.passed = not v.failures
     return v
 
@@ -184,14 +217,16 @@ def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
 
 def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.ndarray], judge_fn: Callable[[np.ndarray], Verdict],
          groups: list[tuple[str, list[str]]], base_exclude: Sequence[str], workdir: Path,
-         baseline: tuple[Path, Verdict] | None = None) -> dict:
+         baseline: tuple[Path, Verdict] | None = None, too_slow: Callable[[Path], bool] | None = None) -> dict:
     """Rank `groups` by sensitivity, then keep them FP32 most sensitive first until the gate holds.
 
     `build(out, exclude)` quantises with those nodes kept float; `predict(path)` gives validation argmax;
     `judge_fn(pred)` compares with FP32. `baseline` (the ungated file and its verdict) is kept unless a
     candidate does strictly better (smaller overshoot, then smaller macro loss): FP32 nodes that buy
-    nothing are not kept. Returns {"scan": [...], "kept_fp32": [...], "groups_fp32": [...],
-    "verdict": Verdict, "path": Path of the best file}.
+    nothing are not kept. `too_slow(path)`: True when a candidate has lost the speed gain (no faster than
+    FP32); the scan stops there without keeping it. Returns {"scan": [...], "kept_fp32": [...],
+    "groups_fp32": [...], "verdict": Verdict, "path": Path of the best file, "stopped": why it stopped early
+    or None}.
     """
     ranked = []
     for i, (name, nodes) in enumerate(groups):
@@ -205,6 +240,7 @@ def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.
     best: tuple[tuple[float, float], Path, Verdict, list[str], list[str]] | None = None
     if baseline is not None:
         best = ((round(baseline[1].excess, 6), round(baseline[1].macro_loss_points, 6)), baseline[0], baseline[1], [], [])
+    stopped = None
     for step, i in enumerate(order):
         kept = [*kept, *groups[i][1]]
         names = [*names, groups[i][0]]
@@ -213,6 +249,9 @@ def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.
             cand = workdir / f"scan{i}.onnx"  # already built
         else:
             build(cand, [*base_exclude, *kept])
+        if too_slow is not None and best is not None and too_slow(cand):
+            stopped = f"speed gain gone with {', '.join(names)} kept FP32 (no faster than FP32)"
+            break
         v = judge_fn(predict(cand))
         key = (round(v.excess, 6), round(v.macro_loss_points, 6))
         if best is None or key < best[0]:
@@ -222,7 +261,8 @@ def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.
     for r in ranked:
         r.pop("_excess")
     assert best is not None
-    return {"scan": ranked, "kept_fp32": best[3], "groups_fp32": best[4], "verdict": best[2], "path": best[1]}
+    return {"scan": ranked, "kept_fp32": best[3], "groups_fp32": best[4], "verdict": best[2], "path": best[1],
+            "stopped": stopped}
 
 
 def latency_ratio(a: Path, b: Path, runs: int = 60, shape: tuple[int, ...] | None = None) -> float:

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, calibration_set
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, judge
-from ecgtool.compress.quantize import deployed, onnx_logits, report_on_test
+from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, judge
+from ecgtool.compress.quantize import check_agreement_floor, deployed, onnx_logits, report_on_test
 from ecgtool.compress.targets import Int8Form, form_for
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
@@ -178,7 +178,7 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
               calib_size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, calib_dir: str | os.PathLike = DEFAULT_DIR,
               threads: int | None = None, gate_macro: float = DEFAULT_MACRO_POINTS,
               gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS,
-              opset: int = 17) -> dict:
+              gate_agreement: float = DEFAULT_AGREEMENT, opset: int = 17) -> dict:
     """QAT of the model in `folder` for `target`, QDQ ONNX at `out`; the same report as compress.quantize.quantize_model.
 
     The gate is judged (validation split, FP32 = `fp32_onnx`) but not enforced by FP32 fallbacks: QAT is
@@ -190,6 +190,7 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
 
     if epochs < 1:
         raise BadInput(f"--qat-epochs {epochs}: must be at least 1")
+    check_agreement_floor(gate_agreement)
     folder, out = Path(folder), Path(out)
     target, form = form_for(target, per_channel)
     ds = load_dataset(data)
@@ -220,14 +221,15 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
     signals = deployed(ds, fp32_onnx)
     fp32_val = onnx_logits(Path(fp32_onnx), signals, val, threads, "fp32 val").argmax(1)
     qat_val = onnx_logits(out, signals, val, threads, "qat val", optimize=not simulated).argmax(1)
-    v = judge(ds.labels[val], fp32_val, qat_val, ds.classes, gate_macro, gate_class, gate_min_windows)
+    v = judge(ds.labels[val], fp32_val, qat_val, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
     gate = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
+            "agreement_floor": gate_agreement,
             "reason": v.as_dict().get("reason"), "split": "val", "n": int(len(val)),
             "before": v.as_dict(), "after": v.as_dict(), "passed": v.passed, "kept_fp32": [], "groups_fp32": [],
             "scan": []}
     msg = (f"gate {'passed' if v.passed else 'FAILED'} (QAT): validation macro-F1 loss {v.macro_loss_points:.2f} points "
            f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
-           "negative = INT8 gained)")
+           f"negative = INT8 gained), agreement {100 * v.agreement:.2f} % (floor {gate_agreement:g} %)")
     (ui.info if v.passed else ui.warn)(msg)
     seconds = time.perf_counter() - start
     best = next((h["epoch"] for h in history if h.get("best")), None)

@@ -32,8 +32,8 @@ import numpy as np
 from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
-from ecgtool.compress.gate import (DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, candidate_groups, judge,
-                                   latency_ratio, scan)
+from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
+                                   candidate_groups, judge, latency_ratio, scan)
 from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
@@ -201,15 +201,17 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    exclude: Sequence[str] = (), calib_dir: str | os.PathLike = DEFAULT_DIR, seed: int = DEFAULT_SEED,
                    symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
-                   gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS) -> dict:
+                   gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS,
+                   gate_agreement: float = DEFAULT_AGREEMENT) -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
     symmetric=True without a target means tensorrt. method="auto" tries minmax and percentile and keeps
     the best validation macro-F1. gate: if INT8 loses more than `gate_macro` points of validation
     macro-F1 or `gate_class` points of any class, carried by at least `gate_min_windows` windows (net; fewer
-    are waived, with the reason recorded), the most sensitive nodes are kept FP32 until it holds
-    (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
+    are waived, with the reason recorded), or if INT8's argmax agrees with FP32's on fewer than `gate_agreement` %
+    of the validation windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
+    targets) the file is no faster than FP32 (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
     """
@@ -220,6 +222,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         raise BadInput(f"--method {method}: unknown calibration method (choose from {', '.join(METHODS)}, auto)")
     if isinstance(gate_min_windows, bool) or not isinstance(gate_min_windows, int) or gate_min_windows < 0:
         raise BadInput(f"--gate-min-windows {gate_min_windows}: must be a whole number of windows, 0 or more")
+    check_agreement_floor(gate_agreement)
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
                        "drop --symmetric/--asymmetric or choose another target")
@@ -242,7 +245,10 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         return onnx_logits(path, signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
 
     def verdict(pred: np.ndarray):
-        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows)
+        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
+
+    def too_slow(path: Path) -> bool:  # the speed gain is gone: no faster than FP32 (x86 targets: this CPU's own kernels)
+        return target in ("x86-avx2", "x86-vnni") and single_input(fp32) and latency_ratio(fp32, path) >= 1.0
 
     tried: dict[str, float] = {}
     gate_report: dict[str, Any] | None = None
@@ -268,17 +274,18 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         if gate and fp32_val is not None:
             v0 = verdict(predict(first))
             gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
-                           "split": "val", "n": int(len(val)),
+                           "agreement_floor": gate_agreement, "split": "val", "n": int(len(val)),
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
-                ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f} on validation "
-                        f"(n={len(val)}); scanning node sensitivity")
+                ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f}, agreement "
+                        f"{100 * v0.agreement:.2f} % on validation (n={len(val)}); scanning node sensitivity")
                 groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in candidate_groups(fp32)]
                 res = scan(lambda dst, excl: build(dst, excl, method), predict, verdict,
-                           [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0))
+                           [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0), too_slow)
                 chosen = res["path"]
-                gate_report.update(scan=res["scan"], kept_fp32=res["kept_fp32"], groups_fp32=res["groups_fp32"])
+                gate_report.update(scan=res["scan"], kept_fp32=res["kept_fp32"], groups_fp32=res["groups_fp32"],
+                                   stopped=res["stopped"])
                 gate_report["latency_ratio_vs_ungated"] = round(latency_ratio(first, chosen), 3) if chosen != first else 1.0
                 v = res["verdict"]
             else:
@@ -288,7 +295,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             gate_report["reason"] = v.reason
             msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
                    f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
-                   "negative = INT8 gained)")
+                   f"negative = INT8 gained), agreement {100 * v.agreement:.2f} % (floor {gate_agreement:g} %)")
+            if gate_report.get("stopped"):
+                msg += f"; scan stopped: {gate_report['stopped']}"
             if v.waived:
                 msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
@@ -303,6 +312,22 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                        {"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
                         "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
                         "reduce_range": form.reduce_range, "gate": gate_report})
+
+
+def check_agreement_floor(pct: Any) -> float:
+    """The agreement floor as a percentage in [0, 100], else BadInput naming --gate-agreement."""
+    ok = isinstance(pct, (int, float)) and not isinstance(pct, bool) and 0 <= pct <= 100  # nan fails
+    if not ok:
+        raise BadInput(f"--gate-agreement {pct}: must be a percentage of validation windows in [0, 100] (0: no floor)")
+    return float(pct)
+
+
+def single_input(path: Path) -> bool:
+    """Whether an ONNX graph takes one input (gate.latency_ratio feeds one; RR-head graphs take two)."""
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    return len([i for i in g.input if i.name not in {t.name for t in g.initializer}]) == 1
 
 
 def report_on_test(fp32: Path, out: Path, ds, threads: int | None, simulated: bool, cs, seconds: float, step: str,

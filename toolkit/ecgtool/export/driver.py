@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ecgtool.compress.gate import DEFAULT_AGREEMENT
 from ecgtool.core import ui
 from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput
@@ -102,6 +103,8 @@ _OPTION_HELP = {
     "gate_min_windows": dict(type=int, help="INT8 gate: a loss fails it only when at least this many validation windows "
                              "carry it, net (default 5: the fewest the exact McNemar test calls significant at 5 %; "
                              "0: points alone decide)."),
+    "gate_agreement": dict(type=float, metavar="PCT", help="INT8 gate: least argmax agreement with FP32, % of validation "
+                           f"windows (default {DEFAULT_AGREEMENT:g}; 0: no floor)."),
     "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: nncf.quantize or the symmetric "
                          "QDQ graph (default auto: NNCF when installed)."),
     "opset": dict(type=int, help=f"ONNX opset (default {OPSET})."),

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from ecgtool.compress.calibration import DEFAULT_SIZE
-from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
+from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
@@ -75,13 +75,14 @@ def gate_summary(gate: dict | None) -> dict | None:
     """The gate's decision as the INT8 file carries it (None when the gate was off)."""
     if not gate:
         return None
-    return {k: gate.get(k) for k in ("passed", "macro_points", "class_points", "min_windows", "split", "n", "reason")} | {
+    keys = ("passed", "macro_points", "class_points", "min_windows", "agreement_floor", "split", "n", "reason")
+    return {k: gate.get(k) for k in keys} | {"agreement": (gate.get("after") or {}).get("agreement")} | {
         "groups_fp32": gate.get("groups_fp32") or []}
 
 
 #: options of quantize_folder that QAT takes (the calibration set initialises its observers)
 QAT_OPTIONS = ("target", "per_channel", "calib_size", "calib_dir", "seed", "gate_macro", "gate_class", "gate_min_windows",
-               "qat_epochs", "lr")
+               "gate_agreement", "qat_epochs", "lr")
 
 
 def qat_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,
@@ -169,6 +170,9 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--gate-min-windows", type=int, help=f"Gate: a loss fails it only when at least this many validation windows "
               f"carry it, net (default {DEFAULT_MIN_WINDOWS}: the fewest the exact McNemar test calls significant at 5 %; "
               "0: points alone decide).")
+@click.option("--gate-agreement", type=float, metavar="PCT",
+              help=f"Gate: least argmax agreement of INT8 with FP32, % of validation windows (default {DEFAULT_AGREEMENT:g}; "
+                   "below it the scan keeps nodes FP32; 0: no floor).")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
 @click.option("--qat", is_flag=True, default=False,
@@ -193,6 +197,7 @@ def quantize_command(model: Path, data: Path, **options: Any) -> None:
                          f"test n={r['n']}{', simulated QDQ' if r.get('evaluated') == 'simulated-qdq' else ''})")
     g = r.get("gate")
     if g:
-        click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}): "
+        agree = f", agreement {100 * g['after']['agreement']:.2f} % (floor {g.get('agreement_floor', 0):g} %)" if g.get("after") else ""
+        click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}{agree}): "
                    f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: {', '.join(g['groups_fp32']) or 'nothing'}")
         click.echo(f"gate decision: {g['reason']}")

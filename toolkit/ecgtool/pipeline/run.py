@@ -206,6 +206,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
     "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),
     "quantize.calib_size": (1, 1_000_000, True, False), "quantize.seed": (0, 2**32 - 1, True, False),
+    "quantize.gate_agreement": (0, 100, False, False),
     "bench.batch": (1, 4096, True, False), "bench.throughput_batch": (1, 65_536, True, False),
     "bench.warmup": (0, 100_000, True, False), "bench.min_runs": (1, 1_000_000, True, False),
     "bench.min_time_s": (0, 3600, False, False), "bench.max_eval": (1, 10**8, True, False),
@@ -426,6 +427,8 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
                 continue
             try:
                 opts = {k: v for k, v in extra.items() if k in FORMATS[fmt].options} if fmt.endswith("int8") else {}
+                if FORMATS[fmt].runtime == "tensorrt" and opts.get("target") not in (None, "auto", "tensorrt"):
+                    opts.pop("target")  # quantize.target is the CPU form (onnx-int8); TensorRT's INT8 form is its own
                 res = export(folder, fmt, data=out / "data", **opts)  # e.g. --target is not an openvino-int8 option
                 files += [f for f in res.files if Path(f).exists()]
             except BadInput as exc:
