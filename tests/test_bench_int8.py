@@ -62,3 +62,34 @@ def test_report_never_recommends_an_int8_row_that_breaks_the_gate():
     assert "Passed over m int8 on ONNX Runtime" in text and "3.00 on AF" in text
     rows[1]["int8_gate"] = "pass"
     assert recommend(rows, tolerance=1.0)["smallest"]["variant"] == "int8"
+
+
+def test_qat_tensorrt_file_is_benched_as_simulated_tensorrt_by_its_metadata(tmp_path, trained_source):
+    """`quantize --qat --target tensorrt` writes TensorRT's form: bench must simulate it (QDQ as written) like the PTQ
+    TensorRT graph, not run it as an ONNX Runtime row with fused x86 kernels; the file's metadata decides, not its name."""
+    import shutil
+
+    import numpy as np
+
+    from ecgtool.core.names import QAT_TRT_INT8
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.metrics import compute_metrics
+    from ecgtool.export.int8 import qat_folder
+    from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
+
+    folder, data = copy_trained(trained_source, tmp_path)
+    qat_folder(folder, data, target="tensorrt", qat_epochs=1, calib_size=21, calib_dir=tmp_path / "calib", threads=1)
+    shutil.copy(folder / QAT_TRT_INT8, folder / "renamed.onnx")  # a name nothing in the table knows
+    rows = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.02, throughput_batch=16).rows
+    ds = load_dataset(data)
+    x, y = ds.split("test")
+    sim = OnnxRuntimePredictor(folder / QAT_TRT_INT8, threads=1, optimize=False).predict(np.asarray(x, np.float32))
+    expected = compute_metrics(np.asarray(y), sim.argmax(1), ds.classes)["macro_f1"]
+    for name in (QAT_TRT_INT8, "renamed.onnx"):
+        r = [r for r in rows if r["path"].endswith(name)]
+        assert len(r) == 1, (name, [(x["path"], x["runtime"]) for x in rows])
+        r = r[0]
+        assert r["runtime"] == "TensorRT" and r["status"].startswith("skipped: ") and r.get("p50_ms") is None
+        assert r["f1_source"] == "simulated-qdq" and r["macro_f1"] == pytest.approx(expected, abs=1e-6)
+        assert r["int8_target"] == "tensorrt" and r["int8_qat_epochs"] == 1 and r["agreement_fp32"] is not None
+    assert not [r for r in rows if r["runtime"] == "ONNX Runtime" and r.get("int8_target") == "tensorrt"]

@@ -4,7 +4,9 @@ A model folder contributes itself and every format of the export table (ecgtool.
 whose artifact it holds; a TensorRT format whose engine is not built yet contributes its
 TensorRT-ready graph, benched as a skipped row with the graph's F1. Files the table does not name
 (e.g. `quantize --out custom.onnx`) are found through `runtime.artifact_kind`, and their precision is
-read from the file (ONNX metadata or graph), never guessed from the name.
+read from the file (ONNX metadata or graph), never guessed from the name. An INT8 ONNX whose metadata
+records target `tensorrt` (e.g. `quantize --qat --target tensorrt`'s model.qat-trt-int8.onnx) is TensorRT's
+graph too: a skipped-latency TensorRT row whose F1 is simulated, like the PTQ model.trt-int8.onnx.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ecgtool.bench.int8 import int8_columns
 from ecgtool.core.artifacts import find_config, owning_folder, size_on_disk_mb
 from ecgtool.core.errors import BadInput
 from ecgtool.core.manifest import read_manifest
@@ -46,6 +49,20 @@ def _candidate(path: Path, kind: str, fmt: ExportFormat | None = None, trt: bool
     return {"path": path, "kind": kind, "format": fmt, "trt": fmt.precision if trt and fmt else None}
 
 
+def tensorrt_int8_graph(path: Path) -> bool:
+    """An INT8 QDQ ONNX quantised for TensorRT, by the target its own metadata recorded at quantisation (PTQ
+    `--target tensorrt`, `quantize --qat --target tensorrt`, any file name): benched as TensorRT's row, its F1
+    simulated (QDQ run as written), never as an ONNX Runtime row with fused x86 integer kernels."""
+    return path.suffix == ".onnx" and int8_columns(path).get("int8_target") == "tensorrt"
+
+
+def _file_candidate(path: Path, kind: str, fmt: ExportFormat | None = None) -> dict:
+    """A file the table does not place: TensorRT's INT8 form (by metadata) becomes a TensorRT graph row."""
+    if kind == "onnxruntime" and tensorrt_int8_graph(path):
+        return _candidate(path, "tensorrt", FORMATS["tensorrt-int8"], trt=True)
+    return _candidate(path, kind, fmt)
+
+
 def folder_candidates(folder: Path) -> list[dict]:
     """The folder itself (if runnable) and every artifact of the table inside it, in the table's order."""
     out = []
@@ -72,7 +89,7 @@ def folder_candidates(folder: Path) -> list[dict]:
         if f.is_file() and f not in named and not f.name.startswith("."):
             kind = artifact_kind_of(f)
             if kind is not None and kind not in ("pytorch", "baseline"):
-                out.append(_candidate(f, kind))
+                out.append(_file_candidate(f, kind))
     return out
 
 
@@ -94,7 +111,7 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[dict]:
         if in_table:
             add(in_table)
         elif kind is not None:
-            add([_candidate(f, kind, format_of(f, folder) if folder else None)])
+            add([_file_candidate(f, kind, format_of(f, folder) if folder else None)])
 
     for p in (Path(q).resolve() for q in paths):
         if not p.exists():
