@@ -3,6 +3,7 @@ TensorRT INT8 row's F1 simulated with ONNX Runtime's graph optimisations off."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import copy_trained
 
@@ -93,3 +94,31 @@ def test_qat_tensorrt_file_is_benched_as_simulated_tensorrt_by_its_metadata(tmp_
         assert r["f1_source"] == "simulated-qdq" and r["macro_f1"] == pytest.approx(expected, abs=1e-6)
         assert r["int8_target"] == "tensorrt" and r["int8_qat_epochs"] == 1 and r["agreement_fp32"] is not None
     assert not [r for r in rows if r["runtime"] == "ONNX Runtime" and r.get("int8_target") == "tensorrt"]
+
+
+def test_bench_judges_an_int8_row_by_the_gate_rule_its_file_records():
+    """compare_with_parents uses the thresholds the file was quantised under (its ecgtool.int8_gate metadata,
+    read by int8_columns); a file that records none gets the gate's defaults, agreement floor included."""
+    from ecgtool.bench.int8 import ARGMAX, GATE_RULE_KEY, compare_with_parents
+    from ecgtool.compress.gate import DEFAULT_AGREEMENT
+
+    classes = ["a", "b"]
+    y = np.array([0] * 50 + [1] * 50)
+    fp32 = y.copy()
+    int8 = y.copy()
+    int8[0] = 1  # one window of 100 moves: agreement 99 %, F1 losses about 1 point on one window
+
+    def rows(rule):
+        parent = {"model": "m", "kind": "pytorch", "macro_f1": 1.0, "per_class_f1": {"a": 1.0, "b": 1.0}, ARGMAX: fp32}
+        row = {"model": "m", "precision": "int8", "macro_f1": 0.99, "per_class_f1": {"a": 0.99, "b": 0.99}, ARGMAX: int8}
+        if rule is not None:
+            row[GATE_RULE_KEY] = rule
+        compare_with_parents([parent, row], classes, y)
+        assert GATE_RULE_KEY not in row and ARGMAX not in row
+        return row
+
+    assert DEFAULT_AGREEMENT <= 99
+    assert rows(None)["int8_gate"] == "pass"                                   # defaults: 1 window is waived, 99 % >= floor
+    strict = rows({"agreement_floor": 99.5})
+    assert strict["int8_gate"] == "fail" and "agree" in strict["int8_gate_reason"]
+    assert rows({"min_windows": 1, "class_points": 0.5})["int8_gate"] == "fail"  # points counted from one window

@@ -10,8 +10,9 @@
 - `compare_with_parents`: every INT8 row gets, against the PyTorch row of the same model folder,
   measured in this bench process on the same records: `f1_delta_macro`, `f1_delta_worst` (the worst
   class, fractions; negative = INT8 lost), `f1_delta_worst_class`, `f1_delta` per class,
-  `agreement_fp32` (argmax agreement), `int8_gate` (pass/fail under the gate's default rule, ecgtool.compress.gate.judge:
-  points limits and the minimum window count) and `int8_gate_reason` (the decision in words).
+  `agreement_fp32` (argmax agreement), `int8_gate` (pass/fail, ecgtool.compress.gate.judge, under the rule the file
+  was quantised with and records in its metadata: points limits, minimum window count, agreement floor; the gate's
+  defaults, floor included, for a file that records none, e.g. a .tflite) and `int8_gate_reason` (in words).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ecgtool.compress.gate import judge
-from ecgtool.core.names import (ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_QAT_EPOCHS,
-                                ONNX_META_INT8_TARGET)
+from ecgtool.compress.gate import DEFAULT_AGREEMENT, judge
+from ecgtool.core.names import (ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_GATE,
+                                ONNX_META_INT8_QAT_EPOCHS, ONNX_META_INT8_TARGET)
 
 ARGMAX = "_argmax"  # per-row predictions kept while benching, dropped before anything is written
 
@@ -51,8 +52,18 @@ def int8_columns(path: Path) -> dict:
     if ONNX_META_INT8_FORM not in props:
         return {}
     nodes = json.loads(props.get(ONNX_META_INT8_FP32_NODES) or "[]")
-    return {"int8_target": props.get(ONNX_META_INT8_TARGET), "int8_form": props[ONNX_META_INT8_FORM],
+    cols = {"int8_target": props.get(ONNX_META_INT8_TARGET), "int8_form": props[ONNX_META_INT8_FORM],
             "int8_fp32_nodes": len(nodes), "int8_qat_epochs": int(props.get(ONNX_META_INT8_QAT_EPOCHS) or 0)}
+    gate = json.loads(props.get(ONNX_META_INT8_GATE) or "null") or {}
+    rule = {k: gate[k] for k in GATE_RULE if gate.get(k) is not None}
+    return cols | ({GATE_RULE_KEY: rule} if rule else {})
+
+
+#: the gate settings an INT8 file records (quantize's --gate-macro/--gate-class/--gate-min-windows/--gate-agreement),
+#: judge()'s keyword for each; bench judges the file by the rule it was quantised under (defaults where it has none)
+GATE_RULE = {"macro_points": "macro_points", "class_points": "class_points", "min_windows": "min_windows",
+             "agreement_floor": "agreement_floor"}
+GATE_RULE_KEY = "_int8_gate_rule"  # kept on a row while benching, dropped before anything is written
 
 
 def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x_of: Any, y: np.ndarray,
@@ -91,8 +102,12 @@ def compare_with_parents(rows: list[dict], classes: list[str], y: np.ndarray) ->
         r["f1_delta_worst_class"] = worst
         r["f1_delta"] = delta
         r["agreement_fp32"] = round(float(np.mean(r[ARGMAX] == parent[ARGMAX])), 6)
-        verdict = judge(y, parent[ARGMAX], r[ARGMAX], classes)
+        rule = r.get(GATE_RULE_KEY) or {}
+        verdict = judge(y, parent[ARGMAX], r[ARGMAX], classes,
+                        **{GATE_RULE[k]: v for k, v in rule.items()}) if rule else judge(
+            y, parent[ARGMAX], r[ARGMAX], classes, agreement_floor=DEFAULT_AGREEMENT)
         r["int8_gate"] = "pass" if verdict.passed else "fail"
         r["int8_gate_reason"] = verdict.reason
     for r in rows:
         r.pop(ARGMAX, None)
+        r.pop(GATE_RULE_KEY, None)
