@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,9 +42,9 @@ VARIANTS = {
 
 
 def isa() -> str:
-    flags = subprocess.run("grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_tile' /proc/cpuinfo | sort -u",
-                           shell=True, capture_output=True, text=True).stdout.split()
-    return " ".join(flags)
+    from ecgtool.core.machine import cpu_flags
+
+    return cpu_flags()
 
 
 def load_avg() -> str:

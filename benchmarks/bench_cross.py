@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,9 +92,23 @@ def leads_paths(out: Path, stride: int) -> tuple[dict, dict]:
 
 
 def isa() -> str:
-    flags = subprocess.run("grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_tile' /proc/cpuinfo | sort -u",
-                           shell=True, capture_output=True, text=True).stdout.split()
-    return " ".join(flags)
+    from ecgtool.core.machine import cpu_flags
+
+    return cpu_flags()
+
+
+def summary_line(t0: float, threads: int) -> str:
+    """The line above every summary table: CPU flags, load average now, seconds since t0, torch threads."""
+    return (f"CPU flags: {isa()}; load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+            f"total {time.perf_counter() - t0:.0f} s; torch threads {threads}")
+
+
+def by_direction_variant(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Rows grouped by (direction, variant), in first-seen order (one entry per seed)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["direction"], r["variant"]), []).append(r)
+    return groups
 
 
 def summarise(jsonl: Path, variants: list[str]) -> str:
@@ -208,14 +221,10 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 (out / "bench_cross.jsonl").open("a").write(json.dumps(row) + "\n")
-    lines = [f"CPU flags: {isa()}; load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-             f"total {time.perf_counter() - t0:.0f} s; torch threads {args.threads}",
+    lines = [summary_line(t0, args.threads),
              "", "| direction | variant | seeds | own test | target (mean +- sd) | target INT8 | shared classes |",
              "|---|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["direction"], r["variant"]), []).append(r)
-    for (direction, variant), rs in groups.items():
+    for (direction, variant), rs in by_direction_variant(rows).items():
         t = np.array([r["target"] for r in rs])
         own = np.array([r["own_test"] for r in rs])
         q = [r["target_int8"] for r in rs if r["target_int8"] is not None]

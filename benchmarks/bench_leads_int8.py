@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,9 +43,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     ui.set_quiet(True)
-    flags = subprocess.run("grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|amx_tile' /proc/cpuinfo | sort -u",
-                           shell=True, capture_output=True, text=True).stdout.split()
-    print(f"CPU flags: {' '.join(flags)}; load average before: {os.getloadavg()}", flush=True)
+    from ecgtool.core.machine import cpu_flags
+
+    print(f"CPU flags: {cpu_flags()}; load average before: {os.getloadavg()}", flush=True)
     data = args.cross / "data"
     targets = {"mitdb": data / "challenge-leads", "challenge": data / f"mitdb-leads-all-every{args.cross_stride}"}
     other = {"mitdb": "challenge", "challenge": "mitdb"}
@@ -77,7 +76,7 @@ def main() -> int:
                          f"{row['own_test_fp32']:.3f} / {row['own_test_int8']:.3f} | "
                          f"{cmeta.get('records')} windows x {cmeta.get('channels')} lead ({cmeta.get('lead')}) | "
                          f"{row['method']}, gate {'passed' if row['gate_passed'] else row['gate_passed']} |")
-    print("\n".join(["", *lines, "", f"CPU flags: {' '.join(flags)}; load average after: {os.getloadavg()}"]))
+    print("\n".join(["", *lines, "", f"CPU flags: {cpu_flags()}; load average after: {os.getloadavg()}"]))
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_data as R  # noqa: E402
-from bench_cross import isa  # noqa: E402
+from bench_cross import by_direction_variant, summary_line  # noqa: E402
 
 #: variant -> synthetic morphology pretrained on (None: no init; "baseline": rr_baseline)
 VARIANTS = {"rr_baseline": "baseline", "plain": None, "init-standard": "standard", "init-diverse": "diverse",
@@ -118,14 +117,10 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 with (out / "bench_synth_init.jsonl").open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
-    lines = [f"CPU flags: {isa()}; load average at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-             f"total {time.perf_counter() - t0:.0f} s; torch threads {args.threads}",
+    lines = [summary_line(t0, args.threads),
              "", "| direction | variant | seeds | own test | target (mean +- sd) | target per class (seed 0) |",
              "|---|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["direction"], r["variant"]), []).append(r)
-    for (direction, variant), rs in groups.items():
+    for (direction, variant), rs in by_direction_variant(rows).items():
         t = np.array([r["target"] for r in rs])
         own = np.array([r["own_test"] for r in rs])
         sd = f" +- {t.std(ddof=1):.3f}" if len(t) > 1 else ""

@@ -18,6 +18,21 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+#: the instruction-set extensions that decide INT8 forms and speed here (benchmarks print them beside every figure)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+
+
+def cpu_flags() -> str:
+    """The ISA_FLAGS this CPU's /proc/cpuinfo lists, sorted and space-separated ("" where it cannot be read)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("flags"):
+                return " ".join(sorted(set(line.split(":", 1)[1].split()) & set(ISA_FLAGS)))
+    except OSError:
+        pass
+    return ""
+
+
 def machine_info(threads: int | None = None, device: str = "cpu") -> dict:
     """CPU model, the instruction-set features that matter, cores, threads, GPU and runtime versions."""
     model, flags = platform.processor() or "unknown", set()
