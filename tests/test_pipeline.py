@@ -174,7 +174,7 @@ def test_shared_defaults_reach_the_pipeline_train_and_bench():
 
 
 def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path, monkeypatch):
-    from ecgtool.pipeline import run as pr
+    from ecgtool.pipeline import budget as pr
 
     monkeypatch.setattr(pr, "probe_ms_per_record", lambda *a, **k: 1.0)
     cfg = load_config({**TINY, "train": {**TINY["train"], "epochs": 50, "budget_s": 1e-3}})
@@ -188,9 +188,10 @@ def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path,
 def test_the_plan_counts_a_litert_export_for_each_model_that_fits_the_flash_budget(monkeypatch):
     """The expected duration adds LITERT_S per litert-* export that _fits_mcu would build: the default's
     se_resnet18 w16 (~560 KB estimated) is over 256 KB and its 50 %-pruned child (~150 KB) is under."""
-    from ecgtool.pipeline import run as pr
+    from ecgtool.pipeline import budget as pr
+    from ecgtool.pipeline import config as pc
 
-    monkeypatch.setattr(pr, "_unavailable", lambda formats: {})
+    monkeypatch.setattr(pc, "unavailable_formats", lambda formats: {})
     cfg = load_config(None)
     assert cfg["export"]["mcu_flash_kb"] == 256 and cfg["prune"]["ratios"] == [0.5]
     assert pr._litert_s(cfg, 16, 7, 2000) == pr.LITERT_S
