@@ -27,7 +27,9 @@ from bench_cross import by_direction_variant, summary_line  # noqa: E402
 
 #: variant -> synthetic morphology pretrained on (None: no init; "baseline": rr_baseline)
 VARIANTS = {"rr_baseline": "baseline", "plain": None, "init-standard": "standard", "init-diverse": "diverse",
-            "init-diverse-random-lead": "diverse-random"}
+            "init-diverse-random-lead": "diverse-random", "init-diverse-random-lead+rr-init-frozen": "diverse-random"}
+#: train options a variant adds (the hybrid started from the RR logistic regression, bench_cross's rr-init-frozen)
+EXTRA = {"init-diverse-random-lead+rr-init-frozen": {"rr_head": True, "rr_init": "logreg-frozen"}}
 
 
 def pretrained(out: Path, kind: str, args) -> Path:
@@ -91,7 +93,7 @@ def main() -> None:
                 data, opts = paths[source], {}
                 if kind != "baseline":
                     opts = dict(width=args.width, epochs=args.epochs, patience=args.patience,
-                                batch_size=args.batch_size, lr=1e-3, init=init)
+                                batch_size=args.batch_size, lr=1e-3, init=init, **EXTRA.get(variant, {}))
                     if source == "mitdb" and args.mitdb_stride > 1:
                         data = R.strided_dataset(data, args.mitdb_stride,
                                                  out / "data" / f"{data.name}-every{args.mitdb_stride}")
