@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--variants", default="rr_baseline,plain,init-standard,init-diverse")
     ap.add_argument("--sources", default="mitdb,challenge", help="fine-tune on these (comma-separated)")
     ap.add_argument("--seeds", default="0", help="fine-tuning seeds (pretraining always seed 0)")
+    ap.add_argument("--int8", action="store_true", help="also export each fine-tuned model to onnx-int8 and score it")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--pretrain-epochs", type=int, default=8)
     ap.add_argument("--patience", type=int, default=2)
@@ -115,6 +116,12 @@ def main() -> None:
                        "shared": ",".join(shared), "epochs_run": epochs,
                        "per_class": {c: round(m["per_class"][c]["f1"], 3) for c in shared},
                        "seconds": round(time.perf_counter() - t1)}
+                if args.int8 and kind != "baseline":  # export onnx-int8 (default calibration and gate), same windows
+                    from ecgtool.export import export
+
+                    res = export(model, "onnx-int8", data=data, threads=args.threads)
+                    row["target_int8"] = R.shared_macro_f1(evaluate_artifact(res.path, cross[target], split="all"),
+                                                           counts)[0]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 with (out / "bench_synth_init.jsonl").open("a") as fh:

@@ -209,3 +209,25 @@ def test_pipeline_gives_the_cpu_target_to_onnx_int8_and_not_to_tensorrt_int8(tmp
     pr._export_all({}, tmp_path, ["onnx-int8", "tensorrt-int8"], {"target": "x86-avx2", "gate_agreement": 99})
     got = {fmt: {k: v for k, v in o.items() if k != "data"} for fmt, o in calls}
     assert got == {"onnx-int8": {"target": "x86-avx2", "gate_agreement": 99}, "tensorrt-int8": {"gate_agreement": 99}}
+
+
+def test_latency_ratio_feeds_every_graph_input(tmp_path):
+    """The scan's latency check runs graphs with a second input (an RR-head model's rr_features): it used to
+    feed only the first and ONNX Runtime refused the call ('Required inputs ... missing')."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from ecgtool.compress.gate import latency_ratio
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 16])
+    rr = helper.make_tensor_value_info("rr_features", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1])
+    nodes = [helper.make_node("ReduceMean", ["input"], ["a"], axes=[1, 2], keepdims=0),
+             helper.make_node("ReduceMean", ["rr_features"], ["b"], axes=[1], keepdims=1),
+             helper.make_node("Add", ["a", "b"], ["logits"])]
+    model = helper.make_model(helper.make_graph(nodes, "two_inputs", [x, rr], [y]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "two.onnx"
+    onnx.save(model, path)
+    ratio = latency_ratio(path, path, runs=5)
+    assert 0 < ratio < 100

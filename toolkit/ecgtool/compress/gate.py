@@ -272,9 +272,11 @@ def latency_ratio(a: Path, b: Path, runs: int = 60, shape: tuple[int, ...] | Non
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     sessions = [ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"]) for p in (a, b)]
-    inp = sessions[0].get_inputs()[0]
-    dims = shape or tuple(d if isinstance(d, int) else 1 for d in inp.shape)
-    x = {inp.name: np.random.default_rng(0).random(dims, dtype=np.float32)}
+    rng = np.random.default_rng(0)
+    x = {}
+    for k, inp in enumerate(sessions[0].get_inputs()):  # every input: an RR-head graph also takes rr_features
+        dims = shape if shape and k == 0 else tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        x[inp.name] = rng.random(dims, dtype=np.float32)
     times: list[list[float]] = [[], []]
     for s in sessions:
         for _ in range(5):
