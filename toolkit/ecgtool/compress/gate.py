@@ -25,8 +25,8 @@ deployed monitor then reports a different rhythm on those windows), and on a rec
 share of windows that keep their rhythm is what a user sees. A shortfall fails the gate on its own (no window
 rule: the floor is already a count, (1 - floor) x n windows may differ) and counts in `excess` in percentage
 points, so the scan ranks groups by how much agreement each restores when agreement is what fails.
-`compress.quantize` applies DEFAULT_AGREEMENT; `judge` alone applies none unless asked (0 = off), so callers
-that judge other splits (bench) keep their rule.
+`compress.quantize` applies DEFAULT_AGREEMENT; `judge` alone applies none unless asked (0 = off); bench
+(bench/int8.py) passes the rule an INT8 file records, or the defaults with DEFAULT_AGREEMENT where it records none.
 
 The scan also stops when the speed gain is gone: a candidate whose batch-1 latency is no lower than the FP32
 graph's (`too_slow`) is neither kept nor extended.
