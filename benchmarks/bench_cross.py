@@ -50,6 +50,9 @@ VARIANTS = {
     "rr-init-frozen+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen",
                                                     "augment": "device-shift"}, "plain"),
     "rr-init+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg", "leads": "any"}, "leads"),
+    "rr-init-frozen+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "leads": "any"}, "leads"),
+    # the RR inputs also thermometer-coded against 16 quantile bins of the training rows (`--rr-bins 16`)
+    "rr-bins-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16}, "plain"),
 }
 #: rows without a network (no seeds, no training run)
 CLASSICAL = ("rr_baseline", "rr-logreg")

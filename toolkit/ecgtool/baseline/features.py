@@ -5,7 +5,8 @@ Every feature is NaN where it is undefined (e.g. RR features with fewer than 2 b
 so a flat line or a window without detectable beats still yields a row. Cost per window: the
 baseline's `feature_ms_per_window` in its metrics.json; figures in benchmarks/RESULTS.md.
 
-`head_inputs` turns the same vector into the input of the deep models' RR head (`train --rr-head`).
+`head_inputs` turns the same vector into the input of the deep models' RR head (`train --rr-head`;
+with `--rr-bins`, also thermometer-coded against bin edges stored in the model's config).
 This module imports only the standard library, numpy and scipy at the top (wfdb when beats are
 detected, ecgtool only inside `extract_features`), so `ecgtool package` ships it unchanged into a
 deploy bundle as ecg_features.py.
@@ -216,15 +217,50 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
 
 # --- the RR head's input (the hybrid deep models) --------------------------------------------------
 
-#: width of `head_inputs`: every feature, compressed, then one "undefined" flag per feature
+#: width of `head_inputs` without bins: every feature, compressed, then one "undefined" flag per feature
 HEAD_DIM = 2 * len(FEATURE_NAMES)
 #: what an artifact records about its second input (config.json, ONNX metadata, bundle model.json)
 HEAD_SPEC = {"features": list(FEATURE_NAMES), "transform": "sign(v)*log1p(|v|), NaN -> 0; then 1 per NaN feature",
              "dim": HEAD_DIM, "channel": 0}
+#: what `train --rr-bins` adds to HEAD_SPEC["transform"] (the edges themselves are HEAD_SPEC["bins"])
+BINS_TRANSFORM = "; then per feature and bin edge e (bins[feature]): 1 if v >= e else 0 (0 where NaN)"
 
 
-def head_vector(feats: np.ndarray) -> np.ndarray:
-    """[N, F] window_features rows -> [N, 2F] float32: sign(v) * log1p(|v|) (0 where NaN), then NaN flags.
+def head_dim(bins: list[list[float]] | None = None) -> int:
+    """Width of head_vector's output: HEAD_DIM plus one column per bin edge (`train --rr-bins`)."""
+    return HEAD_DIM + sum(len(e) for e in (bins or []))
+
+
+def head_spec(bins: list[list[float]] | None = None) -> dict:
+    """HEAD_SPEC of a model, with its bin edges when it has them."""
+    if not bins:
+        return dict(HEAD_SPEC)
+    return {**HEAD_SPEC, "transform": HEAD_SPEC["transform"] + BINS_TRANSFORM, "bins": [list(map(float, e)) for e in bins],
+            "dim": head_dim(bins)}
+
+
+def bin_indicators(feats: np.ndarray, bins: list[list[float]]) -> np.ndarray:
+    """[N, F] window_features rows -> [N, sum(len(e))] float32: for feature j and each edge e of bins[j]
+    (ascending), 1 where the value is >= e, 0 below it or where it is NaN (a thermometer code: the count of
+    ones is the value's bin, np.digitize(v, edges)). A linear head on these columns is a step function of
+    each feature, the thresholds a tree model splits at."""
+    f = np.asarray(feats, dtype=np.float64)
+    if len(bins) != f.shape[1]:
+        raise ValueError(f"bin_indicators: {len(bins)} bin-edge lists for {f.shape[1]} features")
+    cols = []
+    for j, edges in enumerate(bins):
+        if not len(edges):
+            continue
+        v = f[:, j]
+        ok = np.isfinite(v)
+        d = np.digitize(np.where(ok, v, -np.inf), np.asarray(edges, dtype=np.float64))
+        cols.append((ok[:, None] & (d[:, None] > np.arange(len(edges))[None, :])).astype(np.float32))
+    return np.concatenate(cols, axis=1) if cols else np.zeros((len(f), 0), dtype=np.float32)
+
+
+def head_vector(feats: np.ndarray, bins: list[list[float]] | None = None) -> np.ndarray:
+    """[N, F] window_features rows -> [N, head_dim(bins)] float32: sign(v) * log1p(|v|) (0 where NaN), then
+    NaN flags, then (a model trained with --rr-bins) bin_indicators.
 
     The log keeps counts, rates and ratios of very different scales within a few units (what a
     BatchNorm and an INT8 input scale can hold); the flags tell "no beats found" from a value of 0.
@@ -233,11 +269,12 @@ def head_vector(feats: np.ndarray) -> np.ndarray:
     missing = ~np.isfinite(f)
     v = np.where(missing, 0.0, f)
     v = np.sign(v) * np.log1p(np.abs(v))
-    return np.concatenate([v, missing.astype(np.float64)], axis=1).astype(np.float32)
+    out = np.concatenate([v, missing.astype(np.float64)], axis=1).astype(np.float32)
+    return np.concatenate([out, bin_indicators(f, bins)], axis=1) if bins else out
 
 
-def head_inputs(windows: np.ndarray, fs: float, channel: int = 0) -> np.ndarray:
-    """The RR head's input [N, HEAD_DIM] float32 of preprocessed windows [N, C, L] (or [N, L]) at `fs` Hz."""
+def head_inputs(windows: np.ndarray, fs: float, channel: int = 0, bins: list[list[float]] | None = None) -> np.ndarray:
+    """The RR head's input [N, head_dim(bins)] float32 of preprocessed windows [N, C, L] (or [N, L]) at `fs` Hz."""
     w = np.asarray(windows)
     if w.ndim == 2:
         w = w[:, None, :]
@@ -245,7 +282,7 @@ def head_inputs(windows: np.ndarray, fs: float, channel: int = 0) -> np.ndarray:
         raise ValueError(f"head_inputs: expected windows [N, C, L] with channel {channel}, got shape {w.shape}")
     feats = np.stack([window_features(np.asarray(w[i, channel], dtype=np.float32), fs) for i in range(len(w))]) \
         if len(w) else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-    return head_vector(feats)
+    return head_vector(feats, bins)
 
 
 @contextmanager

@@ -224,7 +224,8 @@ def prune_artifact(
     if model.config.rr_features:  # the RR head's inputs of the dataset (cached beside it; every lead's for leads any)
         from ecgtool.train.rr import dataset_rr_inputs
 
-        rr = dataset_rr_inputs(ds, list(range(ds.signals.shape[1])) if leads == "any" else 0)
+        rr = dataset_rr_inputs(ds, list(range(ds.signals.shape[1])) if leads == "any" else 0,
+                               bins=(model.config.extra.get("rr_head") or {}).get("bins"))
     rr_deploy = rr[:, 0] if rr is not None and leads == "any" else rr
     calib = _taylor_batches(ds, seed, rr=rr_deploy, signals=view) if importance == "taylor" else None
     pruned = prune_model(model, example_inputs(model, length, 1, channels), ratio, importance=importance, scope=scope,

@@ -164,7 +164,8 @@ class Bundle:
         feeds = {self.input_name: x.astype(self.dtype)}
         if self.rr:
             fs = float(self.spec["preprocessing"]["sampling_rate"])
-            feeds[self.rr["name"]] = feat.head_inputs(x.astype(np.float32), fs, int(self.rr.get("channel", 0))).astype(self.dtype)
+            feeds[self.rr["name"]] = feat.head_inputs(x.astype(np.float32), fs, int(self.rr.get("channel", 0)),
+                                                      bins=self.rr.get("bins")).astype(self.dtype)
         return feeds
 
     def predict(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:

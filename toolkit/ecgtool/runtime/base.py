@@ -65,12 +65,19 @@ def rr_head_inputs(config: dict, batch: np.ndarray, path: Path | None = None) ->
     dim = int(config.get("rr_features") or 0) if isinstance(config, dict) else 0
     if not dim:
         return None
-    from ecgtool.baseline.features import HEAD_DIM, head_inputs
+    from ecgtool.baseline.features import head_dim, head_inputs
     from ecgtool.core.errors import BadInput
 
-    if dim != HEAD_DIM:
-        raise BadInput(f"{path}: RR head of width {dim}, but this ecgtool computes {HEAD_DIM} RR-head inputs")
+    bins = rr_bins_of(config)
+    if dim != head_dim(bins):
+        raise BadInput(f"{path}: RR head of width {dim}, but this ecgtool computes {head_dim(bins)} RR-head inputs"
+                       + (f" with its {len(bins)} features' bin edges" if bins else ""))
     fs = (config.get("preprocessing") or {}).get("sampling_rate") or (config.get("extra") or {}).get("sampling_rate")
     if not fs:
         raise BadInput(f"{path}: an RR-head model without a sampling rate in its config")
-    return head_inputs(batch, float(fs), channel=0)
+    return head_inputs(batch, float(fs), channel=0, bins=bins)
+
+
+def rr_bins_of(config: dict) -> list[list[float]] | None:
+    """The bin edges of a model trained with `--rr-bins` (config extra["rr_head"]["bins"]), else None."""
+    return ((config.get("extra") or {}).get("rr_head") or {}).get("bins") or None

@@ -48,11 +48,46 @@ def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool
     return feats
 
 
-def dataset_rr_inputs(data: PreparedDataset, channels: int | list[int] = 0, progress: bool = True) -> np.ndarray:
-    """RR-head inputs of every window: [N, HEAD_DIM] for one channel, [N, len(channels), HEAD_DIM] for a list."""
+def dataset_rr_inputs(data: PreparedDataset, channels: int | list[int] = 0, progress: bool = True,
+                      bins: list[list[float]] | None = None) -> np.ndarray:
+    """RR-head inputs of every window: [N, D] for one channel, [N, len(channels), D] for a list
+    (D = head_dim(bins); `bins`: the bin edges of a model trained with --rr-bins, else None)."""
     if isinstance(channels, int):
-        return head_vector(window_feature_table(data, channels, progress))
-    return np.stack([head_vector(window_feature_table(data, c, progress)) for c in channels], axis=1)
+        return head_vector(window_feature_table(data, channels, progress), bins)
+    return np.stack([head_vector(window_feature_table(data, c, progress), bins) for c in channels], axis=1)
+
+
+# --- binned RR inputs (`train --rr-head --rr-bins N`) --------------------------------------------------
+
+#: scikit-learn settings of the bin edges (KBinsDiscretizer; recorded in config.json as extra["rr_bins_fit"])
+BINS_PARAMS = {"strategy": "quantile", "quantile_method": "averaged_inverted_cdf", "encode": "ordinal"}
+
+
+def fit_rr_bins(feats: np.ndarray, n_bins: int) -> list[list[float]]:
+    """Bin edges per feature (the interior edges, ascending, duplicates dropped) of scikit-learn's
+    KBinsDiscretizer (quantile strategy, `n_bins`) fitted on the finite values of each column of the
+    training rows' window features [N, F]; a feature with fewer than 2 distinct values gets no edges.
+    baseline.features.bin_indicators codes a value against them (numpy only, so the bundle can)."""
+    import warnings
+
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    from ecgtool.core.errors import BadInput
+
+    if n_bins < 2:
+        raise BadInput(f"--rr-bins {n_bins}: give 2 or more bins (0 for none)")
+    f = np.asarray(feats, dtype=np.float64)
+    edges: list[list[float]] = []
+    for j in range(f.shape[1]):
+        col = f[np.isfinite(f[:, j]), j]
+        if len(np.unique(col)) < 2:
+            edges.append([])
+            continue
+        with warnings.catch_warnings():  # "bins whose width are too small are removed": what we want here
+            warnings.simplefilter("ignore")
+            kb = KBinsDiscretizer(n_bins=n_bins, subsample=None, **BINS_PARAMS).fit(col[:, None])
+        edges.append([float(e) for e in np.unique(kb.bin_edges_[0][1:-1])])
+    return edges
 
 
 # --- starting the hybrid from the RR model (`train --rr-head --rr-init logreg`) -----------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import click
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,12 +127,14 @@ def train_models(
     rr_trunk_dropout: float = 0.0,
     leads: str = "deploy",
     rr_init: str | None = None,
+    rr_bins: int = 0,
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
 
     Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
     metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
-    `rr_head`: the hybrid, whose head also takes the baseline's window features (train/rr.py). `leads="any"`:
+    `rr_head`: the hybrid, whose head also takes the baseline's window features (train/rr.py); `rr_bins` N
+    adds their thermometer code against N quantile bins of the training rows (train/rr.py fit_rr_bins). `leads="any"`:
     a dataset imported with --keep-leads trains a one-lead model on a random lead per record, and validates
     and tests it on the deployment lead (channel 0).
     """
@@ -184,8 +187,12 @@ def train_models(
             if rr_init not in RR_INITS:
                 raise BadInput(f"--rr-init {rr_init}: choose from none, {', '.join(RR_INITS)}")
             recipe["rr_init"] = rr_init
-    elif rr_trunk_dropout or rr_init not in (None, "none"):
-        raise BadInput("--rr-trunk-dropout and --rr-init apply to an RR-head model (--rr-head)")
+        if rr_bins:
+            if int(rr_bins) < 2:
+                raise BadInput(f"--rr-bins {rr_bins}: give 2 or more bins (0 for none)")
+            recipe["rr_bins"] = int(rr_bins)
+    elif rr_trunk_dropout or rr_init not in (None, "none") or rr_bins:
+        raise BadInput("--rr-trunk-dropout, --rr-init and --rr-bins apply to an RR-head model (--rr-head)")
     if leads not in ("deploy", "any"):
         raise BadInput(f"--leads {leads}: choose deploy (the dataset's channels as stored) or any")
     if leads == "any":
@@ -200,11 +207,16 @@ def train_models(
     if main:
         record_artifact(out / RUN_JSON, run_dir=out)
 
-    rr = None
+    rr, bins = None, None
     if rr_head and pairs:
-        from ecgtool.train.rr import dataset_rr_inputs
+        from ecgtool.train.rr import dataset_rr_inputs, fit_rr_bins, window_feature_table
 
-        rr = dataset_rr_inputs(dataset, list(range(dataset.signals.shape[1])) if leads == "any" else 0)
+        channels = list(range(dataset.signals.shape[1])) if leads == "any" else [0]
+        if recipe.get("rr_bins"):  # edges from the training rows (every lead's for leads any), kept in config.json
+            train = dataset.indices("train")
+            bins = fit_rr_bins(np.concatenate([window_feature_table(dataset, c)[train] for c in channels]),
+                               recipe["rr_bins"])
+        rr = dataset_rr_inputs(dataset, channels if leads == "any" else 0, bins=bins)
     rows = []
     if baseline and main:
         from ecgtool.train.baseline import train_baseline
@@ -220,7 +232,7 @@ def train_models(
         row = _train_one(dataset, folder, arch, depth, recipe, main=main, width=width, kernel_size=kernel_size,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                          device=device, class_weights=class_weights, sampler=sampler, augment=augment, init=init,
-                         resume=resume, precise_bn=precise_bn, rr=rr, leads=leads)
+                         resume=resume, precise_bn=precise_bn, rr=rr, leads=leads, rr_bins=bins)
         if row is not None:
             rows.append(row)
 
@@ -230,7 +242,8 @@ def train_models(
 
 
 def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, recipe: dict, *, main: bool,
-               width: int, kernel_size: int, dropout: float, epochs: int, init: Any, **fit_options: Any) -> dict | None:
+               width: int, kernel_size: int, dropout: float, epochs: int, init: Any,
+               rr_bins: list[list[float]] | None = None, **fit_options: Any) -> dict | None:
     """Build, fit and write one model folder; its summary row (None on the non-main ranks of torchrun)."""
     from ecgtool.models import ModelConfig, build_model
 
@@ -248,9 +261,14 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
                       rr_features=int(rr.shape[-1]) if rr is not None else 0,
                       rr_trunk_dropout=float(recipe.get("rr_trunk_dropout") or 0.0), extra=dict(recipe))
     if rr is not None:
-        from ecgtool.baseline.features import HEAD_SPEC
+        from ecgtool.baseline.features import head_spec
 
-        cfg.extra["rr_head"] = dict(HEAD_SPEC)
+        cfg.extra["rr_head"] = head_spec(rr_bins)
+        if rr_bins:
+            from ecgtool.train.rr import BINS_PARAMS
+
+            cfg.extra["rr_bins_fit"] = {"estimator": "sklearn.preprocessing.KBinsDiscretizer", "n_bins": recipe["rr_bins"],
+                                        **BINS_PARAMS, "edges": sum(len(e) for e in rr_bins)}
     model = build_model(cfg)
     if init is not None:
         cfg.extra["init_fresh"] = init_from(model, init)
@@ -358,6 +376,10 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--rr-init", type=click.Choice(["none", "logreg", "logreg-frozen"]), default=None,
               help="With --rr-head: start the head as scikit-learn's logistic regression on the RR features (trunk "
                    "columns 0; training adds the trunk); logreg-frozen keeps those RR weights fixed in training.")
+@click.option("--rr-bins", type=click.IntRange(0, 64), default=None,
+              help="With --rr-head: also code each RR feature against N quantile bins of the training rows (1 where "
+                   "the value is at or above each edge), so a linear head (and --rr-init) can threshold it as a tree "
+                   "model does; the edges are kept in config.json (default 0: none).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
 @click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
               "when the load average is under half of them, else 1).")
