@@ -27,9 +27,12 @@ from bench_cross import by_direction_variant, summary_line  # noqa: E402
 
 #: variant -> synthetic morphology pretrained on (None: no init; "baseline": rr_baseline)
 VARIANTS = {"rr_baseline": "baseline", "plain": None, "init-standard": "standard", "init-diverse": "diverse",
-            "init-diverse-random-lead": "diverse-random", "init-diverse-random-lead+rr-init-frozen": "diverse-random"}
-#: train options a variant adds (the hybrid started from the RR logistic regression, bench_cross's rr-init-frozen)
-EXTRA = {"init-diverse-random-lead+rr-init-frozen": {"rr_head": True, "rr_init": "logreg-frozen"}}
+            "init-diverse-random-lead": "diverse-random", "init-diverse-random-lead+rr-init-frozen": "diverse-random",
+            "init-diverse-random-lead+rr-bins-frozen": "diverse-random"}
+#: train options a variant adds (the hybrid started from the RR logistic regression, bench_cross's rr-init-frozen;
+#: and with the RR inputs binned, bench_cross's rr-bins-frozen)
+EXTRA = {"init-diverse-random-lead+rr-init-frozen": {"rr_head": True, "rr_init": "logreg-frozen"},
+         "init-diverse-random-lead+rr-bins-frozen": {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16}}
 
 
 def pretrained(out: Path, kind: str, args) -> Path:

@@ -7,8 +7,8 @@ does (macro-F1 over the classes both share, real_data.shared_macro_f1), with con
   hgb-raw        HistGradientBoosting on the 28 raw features (rr_baseline's classifier and settings)
   hgb-head       the same on head_vector (sign*log1p + NaN flags): what the compression costs a tree model
   logreg-head    LogisticRegression on standardised head_vector (= `rr-logreg`, the untrained `--rr-init` hybrid)
-  logreg-bins-N  LogisticRegression on head_vector plus the binned expansion (baseline/features.py rr_bins,
-                 quantile edges from the train rows, N per feature) of `--rr-bins N`
+  logreg-bins-N  LogisticRegression on head_vector with the thermometer code of `--rr-bins N` (quantile edges
+                 of the train rows, train/rr.py fit_rr_bins; = the untrained `--rr-bins N --rr-init` hybrid)
   logreg-leads   logreg-head fitted on every lead of each training record (--keep-leads data; `--leads any`)
 
     PYTHONPATH=toolkit OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diag_rr_part.py --out /tmp/c2m --source challenge
@@ -48,7 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--source", default="challenge", choices=["challenge", "mitdb"])
-    ap.add_argument("--bins", default="", help="comma list of bin counts for logreg-bins-N rows (needs --rr-bins)")
+    ap.add_argument("--bins", default="", help="comma list of bin counts N: logreg-bins-N rows")
     ap.add_argument("--leads", action="store_true", help="also the logreg-leads row (imports --keep-leads data)")
     ap.add_argument("--confusion", default="hgb-raw,logreg-head", help="rows whose confusion matrix is printed")
     args = ap.parse_args()
@@ -65,12 +65,11 @@ def main() -> None:
     rows = {"hgb-raw": (ftr_all[tr], fte[te]), "hgb-head": (head_vector(ftr_all[tr]), head_vector(fte[te])),
             "logreg-head": (head_vector(ftr_all[tr]), head_vector(fte[te]))}
     if args.bins:
-        from ecgtool.baseline.features import fit_rr_bins, rr_bins
+        from ecgtool.train.rr import fit_rr_bins
 
         for n in [int(b) for b in args.bins.split(",") if b]:
             edges = fit_rr_bins(ftr_all[tr], n)
-            rows[f"logreg-bins-{n}"] = (np.concatenate([head_vector(ftr_all[tr]), rr_bins(ftr_all[tr], edges)], 1),
-                                        np.concatenate([head_vector(fte[te]), rr_bins(fte[te], edges)], 1))
+            rows[f"logreg-bins-{n}"] = (head_vector(ftr_all[tr], edges), head_vector(fte[te], edges))
     ys = {name: ytr for name in rows}
     if args.leads:
         import bench_cross as B
