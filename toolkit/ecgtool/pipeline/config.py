@@ -174,7 +174,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "train.batch_size": (1, 65_536, True, False), "train.lr": (1e-12, 10, False, False),
     "train.patience": (0, 10_000, True, False), "train.seed": (0, 2**32 - 1, True, False),
     "train.precise_bn": (0, 1_000_000, True, False), "train.budget_s": (0, 30 * 86_400, False, False),
-    "train.rr_trunk_dropout": (0, 1, False, True),
+    "train.rr_trunk_dropout": (0, 1, False, True), "train.rr_bins": (0, 1024, True, False),
     "prune.steps": (1, 100, True, False), "prune.batch_size": (1, 65_536, True, False),
     "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
     "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),
@@ -268,9 +268,10 @@ LEADS = ("deploy", "any")
 
 
 def _check_robust_training(where: str, t: dict, src: dict) -> None:
-    """The issue-9 training options (rr_head, rr_trunk_dropout, leads, augment) and data.import.keep_leads:
-    their values, and what they need of each other, before any step runs."""
+    """The issue-9 training options (rr_head, rr_trunk_dropout, rr_init, rr_bins, leads, augment) and
+    data.import.keep_leads: their values, and what they need of each other, before any step runs."""
     from ecgtool.train.augment import parse_augment
+    from ecgtool.train.rr import RR_INITS
 
     imp = src.get("import") if isinstance(src.get("import"), dict) else {}
     for key, value in (("train.rr_head", t.get("rr_head")), ("data.import.keep_leads", imp.get("keep_leads"))):
@@ -281,8 +282,13 @@ def _check_robust_training(where: str, t: dict, src: dict) -> None:
     if t.get("leads") == "any" and not imp.get("keep_leads"):
         raise BadInput(f"{where}: train.leads: any needs data.import with keep_leads: true (every lead of each "
                        "record, the deployment lead first)")
-    if t.get("rr_trunk_dropout") and not t.get("rr_head"):
-        raise BadInput(f"{where}: train.rr_trunk_dropout: applies to an RR-head model (train.rr_head: true)")
+    for key in ("rr_trunk_dropout", "rr_init", "rr_bins"):
+        if t.get(key) not in (None, 0, "none") and not t.get("rr_head"):
+            raise BadInput(f"{where}: train.{key}: applies to an RR-head model (train.rr_head: true)")
+    if t.get("rr_init") not in (None, "none", *RR_INITS):
+        raise _unknown(where, "train.rr_init", t["rr_init"], ("none", *RR_INITS), "value")
+    if t.get("rr_bins") == 1:
+        raise BadInput(f"{where}: train.rr_bins: 0 (off) or at least 2 bins, got 1")
     augment = t.get("augment")
     if augment is not None and not isinstance(augment, (str, list)):
         raise BadInput(f"{where}: train.augment: expected a name or a list of names, got {augment!r}")
