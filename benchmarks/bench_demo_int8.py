@@ -115,7 +115,7 @@ def main() -> None:
     for folder in folders:
         ref_logits = predict_batches(load(folder / "model.onnx", threads=1), ds.signals, idx, 256, desc="fp32")
         ref = ref_logits.argmax(1)
-        given = [(f.name, f, {}) for f in args.int8 if f.parent == folder]
+        given = [(f.name, f.name, {}) for f in args.int8 if f.parent == folder]
         for label, rel, opts in given or ARTIFACTS:
             path = folder / rel
             if not path.exists():
@@ -133,7 +133,7 @@ def main() -> None:
             todo = [("ORT INT8", folder / "model.int8.onnx", ""), ("TensorRT form, simulated", folder / "model.trt-int8.onnx", "noopt"),
                     ("TensorRT form, ORT-optimised kernels", folder / "model.trt-int8.onnx", "opt")]
             if given:
-                todo = [(label, path, "") for label, path, _ in given]
+                todo = [(label, folder / rel, "") for label, rel, _ in given]
             for label, src, mode in todo if args.qemu_trt or given else todo[:1]:
                 if not src.exists():
                     continue

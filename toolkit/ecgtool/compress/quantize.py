@@ -236,7 +236,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     signals = deployed(ds, fp32)  # calibration, gate and test: the windows as the model is deployed
     cs = calibration_set(ds.root, calib_size, seed, calib_dir, config=config)
     ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}"
-            + (f" ({', '.join(keep_groups)}: {len(keep_nodes)} nodes FP32 from the start)" if keep_nodes else ""))
+            + (f" ({', '.join(keep_groups)}: {len(keep_nodes)} node{'s' * (len(keep_nodes) != 1)} FP32 from the start)"
+               if keep_nodes else ""))
     start = time.perf_counter()
     val = np.sort(ds.indices("val"))
     fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
@@ -308,7 +309,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
-                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")
+                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8"
+                        + (f" (on top of {', '.join(keep_groups)} FP32 from the start)" if keep_groups else ""))
             (ui.info if v.passed else ui.warn)(msg)
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
