@@ -11,6 +11,11 @@ The verdict column is ecgtool.compress.gate.judge on the test split with the gat
 net, and the agreement floor).
 
     OMP_NUM_THREADS=1 PYTHONPATH=toolkit:benchmarks python benchmarks/bench_demo_int8.py RUN [--qemu [--qemu-trt]] [--qemu-n N] [--models A,B] [--out DIR]
+        [--int8 FILE ...]
+
+`--int8 FILE` (repeatable): score these ONNX Runtime INT8 files instead of the ones the run ships, each against
+the model.onnx of its own folder (a folder of RUN, or a copy of one with the same test split), natively and under
+QEMU; the row's artifact is the file name.
 """
 
 from __future__ import annotations
@@ -90,6 +95,9 @@ def main() -> None:
     ap.add_argument("--qemu-trt", action="store_true", help="under QEMU also the TensorRT-form file (simulated and "
                     "ORT-optimised; float-heavy, several times slower to emulate)")
     ap.add_argument("--models", help="comma-separated model folder names to score (default: every one in RUN)")
+    ap.add_argument("--int8", type=Path, action="append", default=[],
+                    help="an ORT INT8 file to score against FOLDER/model.onnx of its folder (repeatable; default: the "
+                         "run's own artifacts)")
     args = ap.parse_args()
     print(cpu_line())
     ds = load_dataset(args.data or args.run / "data")
@@ -99,13 +107,16 @@ def main() -> None:
     y = ds.labels[idx]
     classes = list(ds.classes)
     folders = sorted(p.parent for p in args.run.glob("*/model.onnx"))
+    if args.int8:
+        folders = sorted({f.parent for f in args.int8})
     if args.models:
         folders = [f for f in folders if f.name in args.models.split(",")]
     rows, qrows = [], []
     for folder in folders:
         ref_logits = predict_batches(load(folder / "model.onnx", threads=1), ds.signals, idx, 256, desc="fp32")
         ref = ref_logits.argmax(1)
-        for label, rel, opts in ARTIFACTS:
+        given = [(f.name, f.name, {}) for f in args.int8 if f.parent == folder]
+        for label, rel, opts in given or ARTIFACTS:
             path = folder / rel
             if not path.exists():
                 continue
@@ -121,7 +132,9 @@ def main() -> None:
             (out / "qemu_eval.py").write_text(QEMU_EVAL)
             todo = [("ORT INT8", folder / "model.int8.onnx", ""), ("TensorRT form, simulated", folder / "model.trt-int8.onnx", "noopt"),
                     ("TensorRT form, ORT-optimised kernels", folder / "model.trt-int8.onnx", "opt")]
-            for label, src, mode in todo if args.qemu_trt else todo[:1]:
+            if given:
+                todo = [(label, folder / rel, "") for label, rel, _ in given]
+            for label, src, mode in todo if args.qemu_trt or given else todo[:1]:
                 if not src.exists():
                     continue
                 dst = out / f"{folder.name}-{src.name}"

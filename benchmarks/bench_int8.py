@@ -9,6 +9,10 @@ round-robin in this process (1 thread). Under qemu only agreement is measured (Q
 to native, so the differences are the int8 kernels).
 
     PYTHONPATH=toolkit python benchmarks/bench_int8.py MODEL_FOLDER DATA --out /tmp/bi8 [--qemu-n 100]
+    PYTHONPATH=toolkit python benchmarks/bench_int8.py MODEL_FOLDER DATA --out /tmp/bi8 --int8 A.onnx --int8 B.onnx
+
+`--int8 FILE` (repeatable): score and time these INT8 files (built elsewhere, e.g. `ecgtool quantize --out`) instead
+of building the four forms; no QEMU run (bench_demo_int8.py / bench_bundle_int8.py do that for given files).
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ def cpu_line() -> str:
     return f"CPU flags (int8-relevant): {' '.join(keep)}; CPUID target: {detect_target()}; load average {os.getloadavg()}"
 
 
+def given_report(path: Path) -> dict:
+    """The fields of a quantize report that the table shows (form label, FP32 nodes), from a file's metadata."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {"form": {"label": props.get("ecgtool.int8_form", "?")},
+            "exclude": json.loads(props.get("ecgtool.int8_fp32_nodes") or "[]")}
+
+
 def scores(y, ref, pred, classes) -> dict:
     a, b = compute_metrics(y, ref, classes), compute_metrics(y, pred, classes)
     delta = {c: 100 * (b["per_class"][c]["f1"] - a["per_class"][c]["f1"]) for c in classes}
@@ -68,6 +81,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--qemu-n", type=int, default=100, help="test windows run under qemu (0: skip)")
     ap.add_argument("--qemu-s8-n", type=int, default=30, help="windows for the float-heavy s8 graphs under qemu")
+    ap.add_argument("--int8", type=Path, action="append", default=[],
+                    help="a prebuilt INT8 ONNX file to score and time (repeatable; replaces the built-in forms)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -82,16 +97,20 @@ def main() -> None:
     forms = {"default": dict(target="x86-vnni", gate=False), "x86-avx2": dict(target="x86-avx2", gate=False),
              "tensorrt": dict(target="tensorrt", gate=False), "gated": dict(target=None, gate=True)}
     files, reports = {}, {}
-    for name, kw in forms.items():
+    for name, kw in ({} if args.int8 else forms).items():
         files[name] = args.out / f"{name}.onnx"
         reports[name] = quantize_model(fp32_onnx, args.data, files[name], calib_dir=calib, threads=1, **kw)
+    for f in args.int8:
+        files[f.name] = f
+        reports[f.name] = given_report(f)
     idx = np.sort(ds.indices("test"))
     x, y = np.ascontiguousarray(ds.signals[idx], dtype=np.float32), ds.labels[idx]
     torch_pred = load(args.model, threads=1)
     preds = {"PyTorch FP32": torch_pred, "ORT FP32": load(fp32_onnx, threads=1, verify=False)}
     for name, f in files.items():
         preds[f"ORT INT8 {name}"] = load(f, threads=1, verify=False)
-    preds["ORT INT8 tensorrt simulated-qdq"] = OnnxRuntimePredictor(files["tensorrt"], threads=1, optimize=False)
+    if "tensorrt" in files:
+        preds["ORT INT8 tensorrt simulated-qdq"] = OnnxRuntimePredictor(files["tensorrt"], threads=1, optimize=False)
     logits = {k: np.concatenate([p.predict(x[i:i + 64]) for i in range(0, len(x), 64)]) for k, p in preds.items()}
     ref = logits["PyTorch FP32"].argmax(1)
     x1 = x[:1]
@@ -107,11 +126,12 @@ def main() -> None:
                      "p50_ms": round(med[k], 3), "speedup_vs_pytorch": round(med["PyTorch FP32"] / med[k], 2)})
     print(f"native, test n={len(y)}, 1 thread, batch-1 latency round-robin")
     print(markdown_table(rows, list(rows[0])))
-    gate = reports["gated"]["gate"]
-    print("gate:", json.dumps({k: gate[k] for k in ("passed", "groups_fp32", "before", "after")} |
-                              {"latency_ratio_vs_ungated": gate.get("latency_ratio_vs_ungated")}))
+    gate = reports.get("gated", {}).get("gate")
+    if gate:
+        print("gate:", json.dumps({k: gate[k] for k in ("passed", "groups_fp32", "before", "after")} |
+                                  {"latency_ratio_vs_ungated": gate.get("latency_ratio_vs_ungated")}))
     result = {"native": rows, "gate": gate, "machine": cpu_line()}
-    if args.qemu_n and shutil.which("qemu-x86_64"):
+    if args.qemu_n and shutil.which("qemu-x86_64") and not args.int8:
         n, n8 = min(args.qemu_n, len(y)), min(args.qemu_s8_n, len(y))
         np.save(args.out / "x.npy", x[:n])
         np.save(args.out / "x8.npy", x[:n8])

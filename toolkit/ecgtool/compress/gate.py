@@ -215,6 +215,52 @@ def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
     return [(name, nodes) for name, nodes in groups if nodes]
 
 
+#: `--keep-fp32 GROUP` -> the candidate_groups group it names; `suspects` names all five
+KEEP_FP32_GROUPS = {"stem": "stem conv", "se-gates": "SE gates", "se-fc": "SE fc", "residual-adds": "residual adds",
+                    "classifier": "classifier"}
+SUSPECTS = "suspects"
+#: `--keep-fp32 none`: no group FP32 from the start (drops the target's default groups, compress.targets.FORMS)
+NO_GROUP = "none"
+KEEP_FP32_CHOICES = (*KEEP_FP32_GROUPS, SUSPECTS, NO_GROUP)
+
+
+def keep_fp32_names(groups: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The `--keep-fp32` group names in table order (`suspects`: all five; `none`: no group), else BadInput naming
+    the unknown one."""
+    from ecgtool.core.errors import BadInput
+
+    groups = [groups] if isinstance(groups, str) else list(groups or ())
+    for g in groups:
+        if not isinstance(g, str) or g not in KEEP_FP32_CHOICES:
+            raise BadInput(f"--keep-fp32 {g}: unknown node group (choose from {', '.join(KEEP_FP32_CHOICES)})")
+    if NO_GROUP in groups and len(set(groups)) > 1:
+        raise BadInput(f"--keep-fp32 none: given with {', '.join(g for g in groups if g != NO_GROUP)} (none means no group)")
+    names = tuple(k for k in KEEP_FP32_GROUPS if k in groups)
+    return (SUSPECTS,) if SUSPECTS in groups else names
+
+
+def keep_fp32_nodes(path: str | os.PathLike, groups: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(groups as candidate_groups names them, their node names) of FP32 graph `path` for `--keep-fp32` names.
+
+    A group named on its own that matches no node of the graph is BadInput (e.g. se-gates on a plain ResNet);
+    `suspects` takes whichever of the five the graph has."""
+    from ecgtool.core.errors import BadInput
+
+    names = keep_fp32_names(groups)
+    found = dict(candidate_groups(path))
+    present = [g for g in KEEP_FP32_GROUPS if found.get(KEEP_FP32_GROUPS[g])]
+    if names == (SUSPECTS,):
+        names, missing = tuple(present), ([] if present else [SUSPECTS])
+    else:
+        missing = [g for g in names if g not in present]
+    if missing:
+        what = "node group" if missing[0] == SUSPECTS else f"{KEEP_FP32_GROUPS[missing[0]]} node"
+        raise BadInput(f"{path}: --keep-fp32 {missing[0]}: no {what} in this graph "
+                       f"(its groups: {', '.join(present) or 'none'})")
+    kept = [KEEP_FP32_GROUPS[g] for g in names if g in present]
+    return kept, [n for g in kept for n in found[g]]
+
+
 def scan(build: Callable[[Path, list[str]], None], predict: Callable[[Path], np.ndarray], judge_fn: Callable[[np.ndarray], Verdict],
          groups: list[tuple[str, list[str]]], base_exclude: Sequence[str], workdir: Path,
          baseline: tuple[Path, Verdict] | None = None, too_slow: Callable[[Path], bool] | None = None) -> dict:

@@ -192,7 +192,7 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
         raise BadInput(f"--qat-epochs {epochs}: must be at least 1")
     check_agreement_floor(gate_agreement)
     folder, out = Path(folder), Path(out)
-    target, form = form_for(target, per_channel)
+    target, form = form_for(target, per_channel, keep_fp32=[])  # QAT fake-quantises every node: no group kept FP32
     ds = load_dataset(data)
     model = load_model(folder)
     classes = list(model.config.classes or [])

@@ -33,7 +33,7 @@ from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
 from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
-                                   candidate_groups, judge, latency_ratio, scan)
+                                   candidate_groups, judge, keep_fp32_nodes, latency_ratio, scan)
 from ecgtool.compress.targets import form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
@@ -202,7 +202,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
                    gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS,
-                   gate_agreement: float = DEFAULT_AGREEMENT) -> dict:
+                   gate_agreement: float = DEFAULT_AGREEMENT, keep_fp32: Sequence[str] | None = None) -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
@@ -211,7 +211,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     macro-F1 or `gate_class` points of any class, carried by at least `gate_min_windows` windows (net; fewer
     are waived, with the reason recorded), or if INT8's argmax agrees with FP32's on fewer than `gate_agreement` %
     of the validation windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
-    targets) the file is no faster than FP32 (ecgtool.compress.gate). Returns the report (target, form, method, calibration set, gate, test
+    targets) the file is no faster than FP32 (ecgtool.compress.gate). keep_fp32: node groups FP32 from the start
+    (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS), resolved on the FP32
+    graph by gate.candidate_groups; the gate scans the other groups on top of them. Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
     """
@@ -226,12 +228,16 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
                        "drop --symmetric/--asymmetric or choose another target")
-    target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel)
+    target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel, keep_fp32)
+    keep_groups, keep_nodes = keep_fp32_nodes(fp32, form.keep_fp32) if form.keep_fp32 else ([], [])
+    exclude = [*exclude, *(n for n in keep_nodes if n not in exclude)]
     ds = load_dataset(data)
     config = onnx_config(fp32)
     signals = deployed(ds, fp32)  # calibration, gate and test: the windows as the model is deployed
     cs = calibration_set(ds.root, calib_size, seed, calib_dir, config=config)
-    ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}")
+    ui.info(f"calibration set: {cs.path} ({len(cs.labels)} records, seed {seed}); target {target}, form {form.label}"
+            + (f" ({', '.join(keep_groups)}: {len(keep_nodes)} node{'s' * (len(keep_nodes) != 1)} FP32 from the start)"
+               if keep_nodes else ""))
     start = time.perf_counter()
     val = np.sort(ds.indices("val"))
     fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
@@ -275,6 +281,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             v0 = verdict(predict(first))
             gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
                            "agreement_floor": gate_agreement, "split": "val", "n": int(len(val)),
+                           "keep_fp32": list(form.keep_fp32), "keep_fp32_groups": keep_groups,
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
@@ -302,7 +309,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
-                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8")
+                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8"
+                        + (f" (on top of {', '.join(keep_groups)} FP32 from the start)" if keep_groups else ""))
             (ui.info if v.passed else ui.warn)(msg)
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
@@ -311,6 +319,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     return report_on_test(fp32, out, ds, threads, simulated, cs, seconds, "quantize", "INT8",
                        {"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
                         "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
+                        "keep_fp32": list(form.keep_fp32), "keep_fp32_groups": keep_groups, "keep_fp32_nodes": keep_nodes,
                         "reduce_range": form.reduce_range, "gate": gate_report})
 
 

@@ -23,7 +23,8 @@ nothing measurable where it is not needed.
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
 
 from ecgtool.core.errors import BadInput
 
@@ -39,15 +40,20 @@ class Int8Form:
     reduce_range: bool  # 7-bit weights: no 16-bit saturation in vpmaddubsw (x86 without VNNI)
     per_channel: bool
     quantize_bias: bool = True  # TensorRT takes float biases only
+    #: node groups kept FP32 from the start (`--keep-fp32` names, compress.gate.KEEP_FP32_GROUPS; the gate works on top)
+    keep_fp32: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        """Short name of the form, e.g. `u8s8-asym-pc-rr`, recorded in metadata and bench rows."""
+        """Short name of the form, e.g. `u8s8-asym-pc-rr` (`+fp32:stem,classifier` with groups kept FP32),
+        recorded in metadata and bench rows."""
+        keep = ",".join(self.keep_fp32)
         return (f"{self.activation}s8-{'sym' if self.symmetric else 'asym'}-{'pc' if self.per_channel else 'pt'}"
-                + ("-rr" if self.reduce_range else "") + ("" if self.quantize_bias else "-fbias"))
+                + ("-rr" if self.reduce_range else "") + ("" if self.quantize_bias else "-fbias")
+                + (f"+fp32:{keep}" if keep else ""))
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "label": self.label}
+        return {**asdict(self), "keep_fp32": list(self.keep_fp32), "label": self.label}
 
 
 #: target -> the form to ship for it
@@ -109,10 +115,16 @@ def resolve_target(target: str | None) -> str:
     return target
 
 
-def form_for(target: str | None, per_channel: bool | None = None) -> tuple[str, Int8Form]:
-    """(target, form) for a target name (auto: this machine), per-channel overridden when given."""
+def form_for(target: str | None, per_channel: bool | None = None,
+             keep_fp32: Sequence[str] | None = None) -> tuple[str, Int8Form]:
+    """(target, form) for a target name (auto: this machine), per-channel and the groups kept FP32 overridden when
+    given (`keep_fp32`: --keep-fp32 names, `suspects` = all five; [] or ["none"]: none, the target's default dropped)."""
+    from ecgtool.compress.gate import keep_fp32_names
+
     name = resolve_target(target)
     form = FORMS[name]
     if per_channel is not None and per_channel != form.per_channel:
-        form = Int8Form(form.activation, form.symmetric, form.reduce_range, per_channel, form.quantize_bias)
+        form = replace(form, per_channel=per_channel)
+    if keep_fp32 is not None:
+        form = replace(form, keep_fp32=keep_fp32_names(keep_fp32))
     return name, form

@@ -13,7 +13,7 @@ from pathlib import Path
 OPSET = 17
 #: INT8 calibration / quantisation options
 INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "seed", "target", "gate", "gate_macro",
-                "gate_class", "gate_min_windows", "gate_agreement")
+                "gate_class", "gate_min_windows", "gate_agreement", "keep_fp32")
 #: OpenVINO INT8: nncf.quantize where NNCF is installed (extra [nncf]), else converted from the signed symmetric
 #: QDQ graph (OpenVINO loses F1 on ORT's u8 form); `ov_quantizer` chooses (auto | nncf | qdq)
 OPENVINO_INT8_OPTIONS = tuple(o for o in INT8_OPTIONS if o != "target") + ("ov_quantizer",)

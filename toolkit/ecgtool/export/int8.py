@@ -77,7 +77,8 @@ def gate_summary(gate: dict | None) -> dict | None:
         return None
     keys = ("passed", "macro_points", "class_points", "min_windows", "agreement_floor", "split", "n", "reason")
     return {k: gate.get(k) for k in keys} | {"agreement": (gate.get("after") or {}).get("agreement")} | {
-        "groups_fp32": gate.get("groups_fp32") or []}
+        "groups_fp32": gate.get("groups_fp32") or [], "keep_fp32": gate.get("keep_fp32") or [],
+        "keep_fp32_groups": gate.get("keep_fp32_groups") or []}
 
 
 #: options of quantize_folder that QAT takes (the calibration set initialises its observers)
@@ -164,6 +165,9 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--target", type=click.Choice(TARGET_CHOICES), default=None,
               help="CPU/accelerator the INT8 form is for: auto (default: this machine, by CPUID), x86-avx2 (reduce_range), "
                    "x86-vnni, arm64, tensorrt (signed symmetric, writes model.trt-int8.onnx).")
+@click.option("--keep-fp32", multiple=True, metavar="GROUP",
+              help="Node group kept FP32 from the start (repeatable): stem, se-gates, se-fc, residual-adds, classifier, "
+                   "suspects (all five) or none (drop the target's default); the gate keeps more on top if it must.")
 @click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
 @click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
 @click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
@@ -199,5 +203,7 @@ def quantize_command(model: Path, data: Path, **options: Any) -> None:
     if g:
         agree = f", agreement {100 * g['after']['agreement']:.2f} % (floor {g.get('agreement_floor', 0):g} %)" if g.get("after") else ""
         click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}{agree}): "
-                   f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: {', '.join(g['groups_fp32']) or 'nothing'}")
+                   f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: "
+                   f"{', '.join([*g.get('keep_fp32_groups', []), *g['groups_fp32']]) or 'nothing'}"
+                   f"{' (' + ', '.join(g['keep_fp32_groups']) + ' from the start)' if g.get('keep_fp32_groups') else ''}")
         click.echo(f"gate decision: {g['reason']}")

@@ -47,7 +47,7 @@ def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
     target = folder / spec.artifact
     quantizer = opts.get("ov_quantizer", "auto")
     ort_only = [k for k in ("method", "per_channel", "exclude", "gate", "gate_macro", "gate_class", "gate_min_windows",
-                            "gate_agreement") if k in opts]
+                            "gate_agreement", "keep_fp32") if k in opts]
     if quantizer == "nncf" and not nncf_available():
         raise BadInput(f"{folder}: --ov-quantizer nncf needs NNCF (pip install 'ecgtool[nncf]')")
     if quantizer == "nncf" and ort_only:

@@ -210,6 +210,7 @@ def _check_bounds(where: str, cfg: dict) -> None:
 def validate_config(cfg: dict, where: str = "config") -> None:
     """BadInput (one line: file, key, nearest valid name) for anything the steps would not accept."""
     from ecgtool.compress.quantize import METHODS
+    from ecgtool.compress.gate import KEEP_FP32_CHOICES, keep_fp32_names
     from ecgtool.data.importers import FORMATS as IMPORT_FORMATS
     from ecgtool.export.formats import FORMATS
     from ecgtool.models import ARCHS, DEPTHS
@@ -256,6 +257,11 @@ def validate_config(cfg: dict, where: str = "config") -> None:
     _check_list(where, "quantize.precisions", q.get("precisions"), PRECISIONS, "precision")
     if q.get("method") is not None and q["method"] not in (*METHODS, "auto"):
         raise _unknown(where, "quantize.method", q["method"], (*METHODS, "auto"), "method")
+    _check_list(where, "quantize.keep_fp32", q.get("keep_fp32"), KEEP_FP32_CHOICES, "node group")
+    try:
+        keep_fp32_names(q.get("keep_fp32"))
+    except BadInput as exc:
+        raise BadInput(f"{where}: quantize.keep_fp32: {str(exc).split(': ', 1)[-1]}") from None
     _check_list(where, "export.formats", (cfg.get("export") or {}).get("formats"), FORMATS, "format")
     ratios = (cfg.get("prune") or {}).get("ratios")
     if ratios is not None and (not isinstance(ratios, list) or not all(
