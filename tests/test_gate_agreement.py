@@ -127,8 +127,13 @@ def stem_flips_one_window(monkeypatch):
     monkeypatch.setattr(q, "onnx_logits", logits)
 
 
-def test_impossible_floor_keeps_the_stem_fp32_and_is_recorded(trained, tmp_path, stem_flips_one_window):
+def test_impossible_floor_keeps_the_stem_fp32_and_is_recorded(trained, tmp_path, stem_flips_one_window, monkeypatch):
+    from ecgtool.compress import quantize as q
     from ecgtool.core.files import read_json
+
+    # the scan's speed check times a width-8 model on a shared CPU: a candidate "no faster than FP32" by noise
+    # stopped the scan before the stem was kept (seen once in 3 runs); the check's own logic has its test below
+    monkeypatch.setattr(q, "latency_ratio", lambda a, b, *args, **kw: 0.5)
     from ecgtool.core.names import ONNX_META_INT8_GATE
     from ecgtool.export.int8 import quantize_folder
 
