@@ -257,7 +257,7 @@ def keep_fp32_nodes(path: str | os.PathLike, groups: Sequence[str]) -> tuple[lis
         what = "node group" if missing[0] == SUSPECTS else f"{KEEP_FP32_GROUPS[missing[0]]} node"
         raise BadInput(f"{path}: --keep-fp32 {missing[0]}: no {what} in this graph "
                        f"(its groups: {', '.join(present) or 'none'})")
-    kept = [KEEP_FP32_GROUPS[g] for g in names if g in present]
+    kept = [KEEP_FP32_GROUPS[g] for g in names]
     return kept, [n for g in kept for n in found[g]]
 
 

@@ -17,6 +17,8 @@ INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "
 #: OpenVINO INT8: nncf.quantize where NNCF is installed (extra [nncf]), else converted from the signed symmetric
 #: QDQ graph (OpenVINO loses F1 on ORT's u8 form); `ov_quantizer` chooses (auto | nncf | qdq)
 OPENVINO_INT8_OPTIONS = tuple(o for o in INT8_OPTIONS if o != "target") + ("ov_quantizer",)
+#: the INT8 options only ONNX Runtime's quantiser reads (not the calibration set's): NNCF refuses them
+ORT_QUANTIZER_OPTIONS = tuple(o for o in INT8_OPTIONS if o not in ("calib_size", "calib_dir", "seed", "target"))
 #: TensorRT optimisation-profile options
 TRT_OPTIONS = ("opt_batch", "max_batch")
 #: the formats an RR-head model (`train --rr-head`: a second graph input, its RR features computed in numpy

@@ -14,7 +14,7 @@ from ecgtool.core.artifacts import find_config
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.names import WEIGHTS
 from ecgtool.export.check import checked
-from ecgtool.export.formats import FORMATS, trtexec_script
+from ecgtool.export.formats import FORMATS, ORT_QUANTIZER_OPTIONS, trtexec_script
 from ecgtool.export.int8 import ensure_int8, ensure_onnx
 from ecgtool.export.onnx import input_shape, onnx2fp16, stamp_metadata
 from ecgtool.core.errors import BadInput
@@ -46,8 +46,7 @@ def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
 
     target = folder / spec.artifact
     quantizer = opts.get("ov_quantizer", "auto")
-    ort_only = [k for k in ("method", "per_channel", "exclude", "gate", "gate_macro", "gate_class", "gate_min_windows",
-                            "gate_agreement", "keep_fp32") if k in opts]
+    ort_only = [k for k in ORT_QUANTIZER_OPTIONS if k in opts]
     if quantizer == "nncf" and not nncf_available():
         raise BadInput(f"{folder}: --ov-quantizer nncf needs NNCF (pip install 'ecgtool[nncf]')")
     if quantizer == "nncf" and ort_only:

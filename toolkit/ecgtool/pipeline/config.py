@@ -174,7 +174,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "train.batch_size": (1, 65_536, True, False), "train.lr": (1e-12, 10, False, False),
     "train.patience": (0, 10_000, True, False), "train.seed": (0, 2**32 - 1, True, False),
     "train.precise_bn": (0, 1_000_000, True, False), "train.budget_s": (0, 30 * 86_400, False, False),
-    "train.rr_trunk_dropout": (0, 1, False, True), "train.rr_bins": (0, 1024, True, False),
+    "train.rr_trunk_dropout": (0, 1, False, True), "train.rr_bins": (0, D.RR_BINS_MAX, True, False),
     "prune.steps": (1, 100, True, False), "prune.batch_size": (1, 65_536, True, False),
     "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
     "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),

@@ -29,6 +29,8 @@ FINE_TUNE_LR = 1e-4
 FINE_TUNE_EPOCHS = 10
 #: quantisation-aware training epochs (`quantize --qat`; lr FINE_TUNE_LR, best validation epoch kept)
 QAT_EPOCHS = 3
+#: most bins per RR feature of `train --rr-bins` (CLI and pipeline key train.rr_bins)
+RR_BINS_MAX = 64
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
 THREADS = "auto"
 #: environment variable that overrides "auto" (the tests set it to 1)

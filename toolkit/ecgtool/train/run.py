@@ -376,7 +376,7 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--rr-init", type=click.Choice(["none", "logreg", "logreg-frozen"]), default=None,
               help="With --rr-head: start the head as scikit-learn's logistic regression on the RR features (trunk "
                    "columns 0; training adds the trunk); logreg-frozen keeps those RR weights fixed in training.")
-@click.option("--rr-bins", type=click.IntRange(0, 64), default=None,
+@click.option("--rr-bins", type=click.IntRange(0, D.RR_BINS_MAX), default=None,
               help="With --rr-head: also code each RR feature against N quantile bins of the training rows (1 where "
                    "the value is at or above each edge), so a linear head (and --rr-init) can threshold it as a tree "
                    "model does; the edges are kept in config.json (default 0: none).")
