@@ -53,6 +53,8 @@ VARIANTS = {
     "rr-init-frozen+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "leads": "any"}, "leads"),
     # the RR inputs also thermometer-coded against 16 quantile bins of the training rows (`--rr-bins 16`)
     "rr-bins-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16}, "plain"),
+    # the same with N chosen by grouped cross-validation on the training split (`--rr-bins auto`, train/rr.py)
+    "rr-bins-auto-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": "auto"}, "plain"),
 }
 #: rows without a network (no seeds, no training run)
 CLASSICAL = ("rr_baseline", "rr-logreg")
@@ -141,6 +143,8 @@ def summarise(jsonl: Path, variants: list[str]) -> str:
             q = [r["target_int8"] for r in rs if r.get("target_int8") is not None]
             q8 = f" (INT8 {np.mean(q):.3f}, {len(q)} seed(s))" if q else ""
             n = f" [{len(rs)} seeds]" if len(rs) > 1 else ""
+            chosen = [str(r["rr_bins_auto"]["chosen"]) for r in rs if r.get("rr_bins_auto")]
+            n += f" (auto N {','.join(chosen)})" if chosen else ""
             cells.append(f"{own:.3f} / **{t.mean():.3f}**{sd}{q8}{n}")
             means.append(t.mean())
             classes.append(" ".join(f"{c} {f:.2f}" for c, f in rs[0]["per_class"].items()))
@@ -215,6 +219,12 @@ def main() -> None:
                        "own_test": own, "target": f1, "target_int8": None, "shared": ",".join(shared),
                        "per_class": {c: round(m["per_class"][c]["f1"], 3) for c in shared},
                        "seconds": round(time.perf_counter() - t1)}
+                fit_bins = {}
+                if (model / "config.json").is_file():
+                    fit_bins = (json.loads((model / "config.json").read_text()).get("extra") or {}).get("rr_bins_fit") or {}
+                if "auto" in fit_bins:  # what --rr-bins auto chose, and the CV macro-F1 of each candidate
+                    row["rr_bins_auto"] = {"chosen": fit_bins["auto"]["chosen"],
+                                           "cv": {str(r["n_bins"]): r["mean"] for r in fit_bins["auto"]["scores"]}}
                 if variant in int8:
                     from ecgtool.export import export
 

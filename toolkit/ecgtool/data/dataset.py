@@ -22,6 +22,8 @@ REQUIRED_FILES = ("signals.npy", "labels.npy", "records.csv", "splits.json", "me
 SPLITS = ("train", "val", "test")
 #: the label of a window without one (`ecgtool data import records`): accepted by `adapt`, refused by scoring
 UNLABELLED = -1
+#: records.csv columns that name a window's patient (data info's overlap check, train's grouped CV)
+PATIENT_COLUMNS = ("patient_id", "patient")
 
 
 @dataclass
@@ -68,6 +70,16 @@ class PreparedDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def groups(self) -> tuple[np.ndarray, str]:
+        """(one group id per window, what they are): records.csv's patient ids where every row has one,
+        else its record names (several windows of one recording), else one group per window ("window")."""
+        rows = self.records
+        if len(rows) == len(self):
+            for column, kind in [*((c, "patient") for c in PATIENT_COLUMNS), ("record", "record")]:
+                if rows and column in rows[0] and all(r.get(column) for r in rows):
+                    return np.asarray([r[column] for r in rows]), kind
+        return np.arange(len(self)).astype(str), "window"
 
 
 def load_dataset(path: str | os.PathLike, require_splits: bool = True) -> PreparedDataset:

@@ -135,6 +135,10 @@ def _unknown(where: str, key: str, name: Any, valid: Any, what: str = "key") -> 
                     f"valid: {', '.join(map(str, valid))})")
 
 
+#: numeric keys that also take the word "auto" (train.rr_bins: train/rr.py choose_rr_bins)
+AUTO_KEYS = ("train.rr_bins",)
+
+
 def _check_keys(where: str, section: str, given: Any, valid: dict[str, Any]) -> None:
     if given is None:
         return
@@ -144,7 +148,8 @@ def _check_keys(where: str, section: str, given: Any, valid: dict[str, Any]) -> 
         if key not in valid:
             raise _unknown(where, f"{section}.{key}", key, sorted(valid))
         default = valid[key]
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool) \
+            and f"{section}.{key}" not in AUTO_KEYS  # checked by _check_bounds, which names auto
         if numeric and value is not None and (isinstance(value, (str, bool)) or not isinstance(value, (int, float))):
             raise BadInput(f"{where}: {section}.{key}: expected a number, got {value!r}")
 
@@ -197,14 +202,16 @@ def _check_bounds(where: str, cfg: dict) -> None:
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         value = node.get(name) if isinstance(node, dict) else None
-        if value is None:
+        if value is None or (key in AUTO_KEYS and value == "auto"):
             continue
         kind = "an integer" if integer else "a number"
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or float(value).is_integer())
         if ok:
             ok = lo <= value < hi if open_hi else lo <= value <= hi  # nan and inf fail here
         if not ok:
-            raise BadInput(f"{where}: {key}: expected {kind} in [{lo:g}, {hi:g}{')' if open_hi else ']'}, got {value!r}")
+            auto = " or auto" if key in AUTO_KEYS else ""
+            raise BadInput(f"{where}: {key}: expected {kind} in [{lo:g}, {hi:g}{')' if open_hi else ']'}{auto}, "
+                           f"got {value!r}")
 
 
 def validate_config(cfg: dict, where: str = "config") -> None:

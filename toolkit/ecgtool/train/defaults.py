@@ -31,6 +31,11 @@ FINE_TUNE_EPOCHS = 10
 QAT_EPOCHS = 3
 #: most bins per RR feature of `train --rr-bins` (CLI and pipeline key train.rr_bins)
 RR_BINS_MAX = 64
+#: what `train --rr-bins auto` chooses from (0: no bins), by cross-validation on the training split (train/rr.py
+#: choose_rr_bins); the list the issue-9 screen looked at on the targets, plus none
+RR_BINS_AUTO = (0, 4, 8, 16, 32)
+#: folds of that cross-validation (fewer when the training split has fewer groups)
+RR_BINS_CV_FOLDS = 5
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
 THREADS = "auto"
 #: environment variable that overrides "auto" (the tests set it to 1)

@@ -186,3 +186,91 @@ def init_rr_head(model, rr: np.ndarray, labels: np.ndarray, train_idx: np.ndarra
     return {"mode": mode, "estimator": "sklearn.linear_model.LogisticRegression", "params": dict(LOGREG_PARAMS),
             "train_rows": int(len(y)), "classes": [int(c) for c in present], "absent_bias": [int(c) for c in absent],
             "train_accuracy": round(float(np.mean(pred == y)), 4), "iterations": int(np.max(clf.n_iter_))}
+
+
+# --- choosing N by cross-validation on the training split (`train --rr-bins auto`) ---------------------
+
+def parse_rr_bins(value) -> int | str:
+    """`--rr-bins` / train.rr_bins: "auto", or a count, 0 (none) or 2..RR_BINS_MAX; BadInput otherwise."""
+    from ecgtool.core.errors import BadInput
+    from ecgtool.train.defaults import RR_BINS_MAX
+
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        if isinstance(value, bool) or float(value) != int(float(value)):
+            raise ValueError
+        n = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        raise BadInput(f"--rr-bins {value!r}: expected auto or a number of bins (0 for none, 2 to {RR_BINS_MAX})") from None
+    if n < 0 or n > RR_BINS_MAX:
+        raise BadInput(f"--rr-bins {n}: expected auto or a number of bins (0 for none, 2 to {RR_BINS_MAX})")
+    if n == 1:
+        raise BadInput(f"--rr-bins {n}: give 2 or more bins (0 for none)")
+    return n
+
+
+def _coded_logreg(n_bins: int, seed: int):
+    """scikit-learn Pipeline: the window features -> head_vector with `n_bins` quantile bins fitted on the rows
+    it is fitted on (fit_rr_bins; 0: none) -> standardise -> the regression of --rr-init (LOGREG_PARAMS)."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    class RRCode(TransformerMixin, BaseEstimator):
+        def __init__(self, n_bins: int = 0, eps: float = 1e-5):
+            self.n_bins, self.eps = n_bins, eps
+
+        def fit(self, x, y=None):
+            self.bins_ = fit_rr_bins(x, self.n_bins) if self.n_bins else None
+            _, self.mean_, self.var_ = standardise(head_vector(x, self.bins_), self.eps)
+            return self
+
+        def transform(self, x):
+            return (np.asarray(head_vector(x, self.bins_), dtype=np.float64) - self.mean_) / np.sqrt(self.var_ + self.eps)
+
+    return make_pipeline(RRCode(n_bins), LogisticRegression(random_state=seed, **LOGREG_PARAMS))
+
+
+def choose_rr_bins(feats: np.ndarray, labels: np.ndarray, groups: np.ndarray, group_kind: str = "record",
+                   candidates=None, folds: int | None = None, seed: int = 0) -> dict:
+    """`--rr-bins auto`: the candidate N whose --rr-init regression on the RR inputs coded with N bins has the best
+    mean macro-F1 in scikit-learn's StratifiedGroupKFold cross-validation of these (training) rows, grouped so
+    that one patient's (record's) windows never sit on both sides of a fold; the edges are fitted inside each fold.
+    Ties go to fewer bins. feats: the window features [N, F] (baseline.features, not yet head_vector'd).
+    Returns what config.json records (extra["rr_bins_fit"]["auto"]); "chosen" is the N."""
+    import time
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_score
+
+    from ecgtool.core.errors import BadInput
+    from ecgtool.train.defaults import RR_BINS_AUTO, RR_BINS_CV_FOLDS
+
+    candidates = [int(c) for c in (RR_BINS_AUTO if candidates is None else candidates)]
+    y = np.asarray(labels, dtype=np.int64)
+    g = np.asarray(groups)
+    n_groups = len(np.unique(g))
+    k = min(int(folds or RR_BINS_CV_FOLDS), n_groups)
+    if len(np.unique(y)) < 2 or k < 2:
+        raise BadInput(f"--rr-bins auto: the training split has {len(np.unique(y))} class(es) in {n_groups} "
+                       f"{group_kind} group(s); cross-validation needs 2 classes and 2 groups")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    t0, scores, means = time.perf_counter(), [], []
+    for n in candidates:
+        with warnings.catch_warnings():  # a class rarer than the folds, a fold without a class: scored as it is
+            warnings.simplefilter("ignore", UserWarning)
+            s = cross_val_score(_coded_logreg(n, seed), feats, y, groups=g, cv=cv, scoring="f1_macro",
+                                error_score="raise")
+        means.append(float(np.mean(s)))
+        scores.append({"n_bins": n, "mean": round(float(np.mean(s)), 4), "sd": round(float(np.std(s, ddof=1)), 4),
+                       "folds": [round(float(v), 4) for v in s]})
+    chosen = min(n for n, m in zip(candidates, means) if m >= max(means) - 1e-12)
+    return {"chosen": chosen, "candidates": candidates, "scores": scores, "scoring": "f1_macro",
+            "cv": "sklearn.model_selection.StratifiedGroupKFold", "folds": k, "shuffle_seed": int(seed),
+            "groups": group_kind, "n_groups": int(n_groups), "rows": int(len(y)),
+            "estimator": "sklearn.linear_model.LogisticRegression", "params": dict(LOGREG_PARAMS),
+            "rule": "highest mean CV macro-F1 on the training split; ties: fewer bins",
+            "seconds": round(time.perf_counter() - t0, 1)}

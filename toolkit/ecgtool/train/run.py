@@ -127,14 +127,15 @@ def train_models(
     rr_trunk_dropout: float = 0.0,
     leads: str = "deploy",
     rr_init: str | None = None,
-    rr_bins: int = 0,
+    rr_bins: int | str = 0,
 ) -> list[dict]:
     """Train every (arch, depth) into RUN/<arch><depth>/ and return one summary row per model.
 
     Each folder gets model.safetensors, config.json (recipe in `extra`), history.csv, training.png,
     metrics.json (test split, via evaluate_artifact) and confusion.png; RUN/summary.csv/md compare them.
     `rr_head`: the hybrid, whose head also takes the baseline's window features (train/rr.py); `rr_bins` N
-    adds their thermometer code against N quantile bins of the training rows (train/rr.py fit_rr_bins). `leads="any"`:
+    adds their thermometer code against N quantile bins of the training rows (train/rr.py fit_rr_bins); "auto"
+    chooses N from defaults.RR_BINS_AUTO by grouped cross-validation on the training split (choose_rr_bins). `leads="any"`:
     a dataset imported with --keep-leads trains a one-lead model on a random lead per record, and validates
     and tests it on the deployment lead (channel 0).
     """
@@ -187,11 +188,11 @@ def train_models(
             if rr_init not in RR_INITS:
                 raise BadInput(f"--rr-init {rr_init}: choose from none, {', '.join(RR_INITS)}")
             recipe["rr_init"] = rr_init
-        if rr_bins:
-            if int(rr_bins) < 2:
-                raise BadInput(f"--rr-bins {rr_bins}: give 2 or more bins (0 for none)")
-            recipe["rr_bins"] = int(rr_bins)
-    elif rr_trunk_dropout or rr_init not in (None, "none") or rr_bins:
+        from ecgtool.train.rr import parse_rr_bins
+
+        if parse_rr_bins(rr_bins):  # a count, or "auto" (chosen below by cross-validation on the training split)
+            recipe["rr_bins"] = parse_rr_bins(rr_bins)
+    elif rr_trunk_dropout or rr_init not in (None, "none") or rr_bins not in (None, 0, "0"):
         raise BadInput("--rr-trunk-dropout, --rr-init and --rr-bins apply to an RR-head model (--rr-head)")
     if leads not in ("deploy", "any"):
         raise BadInput(f"--leads {leads}: choose deploy (the dataset's channels as stored) or any")
@@ -207,15 +208,25 @@ def train_models(
     if main:
         record_artifact(out / RUN_JSON, run_dir=out)
 
-    rr, bins = None, None
+    rr, bins, auto = None, None, None
     if rr_head and pairs:
-        from ecgtool.train.rr import dataset_rr_inputs, fit_rr_bins, window_feature_table
+        from ecgtool.train.rr import choose_rr_bins, dataset_rr_inputs, fit_rr_bins, window_feature_table
 
         channels = list(range(dataset.signals.shape[1])) if leads == "any" else [0]
-        if recipe.get("rr_bins"):  # edges from the training rows (every lead's for leads any), kept in config.json
+        n_bins = recipe.get("rr_bins") or 0
+        if n_bins:  # edges from the training rows (every lead's for leads any), kept in config.json
             train = dataset.indices("train")
-            bins = fit_rr_bins(np.concatenate([window_feature_table(dataset, c)[train] for c in channels]),
-                               recipe["rr_bins"])
+            feats = np.concatenate([window_feature_table(dataset, c)[train] for c in channels])
+            if n_bins == "auto":  # N by grouped cross-validation of the --rr-init regression on these rows
+                groups, kind = dataset.groups()
+                auto = choose_rr_bins(feats, np.tile(dataset.labels[train], len(channels)),
+                                      np.tile(groups[train], len(channels)), kind, seed=seed)
+                n_bins = auto["chosen"]
+                info(f"train: --rr-bins auto chose {n_bins} (of {', '.join(map(str, auto['candidates']))}; "
+                     f"{auto['folds']}-fold StratifiedGroupKFold by {kind} on {auto['rows']} training rows, "
+                     "CV macro-F1 " + ", ".join(f"{r['n_bins']}: {r['mean']:.3f} +- {r['sd']:.3f}"
+                                                 for r in auto["scores"]) + ")")
+            bins = fit_rr_bins(feats, n_bins) if n_bins else None
         rr = dataset_rr_inputs(dataset, channels if leads == "any" else 0, bins=bins)
     rows = []
     if baseline and main:
@@ -232,7 +243,7 @@ def train_models(
         row = _train_one(dataset, folder, arch, depth, recipe, main=main, width=width, kernel_size=kernel_size,
                          dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                          device=device, class_weights=class_weights, sampler=sampler, augment=augment, init=init,
-                         resume=resume, precise_bn=precise_bn, rr=rr, leads=leads, rr_bins=bins)
+                         resume=resume, precise_bn=precise_bn, rr=rr, leads=leads, rr_bins=bins, rr_bins_auto=auto)
         if row is not None:
             rows.append(row)
 
@@ -243,7 +254,8 @@ def train_models(
 
 def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, recipe: dict, *, main: bool,
                width: int, kernel_size: int, dropout: float, epochs: int, init: Any,
-               rr_bins: list[list[float]] | None = None, **fit_options: Any) -> dict | None:
+               rr_bins: list[list[float]] | None = None, rr_bins_auto: dict | None = None,
+               **fit_options: Any) -> dict | None:
     """Build, fit and write one model folder; its summary row (None on the non-main ranks of torchrun)."""
     from ecgtool.models import ModelConfig, build_model
 
@@ -264,11 +276,15 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
         from ecgtool.baseline.features import head_spec
 
         cfg.extra["rr_head"] = head_spec(rr_bins)
-        if rr_bins:
+        if recipe.get("rr_bins"):
             from ecgtool.train.rr import BINS_PARAMS
 
-            cfg.extra["rr_bins_fit"] = {"estimator": "sklearn.preprocessing.KBinsDiscretizer", "n_bins": recipe["rr_bins"],
-                                        **BINS_PARAMS, "edges": sum(len(e) for e in rr_bins)}
+            n_bins = rr_bins_auto["chosen"] if rr_bins_auto else recipe["rr_bins"]
+            cfg.extra["rr_bins"] = n_bins  # the count used, as `--rr-bins N` records it; the choice in rr_bins_fit.auto
+            cfg.extra["rr_bins_fit"] = {"estimator": "sklearn.preprocessing.KBinsDiscretizer", "n_bins": n_bins,
+                                        **BINS_PARAMS, "edges": sum(len(e) for e in rr_bins or [])}
+            if rr_bins_auto:
+                cfg.extra["rr_bins_fit"]["auto"] = rr_bins_auto
     model = build_model(cfg)
     if init is not None:
         cfg.extra["init_fresh"] = init_from(model, init)
@@ -376,10 +392,12 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
 @click.option("--rr-init", type=click.Choice(["none", "logreg", "logreg-frozen"]), default=None,
               help="With --rr-head: start the head as scikit-learn's logistic regression on the RR features (trunk "
                    "columns 0; training adds the trunk); logreg-frozen keeps those RR weights fixed in training.")
-@click.option("--rr-bins", type=click.IntRange(0, D.RR_BINS_MAX), default=None,
+@click.option("--rr-bins", default=None, metavar="N|auto",
               help="With --rr-head: also code each RR feature against N quantile bins of the training rows (1 where "
                    "the value is at or above each edge), so a linear head (and --rr-init) can threshold it as a tree "
-                   "model does; the edges are kept in config.json (default 0: none).")
+                   f"model does; the edges are kept in config.json (default 0: none; at most {D.RR_BINS_MAX}). auto: "
+                   f"N from {', '.join(map(str, D.RR_BINS_AUTO))} by grouped cross-validation of the --rr-init "
+                   "regression on the training split (scores in config.json, extra.rr_bins_fit.auto).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
 @click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
               "when the load average is under half of them, else 1).")
