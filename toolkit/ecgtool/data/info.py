@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from ecgtool.core.errors import BadInput
-from ecgtool.data.dataset import PATIENT_COLUMNS, counts_per_split, load_dataset
+from ecgtool.data.dataset import counts_per_split, load_dataset
 from ecgtool.data.splits import split_overlap
 
 
@@ -56,10 +56,9 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     records = ds.records
     if len(records) != n:
         raise BadInput(f"{ds.root / 'records.csv'}: {len(records)} rows for {n} signals")
-    column = next((c for c in PATIENT_COLUMNS if records and c in records[0]), None)
-    if column and all(r.get(column) for r in records):
-        groups = [r[column] for r in records]
-        arr = np.asarray(groups)
+    arr, kind = ds.groups()
+    if kind == "patient":
+        groups = arr.tolist()
         overlap = split_overlap(groups, ds.splits)
         info["patients"] = {
             "total": int(len(set(groups))),

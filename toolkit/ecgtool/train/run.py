@@ -190,8 +190,9 @@ def train_models(
             recipe["rr_init"] = rr_init
         from ecgtool.train.rr import parse_rr_bins
 
-        if parse_rr_bins(rr_bins):  # a count, or "auto" (chosen below by cross-validation on the training split)
-            recipe["rr_bins"] = parse_rr_bins(rr_bins)
+        n_bins = parse_rr_bins(rr_bins)
+        if n_bins:  # a count, or "auto" (chosen below by cross-validation on the training split)
+            recipe["rr_bins"] = n_bins
     elif rr_trunk_dropout or rr_init not in (None, "none") or rr_bins not in (None, 0, "0"):
         raise BadInput("--rr-trunk-dropout, --rr-init and --rr-bins apply to an RR-head model (--rr-head)")
     if leads not in ("deploy", "any"):
