@@ -19,6 +19,7 @@ from ecgtool.compress.targets import FORMS, detect_target, form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import read_json
 from ecgtool.core.names import ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_TARGET
+from ecgtool.compress.quantize import qdq_properties
 from ecgtool.export.int8 import quantize_folder
 
 
@@ -170,8 +171,13 @@ def test_x86_avx2_form_agrees_under_haswell_emulation(trained, tmp_path):
     assert np.mean(emulated == fp32) >= 0.99
 
 
-@pytest.mark.parametrize("quantizer", ["qdq", "nncf"])
-def test_openvino_int8_never_converts_the_u8_graph(trained, quantizer):
+@pytest.mark.parametrize("quantizer,target", [("qdq", "x86-vnni"), ("qdq", "x86-avx2"), ("nncf", "x86-vnni"),
+                                              ("nncf", "x86-avx2")])
+def test_openvino_int8_never_converts_the_u8_graph(trained, quantizer, target):
+    """OpenVINO reads the symmetric QDQ graph: TensorRT's where the CPU has VNNI, its own with 7-bit weights for
+    x86-avx2 (OpenVINO's int8 kernels saturate there too); NNCF gets the OverflowFix of the target. The form
+    reaches bench's columns through the IR's sidecar."""
+    from ecgtool.bench.int8 import int8_columns
     from ecgtool.core.names import OPENVINO_SIDECAR
     from ecgtool.export import export
     from ecgtool.export.openvino import nncf_available
@@ -180,10 +186,37 @@ def test_openvino_int8_never_converts_the_u8_graph(trained, quantizer):
         pytest.skip("NNCF not installed (extra [nncf])")
     folder, data = trained
     r = export(folder, "openvino-int8", data=data, calib_size=42, calib_dir=folder.parent / "calib", ov_quantizer=quantizer,
-               **({"gate": False} if quantizer == "qdq" else {}))
-    side = read_json(folder / "openvino-int8" / OPENVINO_SIDECAR)
-    if quantizer == "qdq":
+               target=target, **({"gate": False} if quantizer == "qdq" else {}))
+    xml = folder / "openvino-int8" / "model.xml"
+    side = read_json(xml.parent / OPENVINO_SIDECAR)
+    cols = int8_columns(xml)
+    if quantizer == "qdq" and target == "x86-vnni":
         assert side["source"] == "model.trt-int8.onnx" and "quantizer" not in side
+        assert cols["int8_target"] == "tensorrt" and cols["int8_form"] == "s8s8-sym-pc-fbias"
+    elif quantizer == "qdq":
+        assert side["source"] == "model.ov-int8.onnx" and "quantizer" not in side
+        assert cols["int8_target"] == "x86-avx2" and cols["int8_form"] == "s8s8-sym-pc-rr-fbias"
+        assert qdq_properties(folder / "model.ov-int8.onnx")["tensorrt_ready"]  # signed, zero points 0
     else:
-        assert side["source"] == "model.onnx" and side["quantizer"].startswith("nncf")
+        fix = {"x86-avx2": "enable", "x86-vnni": "disable"}[target]
+        assert side["source"] == "model.onnx" and side["quantizer"].startswith("nncf") and side["overflow_fix"] == fix
+        assert cols["int8_target"] == target and cols["int8_form"] == f"nncf-overflow-fix-{fix}"
     assert r.check["argmax_agreement"] >= 0.9
+
+
+def test_openvino_int8_refuses_tensorrt_target(trained):
+    from ecgtool.export import export
+
+    folder, data = trained
+    with pytest.raises(BadInput, match="openvino-int8 runs on a CPU"):
+        export(folder, "openvino-int8", data=data, calib_size=42, calib_dir=folder.parent / "calib", target="tensorrt")
+
+
+def test_openvino_forms_table():
+    """OpenVINO's QDQ form per CPU target: TensorRT's symmetric form, 7-bit weights (reduce_range) on x86-avx2 alone."""
+    from ecgtool.compress.targets import NNCF_OVERFLOW_FIX, OPENVINO_FORMS
+
+    assert set(OPENVINO_FORMS) == set(NNCF_OVERFLOW_FIX) == {"x86-avx2", "x86-vnni", "arm64"}
+    assert form_for("x86-avx2", runtime="openvino")[1].label == "s8s8-sym-pc-rr-fbias"
+    assert form_for("x86-vnni", runtime="openvino")[1] == FORMS["tensorrt"] == form_for("arm64", runtime="openvino")[1]
+    assert form_for("x86-avx2")[1] == FORMS["x86-avx2"]  # ONNX Runtime's form is unchanged

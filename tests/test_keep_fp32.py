@@ -137,3 +137,24 @@ def test_cli_export_and_pipeline(trained, tmp_path):
         load_config({"quantize": {"keep_fp32": ["stems"]}})
     with pytest.raises(BadInput, match="quantize.keep_fp32"):
         load_config({"quantize": {"keep_fp32": "stem"}})  # a list, as every list key
+
+
+def test_pipeline_keep_fp32_is_narrowed_per_graph(tmp_path, monkeypatch, capsys):
+    """quantize.keep_fp32 is run-wide: a plain ResNet has no SE gates, so its INT8 is built without them (one line
+    says so) instead of refused; groups it has are kept; `suspects` and `none` pass through unchanged."""
+    import ecgtool.export.int8 as int8
+    from ecgtool.pipeline.run import _keep_fp32_for
+
+    plain = _plain_graph(tmp_path / "plain.onnx")
+    monkeypatch.setattr(int8, "ensure_onnx", lambda folder, opts, files: plain)
+    folder = tmp_path / "resnet18"
+    assert _keep_fp32_for(folder, "onnx-int8", ["se-gates"], tmp_path) == ["none"]
+    err = capsys.readouterr().err
+    assert "resnet18 onnx-int8: quantize.keep_fp32 se-gates: not in this graph" in err
+    assert "its groups: stem, classifier" in err
+    assert _keep_fp32_for(folder, "onnx-int8", ["se-gates", "classifier"], tmp_path) == ["classifier"]
+    assert "se-gates: not in this graph" in capsys.readouterr().err
+    assert _keep_fp32_for(folder, "onnx-int8", ["stem"], tmp_path) == ["stem"]
+    assert "not in this graph" not in capsys.readouterr().err
+    assert _keep_fp32_for(folder, "onnx-int8", ["suspects"], tmp_path) == ["suspects"]
+    assert _keep_fp32_for(folder, "onnx-int8", ["none"], tmp_path) == ["none"]

@@ -42,10 +42,16 @@ def _onnx_props(path: Path) -> dict:
 def int8_columns(path: Path) -> dict:
     """{int8_target, int8_form, int8_fp32_nodes} of an INT8 ONNX file (or the ONNX beside/behind an OpenVINO IR)."""
     p = Path(path)
-    if p.suffix == ".xml":  # openvino-int8/model.xml is converted from the model folder's symmetric QDQ graph
-        from ecgtool.export.formats import FORMATS
+    if p.suffix == ".xml":  # an OpenVINO IR: NNCF's (its sidecar says) or read from a QDQ graph of the model folder
+        from ecgtool.core.files import read_json
+        from ecgtool.core.names import OPENVINO_SIDECAR
 
-        p = p.parent.parent / FORMATS["tensorrt-int8"].graph
+        side = p.parent / OPENVINO_SIDECAR
+        meta = read_json(side) if side.is_file() else {}
+        if meta.get("int8_form"):
+            return {"int8_target": meta.get("int8_target"), "int8_form": meta["int8_form"], "int8_fp32_nodes": 0,
+                    "int8_qat_epochs": 0}
+        p = p.parent.parent / meta.get("source", "")
     if p.suffix != ".onnx" or not p.is_file():
         return {}
     props = _onnx_props(p)

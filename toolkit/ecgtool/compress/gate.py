@@ -239,6 +239,16 @@ def keep_fp32_names(groups: Sequence[str] | str | None) -> tuple[str, ...]:
     return (SUSPECTS,) if SUSPECTS in groups else names
 
 
+def present_groups(path: str | os.PathLike) -> list[str]:
+    """The `--keep-fp32` group names (KEEP_FP32_GROUPS order) that match at least one node of FP32 graph `path`
+    (a plain ResNet has no se-gates / se-fc)."""
+    return _present(dict(candidate_groups(path)))
+
+
+def _present(found: dict[str, list[str]]) -> list[str]:
+    return [g for g in KEEP_FP32_GROUPS if found.get(KEEP_FP32_GROUPS[g])]
+
+
 def keep_fp32_nodes(path: str | os.PathLike, groups: Sequence[str]) -> tuple[list[str], list[str]]:
     """(groups as candidate_groups names them, their node names) of FP32 graph `path` for `--keep-fp32` names.
 
@@ -248,7 +258,7 @@ def keep_fp32_nodes(path: str | os.PathLike, groups: Sequence[str]) -> tuple[lis
 
     names = keep_fp32_names(groups)
     found = dict(candidate_groups(path))
-    present = [g for g in KEEP_FP32_GROUPS if found.get(KEEP_FP32_GROUPS[g])]
+    present = _present(found)
     if names == (SUSPECTS,):
         names, missing = tuple(present), ([] if present else [SUSPECTS])
     else:

@@ -202,7 +202,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    symmetric: bool | None = None, threads: int | None = None, target: str | None = None,
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
                    gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS,
-                   gate_agreement: float = DEFAULT_AGREEMENT, keep_fp32: Sequence[str] | None = None) -> dict:
+                   gate_agreement: float = DEFAULT_AGREEMENT, keep_fp32: Sequence[str] | None = None,
+                   runtime: str = "onnxruntime") -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
@@ -213,7 +214,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     of the validation windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
     targets) the file is no faster than FP32 (ecgtool.compress.gate). keep_fp32: node groups FP32 from the start
     (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS), resolved on the FP32
-    graph by gate.candidate_groups; the gate scans the other groups on top of them. Returns the report (target, form, method, calibration set, gate, test
+    graph by gate.candidate_groups; the gate scans the other groups on top of them. runtime "openvino": the QDQ
+    form OpenVINO is given for `target` (compress.targets.OPENVINO_FORMS), judged as written (simulated QDQ). Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
     """
@@ -228,7 +230,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
                        "drop --symmetric/--asymmetric or choose another target")
-    target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel, keep_fp32)
+    target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel, keep_fp32,
+                            runtime)
     keep_groups, keep_nodes = keep_fp32_nodes(fp32, form.keep_fp32) if form.keep_fp32 else ([], [])
     exclude = [*exclude, *(n for n in keep_nodes if n not in exclude)]
     ds = load_dataset(data)
@@ -245,7 +248,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
 
-    simulated = target == "tensorrt"  # TensorRT's arithmetic, not ONNX Runtime's fused CPU kernels
+    # TensorRT's arithmetic (and the graph OpenVINO is given) as written, not ONNX Runtime's fused CPU kernels
+    simulated = target == "tensorrt" or runtime == "openvino"
 
     def predict(path: Path) -> np.ndarray:
         return onnx_logits(path, signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
@@ -254,7 +258,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
 
     def too_slow(path: Path) -> bool:  # the speed gain is gone: no faster than FP32 (x86 targets: this CPU's own kernels)
-        return target in ("x86-avx2", "x86-vnni") and single_input(fp32) and latency_ratio(fp32, path) >= 1.0
+        return (not simulated and target in ("x86-avx2", "x86-vnni") and single_input(fp32)
+                and latency_ratio(fp32, path) >= 1.0)
 
     tried: dict[str, float] = {}
     gate_report: dict[str, Any] | None = None

@@ -13,6 +13,9 @@ such CPUs. The table below follows that guidance and our measurements (benchmark
 | arm64    | s8 symmetric       | s8 symmetric   | no           | yes         | int32 |
 | tensorrt | s8 symmetric (zp 0)| s8 symmetric   | no           | yes         | float |
 
+OpenVINO (openvino-int8 from a QDQ graph) gets the tensorrt row's symmetric form for every CPU target, with
+reduce_range on x86-avx2 (OPENVINO_FORMS): its CPU plugin saturates like ONNX Runtime's kernels there.
+
 `detect_target()` reads CPUID as this process sees it (numpy's runtime dispatcher, which reads
 cpuid/xgetbv like ONNX Runtime's MLAS), not /proc/cpuinfo alone: under emulation or a masking
 hypervisor /proc/cpuinfo describes the host, not the CPU the kernels run on. An x86 CPU without
@@ -65,6 +68,16 @@ FORMS: dict[str, Int8Form] = {
 }
 TARGET_CHOICES = (AUTO, *FORMS)
 
+#: CPU target -> the QDQ form OpenVINO's CPU plugin is given (openvino-int8 without NNCF). OpenVINO reads the
+#: symmetric form (it lost F1 on ONNX Runtime's u8 form, benchmarks/RESULTS.md); on x86 without VNNI its int8
+#: kernels multiply u8 x s8 with the same saturating 16-bit pair sums as ONNX Runtime's, so that target gets
+#: 7-bit weights too (measured on a real AVX2 CPU: the 8-bit form agreed with FP32 on 96 % of the demo's windows).
+OPENVINO_FORMS: dict[str, Int8Form] = {t: replace(FORMS["tensorrt"], reduce_range=FORMS[t].reduce_range)
+                                       for t in FORMS if t != "tensorrt"}
+#: CPU target -> NNCF's OverflowFix for `nncf.quantize` (the same saturation; NNCF's default is first_layer_only)
+NNCF_OVERFLOW_FIX = {"x86-avx2": "enable", "x86-vnni": "disable", "arm64": "disable"}
+RUNTIMES = ("onnxruntime", "openvino")
+
 
 def cpuid_features() -> dict[str, bool]:
     """CPU features as this process's CPUID reports them (numpy's dispatcher: AVX2, AVX512VNNI, ASIMDDP, ...)."""
@@ -116,13 +129,16 @@ def resolve_target(target: str | None) -> str:
 
 
 def form_for(target: str | None, per_channel: bool | None = None,
-             keep_fp32: Sequence[str] | None = None) -> tuple[str, Int8Form]:
+             keep_fp32: Sequence[str] | None = None, runtime: str = "onnxruntime") -> tuple[str, Int8Form]:
     """(target, form) for a target name (auto: this machine), per-channel and the groups kept FP32 overridden when
-    given (`keep_fp32`: --keep-fp32 names, `suspects` = all five; [] or ["none"]: none, the target's default dropped)."""
+    given (`keep_fp32`: --keep-fp32 names, `suspects` = all five; [] or ["none"]: none, the target's default dropped).
+    runtime "openvino": the QDQ form OpenVINO is given for that CPU target (OPENVINO_FORMS)."""
     from ecgtool.compress.gate import keep_fp32_names
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime {runtime!r}: not one of {RUNTIMES}")
     name = resolve_target(target)
-    form = FORMS[name]
+    form = OPENVINO_FORMS.get(name, FORMS[name]) if runtime == "openvino" else FORMS[name]
     if per_channel is not None and per_channel != form.per_channel:
         form = replace(form, per_channel=per_channel)
     if keep_fp32 is not None:

@@ -15,8 +15,9 @@ OPSET = 17
 INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "seed", "target", "gate", "gate_macro",
                 "gate_class", "gate_min_windows", "gate_agreement", "keep_fp32")
 #: OpenVINO INT8: nncf.quantize where NNCF is installed (extra [nncf]), else converted from the signed symmetric
-#: QDQ graph (OpenVINO loses F1 on ORT's u8 form); `ov_quantizer` chooses (auto | nncf | qdq)
-OPENVINO_INT8_OPTIONS = tuple(o for o in INT8_OPTIONS if o != "target") + ("ov_quantizer",)
+#: QDQ graph (OpenVINO loses F1 on ORT's u8 form); `ov_quantizer` chooses (auto | nncf | qdq). `target` is the CPU
+#: the IR is for (compress.targets.OPENVINO_FORMS / NNCF_OVERFLOW_FIX: 7-bit weights on x86 without VNNI)
+OPENVINO_INT8_OPTIONS = INT8_OPTIONS + ("ov_quantizer",)
 #: the INT8 options only ONNX Runtime's quantiser reads (not the calibration set's): NNCF refuses them
 ORT_QUANTIZER_OPTIONS = tuple(o for o in INT8_OPTIONS if o not in ("calib_size", "calib_dir", "seed", "target"))
 #: TensorRT optimisation-profile options
@@ -36,7 +37,8 @@ RUNTIME_LABELS = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino
 class ExportFormat:
     """One export target: its artifact (path in the model folder), runtime kind, precision, builder and options.
 
-    `graph` is the ONNX file a TensorRT engine is built from (written here; the engine needs TensorRT).
+    `graph` is the ONNX file a TensorRT engine is built from (written here; the engine needs TensorRT), or the
+    QDQ ONNX an OpenVINO INT8 IR is read from.
     """
 
     name: str
@@ -58,7 +60,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("onnx-fp16", "model.fp16.onnx", "onnxruntime", "fp16", "onnx"),
     ExportFormat("openvino-fp32", "openvino-fp32/model.xml", "openvino", "fp32", "openvino"),
     ExportFormat("openvino-bf16", "openvino-bf16/model.xml", "openvino", "bf16", "openvino"),
-    ExportFormat("openvino-int8", "openvino-int8/model.xml", "openvino", "int8", "openvino", OPENVINO_INT8_OPTIONS),
+    ExportFormat("openvino-int8", "openvino-int8/model.xml", "openvino", "int8", "openvino", OPENVINO_INT8_OPTIONS,
+                 "model.ov-int8.onnx"),  # graph: the QDQ ONNX the IR is read from where its form is not TensorRT's
     ExportFormat("tensorrt-fp32", "model.fp32.engine", "tensorrt", "fp32", "tensorrt", TRT_OPTIONS, "model.onnx"),
     ExportFormat("tensorrt-fp16", "model.fp16.engine", "tensorrt", "fp16", "tensorrt", TRT_OPTIONS, "model.trt-fp16.onnx"),
     ExportFormat("tensorrt-int8", "model.int8.engine", "tensorrt", "int8", "tensorrt", INT8_OPTIONS + TRT_OPTIONS,

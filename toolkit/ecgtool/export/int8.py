@@ -44,9 +44,11 @@ def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
 
 
 def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None = None, *, threads: int | None = None,
-                    check_limit: int = 512, symmetric: bool | None = None, **options: Any) -> dict:
+                    check_limit: int = 512, symmetric: bool | None = None, runtime: str = "onnxruntime",
+                    **options: Any) -> dict:
     """Quantise a model folder's ONNX to INT8 (`out`, default model.int8.onnx; model.trt-int8.onnx for
-    target tensorrt) and report what it cost.
+    target tensorrt; model.ov-int8.onnx for runtime "openvino", the QDQ graph an OpenVINO IR is read from)
+    and report what it cost.
 
     Returns the report of compress.quantize.quantize_model; the artifact carries the model's metadata
     plus its INT8 target, form and the nodes the gate kept FP32, is checked against PyTorch and is
@@ -54,10 +56,10 @@ def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None 
     """
     folder = require_model_folder(model)
     trt = symmetric is True and options.get("target") in (None, "auto") or options.get("target") == "tensorrt"
-    spec = FORMATS["tensorrt-int8" if trt else "onnx-int8"]
+    spec = FORMATS["openvino-int8" if runtime == "openvino" else "tensorrt-int8" if trt else "onnx-int8"]
     fp32 = ensure_onnx(folder, {"data": data, "threads": threads}, [])
     out = Path(out) if out else folder / (spec.graph or spec.artifact)
-    report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, **options)
+    report = quantize_model(fp32, data, out, symmetric=symmetric, threads=threads, runtime=runtime, **options)
     stamp_metadata(out, find_config(folder), spec.name, "int8", folder / WEIGHTS,
                    {ONNX_META_INT8_TARGET: report["target"], ONNX_META_INT8_FORM: report["form"]["label"],
                     ONNX_META_INT8_FP32_NODES: json.dumps(report["exclude"]), ONNX_META_INT8_GATE: json.dumps(gate_summary(report["gate"]))})
@@ -126,8 +128,9 @@ def qat_folder(model: str | Path, data: str | Path, out: str | Path | None = Non
 
 def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat, force: bool = False) -> Path:
     """The INT8 graph of `spec` (onnx-int8: ONNX Runtime's form; tensorrt-int8: TensorRT's signed form with
-    zero points 0), reused when fresh and no INT8 option was given; TensorRT's is copied from ONNX Runtime's
-    when that already has TensorRT's form."""
+    zero points 0; openvino-int8: the form OpenVINO is given for the CPU target, compress.targets.OPENVINO_FORMS),
+    reused when fresh and no INT8 option was given; TensorRT's is copied from ONNX Runtime's when that already
+    has TensorRT's form."""
     onnx_fp32 = ensure_onnx(folder, opts, files)
     shared = folder / FORMATS["onnx-int8"].artifact
     out = folder / (spec.graph or spec.artifact)
@@ -138,17 +141,17 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
         given.pop("target", None)
     if not (given or force or opts.get("force")) and fresh(out, onnx_fp32):
         return out
-    if out != shared and not given and fresh(shared, onnx_fp32) and qdq_properties(shared)["tensorrt_ready"]:
+    if spec.name == "tensorrt-int8" and not given and fresh(shared, onnx_fp32) and qdq_properties(shared)["tensorrt_ready"]:
         with atomic_path(out) as tmp:
             shutil.copyfile(shared, tmp)
         record_artifact(out, parent=shared, extra={"check": recorded_check(shared), "target": "tensorrt"})
     else:
         if opts.get("data") is None:
             raise BadInput(f"{folder}: INT8 needs --data DIR (calibration set from its training split)")
-        if out != shared:
+        if spec.name == "tensorrt-int8":
             given["target"] = "tensorrt"
         quantize_folder(folder, opts["data"], out=out, threads=opts.get("threads"),
-                        check_limit=opts.get("check_limit", 512), **given)
+                        check_limit=opts.get("check_limit", 512), runtime=spec.runtime if spec.runtime == "openvino" else "onnxruntime", **given)
     files.append(out)
     return out
 

@@ -27,9 +27,15 @@ def nncf_available() -> bool:
     return importlib.util.find_spec("nncf") is not None
 
 
-def nncf2openvino(src: str | os.PathLike, out_xml: str | os.PathLike, calibration) -> Path:
+def nncf2openvino(src: str | os.PathLike, out_xml: str | os.PathLike, calibration,
+                  overflow_fix: str | None = None, int8_target: str | None = None) -> Path:
     """OpenVINO INT8 IR by NNCF's post-training quantiser (`nncf.quantize`, OpenVINO's own, defaults: mixed
-    preset, fast bias correction) from an FP32 ONNX, calibrated on `calibration` signals [N, C, L]."""
+    preset, fast bias correction) from an FP32 ONNX, calibrated on `calibration` signals [N, C, L].
+
+    overflow_fix: NNCF's `OverflowFix` ("enable": 7-bit weights in every Conv/MatMul, "first_layer_only",
+    NNCF's default, or "disable"), its answer to the same u8 x s8 16-bit saturation as ONNX Runtime's
+    reduce_range on x86 without VNNI; None keeps NNCF's default. int8_target: the CPU target it was chosen for
+    (compress.targets.NNCF_OVERFLOW_FIX), recorded in the sidecar with it."""
     import logging
 
     import nncf
@@ -39,8 +45,13 @@ def nncf2openvino(src: str | os.PathLike, out_xml: str | os.PathLike, calibratio
     logging.getLogger("nncf").setLevel(logging.ERROR)
     x = np.asarray(calibration, dtype=np.float32)
     data = nncf.Dataset([x[i:i + 1] for i in range(len(x))])
-    model = nncf.quantize(ov.convert_model(str(src)), data, subset_size=len(x))
-    return _save(model, out_xml, "int8", src, {"quantizer": f"nncf {nncf.__version__}", "calibration_records": len(x)})
+    advanced = ({} if overflow_fix is None else
+                {"advanced_parameters": nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow_fix))})
+    model = nncf.quantize(ov.convert_model(str(src)), data, subset_size=len(x), **advanced)
+    fix = overflow_fix or "first_layer_only"
+    return _save(model, out_xml, "int8", src, {"quantizer": f"nncf {nncf.__version__}", "calibration_records": len(x),
+                                                "overflow_fix": fix, "int8_target": int8_target,
+                                                "int8_form": f"nncf-overflow-fix-{fix}"})
 
 
 def _save(model, out_xml: str | os.PathLike, precision: str, src: str | os.PathLike, extra: dict | None = None) -> Path:

@@ -40,10 +40,18 @@ def build_onnxruntime(folder: Path, spec, opts: dict, files: list[Path]) -> Path
 
 def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
     """Build an OpenVINO format of the table: IR from the FP32 ONNX; for int8 by NNCF (`nncf.quantize` on the
-    FP32 graph, calibrated on the same calibration set) where NNCF is installed, else from the signed
-    symmetric QDQ ONNX (model.trt-int8.onnx): OpenVINO's CPU plugin lost ~10 macro-F1 points on ONNX
-    Runtime's u8 form (zero points) here, none on the symmetric one (benchmarks/RESULTS.md)."""
+    FP32 graph, calibrated on the same calibration set, OverflowFix for the CPU target) where NNCF is installed,
+    else from the signed symmetric QDQ ONNX: OpenVINO's CPU plugin lost ~10 macro-F1 points on ONNX Runtime's
+    u8 form (zero points) on an earlier CPU, none on the symmetric one (benchmarks/RESULTS.md). That graph is
+    TensorRT's (model.trt-int8.onnx) where the CPU target has VNNI (or is ARM), and model.ov-int8.onnx with 7-bit
+    weights for x86-avx2 (compress.targets.OPENVINO_FORMS), whose u8 x s8 sums saturate in OpenVINO too."""
+    from ecgtool.compress.targets import FORMS, NNCF_OVERFLOW_FIX, OPENVINO_FORMS, resolve_target
 
+    if spec.precision == "int8":
+        cpu = resolve_target(opts.get("target"))
+        if cpu not in OPENVINO_FORMS:
+            raise BadInput(f"--target {cpu}: {spec.name} runs on a CPU (choose one of {', '.join(OPENVINO_FORMS)}, "
+                           "or auto); TensorRT's form is --format tensorrt-int8")
     target = folder / spec.artifact
     quantizer = opts.get("ov_quantizer", "auto")
     ort_only = [k for k in ORT_QUANTIZER_OPTIONS if k in opts]
@@ -62,12 +70,14 @@ def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
         src = ensure_onnx(folder, opts, files)
         cs = calibration_set(opts["data"], opts.get("calib_size", DEFAULT_SIZE), opts.get("seed", DEFAULT_SEED),
                              opts.get("calib_dir", "calibration"), config=find_config(folder))
-        nncf2openvino(src, target, cs.signals)
+        nncf2openvino(src, target, cs.signals, overflow_fix=NNCF_OVERFLOW_FIX[cpu], int8_target=cpu)
         checked(target, folder, src, opts)
         record_artifact(target.with_suffix(".bin"), parent=src)
         return target
-    if spec.precision == "int8":
-        src = ensure_int8(folder, opts, files, FORMATS["tensorrt-int8"])
+    if spec.precision == "int8":  # TensorRT's graph where the target's OpenVINO form is TensorRT's, else its own
+        own = OPENVINO_FORMS[cpu] != FORMS["tensorrt"]
+        src = ensure_int8(folder, opts if own else {k: v for k, v in opts.items() if k != "target"}, files,
+                          spec if own else FORMATS["tensorrt-int8"])
     else:
         src = ensure_onnx(folder, opts, files)
     onnx2openvino(src, target, spec.precision)

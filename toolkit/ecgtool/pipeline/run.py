@@ -129,13 +129,32 @@ def _export_all(cfg: dict, out: Path, formats: list[str], extra: dict) -> list[P
                 opts = {k: v for k, v in extra.items() if k in FORMATS[fmt].options} if fmt.endswith("int8") else {}
                 if FORMATS[fmt].runtime == "tensorrt" and opts.get("target") not in (None, "auto", "tensorrt"):
                     opts.pop("target")  # quantize.target is the CPU form (onnx-int8); TensorRT's INT8 form is its own
-                res = export(folder, fmt, data=out / "data", **opts)  # e.g. --target is not an openvino-int8 option
+                if opts.get("keep_fp32"):
+                    opts["keep_fp32"] = _keep_fp32_for(folder, fmt, opts["keep_fp32"], out / "data")
+                res = export(folder, fmt, data=out / "data", **opts)  # options the format does not take are left out
                 files += [f for f in res.files if Path(f).exists()]
             except BadInput as exc:
                 if not fmt.startswith("tensorrt"):
                     raise
                 info(f"{folder.name} {fmt}: {exc} (bench reports this row as skipped)")
     return files
+
+
+def _keep_fp32_for(folder: Path, fmt: str, groups: list[str], data: Path) -> list[str]:
+    """quantize.keep_fp32 is run-wide: the groups of it that `folder`'s FP32 graph has (`none` when it has none of
+    them), one line naming what was left out (se-gates on a plain ResNet), so that its INT8 is still built."""
+    from ecgtool.compress.gate import NO_GROUP, SUSPECTS, keep_fp32_names, present_groups
+    from ecgtool.export.int8 import ensure_onnx
+
+    names = keep_fp32_names(groups)
+    if names in ((), (SUSPECTS,)):  # `none` / `suspects` already mean "whichever the graph has"
+        return list(groups)
+    present = present_groups(ensure_onnx(folder, {"data": data}, []))
+    absent = [g for g in names if g not in present]
+    if absent:
+        info(f"{folder.name} {fmt}: quantize.keep_fp32 {', '.join(absent)}: not in this graph, not applied to it "
+             f"(its groups: {', '.join(present) or 'none'})")
+    return [g for g in names if g in present] or [NO_GROUP]
 
 
 def _fits_mcu(folder: Path, limit_kb: float | None, fmt: str) -> bool:
