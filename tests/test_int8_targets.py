@@ -197,6 +197,10 @@ def test_openvino_int8_never_converts_the_u8_graph(trained, quantizer, target):
         assert side["source"] == "model.ov-int8.onnx" and "quantizer" not in side
         assert cols["int8_target"] == "x86-avx2" and cols["int8_form"] == "s8s8-sym-pc-rr-fbias"
         assert qdq_properties(folder / "model.ov-int8.onnx")["tensorrt_ready"]  # signed, zero points 0
+        from ecgtool.bench.discover import discover
+
+        rows = {c["path"].name for c in discover([folder.parent])}  # the IR is benched, not its source graph
+        assert "model.xml" in rows and "model.ov-int8.onnx" not in rows
     else:
         fix = {"x86-avx2": "enable", "x86-vnni": "disable"}[target]
         assert side["source"] == "model.onnx" and side["quantizer"].startswith("nncf") and side["overflow_fix"] == fix

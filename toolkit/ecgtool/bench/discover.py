@@ -22,6 +22,8 @@ from ecgtool.core.manifest import read_manifest
 from ecgtool.core.names import CONFIG, MANIFEST, OPENVINO_SIDECAR
 from ecgtool.export.formats import FORMATS, RUNTIME_LABELS, ExportFormat, format_of, trtexec_script
 
+#: QDQ graphs an OpenVINO IR is read from (model.ov-int8.onnx): the IR is the row, not its source run by ORT
+_IR_SOURCES = {f.graph for f in FORMATS.values() if f.graph and f.runtime == "openvino"}
 #: row order inside a model folder: the folder, then the table's order, then files the table does not name
 _TABLE_ORDER = {name: i for i, name in enumerate(FORMATS)}
 
@@ -130,7 +132,8 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[dict]:
                 q = (p / rel).resolve()
                 if q.is_dir():
                     add(folder_candidates(q))
-                elif q.is_file() and q.suffix not in (".json", ".csv", ".md", ".png", ".html", ".sh", ".bin"):
+                elif (q.is_file() and q.suffix not in (".json", ".csv", ".md", ".png", ".html", ".sh", ".bin")
+                      and q.name not in _IR_SOURCES):
                     add_file(q)
         for sub in sorted(p.iterdir()):
             if sub.is_dir() and (sub / CONFIG).exists():
