@@ -224,3 +224,17 @@ def test_openvino_forms_table():
     assert form_for("x86-avx2", runtime="openvino")[1].label == "s8s8-sym-pc-rr-fbias"
     assert form_for("x86-vnni", runtime="openvino")[1] == FORMS["tensorrt"] == form_for("arm64", runtime="openvino")[1]
     assert form_for("x86-avx2")[1] == FORMS["x86-avx2"]  # ONNX Runtime's form is unchanged
+
+
+def test_openvino_graph_is_judged_by_openvino_on_its_own_target(trained, tmp_path):
+    """The QDQ graph OpenVINO is given is scored by this CPU's OpenVINO when the target is this machine's (its
+    kernels are the device's), and as written (simulated QDQ) for another CPU target."""
+    folder, data = trained
+    here = detect_target()
+    other = "x86-vnni" if here == "x86-avx2" else "x86-avx2"
+    r = quantize_folder(folder, data, out=tmp_path / "here.onnx", runtime="openvino", target=here, calib_size=21,
+                        calib_dir=tmp_path, gate=False)
+    assert r["evaluated"] == "openvino" and r["form"]["symmetric"] and r["target"] == here
+    r = quantize_folder(folder, data, out=tmp_path / "other.onnx", runtime="openvino", target=other, calib_size=21,
+                        calib_dir=tmp_path, gate=False)
+    assert r["evaluated"] == "simulated-qdq" and r["form"]["reduce_range"] == (other == "x86-avx2")

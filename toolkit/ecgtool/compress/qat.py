@@ -38,7 +38,7 @@ from torch import nn
 
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, calibration_set
 from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS, judge
-from ecgtool.compress.quantize import check_agreement_floor, deployed, onnx_logits, report_on_test
+from ecgtool.compress.quantize import EVALUATED, check_agreement_floor, deployed, onnx_logits, report_on_test
 from ecgtool.compress.targets import Int8Form, form_for
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
@@ -216,11 +216,11 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
                        precise_bn=0, desc="qat", leads=leads)
     net.eval()
     export_qdq(net, out, example, opset)
-    simulated = target == "tensorrt"
+    evaluated = "simulated-qdq" if target == "tensorrt" else "onnxruntime"
     val = np.sort(ds.indices("val"))
     signals = deployed(ds, fp32_onnx)
     fp32_val = onnx_logits(Path(fp32_onnx), signals, val, threads, "fp32 val").argmax(1)
-    qat_val = onnx_logits(out, signals, val, threads, "qat val", optimize=not simulated).argmax(1)
+    qat_val = onnx_logits(out, signals, val, threads, "qat val", **EVALUATED[evaluated]).argmax(1)
     v = judge(ds.labels[val], fp32_val, qat_val, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
     gate = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
             "agreement_floor": gate_agreement,
@@ -233,7 +233,7 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
     (ui.info if v.passed else ui.warn)(msg)
     seconds = time.perf_counter() - start
     best = next((h["epoch"] for h in history if h.get("best")), None)
-    return report_on_test(Path(fp32_onnx), out, ds, threads, simulated, cs, seconds, "qat", "QAT INT8",
+    return report_on_test(Path(fp32_onnx), out, ds, threads, evaluated, cs, seconds, "qat", "QAT INT8",
                        {"target": target, "form": form.as_dict(), "method": "qat", "methods_tried": {},
                         "per_channel": form.per_channel, "exclude": [], "symmetric": form.symmetric,
                         "reduce_range": form.reduce_range, "gate": gate,

@@ -34,7 +34,7 @@ from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
 from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
                                    candidate_groups, judge, keep_fp32_nodes, latency_ratio, scan)
-from ecgtool.compress.targets import form_for
+from ecgtool.compress.targets import detect_target, form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
 
@@ -168,30 +168,41 @@ def qdq_properties(path: str | os.PathLike) -> dict:
 
 
 def onnx_logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int | None, desc: str,
-            optimize: bool = True) -> np.ndarray:
-    """Logits of an ONNX file on signals[idx]; optimize=False: QDQ simulated as written (TensorRT's arithmetic)."""
+                optimize: bool = True, runtime: str = "onnxruntime") -> np.ndarray:
+    """Logits of an ONNX file on signals[idx]; optimize=False: QDQ simulated as written (TensorRT's arithmetic);
+    runtime "openvino": the file read into an OpenVINO IR (a scratch folder) and run by this CPU's OpenVINO."""
     from ecgtool.evaluate.artifact import predict_batches
     from ecgtool.runtime import load
 
+    if runtime == "openvino":
+        from ecgtool.export.openvino import onnx2openvino
+
+        with tempfile.TemporaryDirectory(prefix="ecgtool-ov-") as tmp:
+            xml = onnx2openvino(path, Path(tmp) / "model.xml", "int8")
+            return predict_batches(load(xml, threads=threads, verify=False), signals, idx, 256, desc=desc)
     opts = {} if optimize else {"optimize": False}
     return predict_batches(load(path, threads=threads, verify=False, **opts), signals, idx, 256, desc=desc)
 
 
-def compare_int8(fp32: Path, int8: Path, ds, split: str, threads: int | None, optimize: bool = True) -> dict:
-    """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them (INT8 simulated
-    with graph optimisations off when optimize=False)."""
+#: how an INT8 file is judged: ORT's fused kernels of this CPU, the QDQ graph as written, or this CPU's OpenVINO
+EVALUATED = {"onnxruntime": dict(optimize=True), "simulated-qdq": dict(optimize=False),
+             "openvino": dict(runtime="openvino")}
+
+
+def compare_int8(fp32: Path, int8: Path, ds, split: str, threads: int | None, evaluated: str = "onnxruntime") -> dict:
+    """Macro-F1 of FP32 and INT8 on a split, per-class F1 and top-1 agreement between them (INT8 run as
+    `evaluated` says, EVALUATED)."""
     from ecgtool.evaluate.metrics import compute_metrics
 
     idx = np.sort(ds.indices(split))
     y = ds.labels[idx]
     signals = deployed(ds, fp32)
     a = onnx_logits(fp32, signals, idx, threads, f"fp32 {split}").argmax(1)
-    b = onnx_logits(int8, signals, idx, threads, f"int8 {split}", optimize).argmax(1)
+    b = onnx_logits(int8, signals, idx, threads, f"int8 {split}", **EVALUATED[evaluated]).argmax(1)
     ma, mb = compute_metrics(y, a, ds.classes), compute_metrics(y, b, ds.classes)
     return {
         "split": split, "n": int(len(idx)), "fp32_macro_f1": ma["macro_f1"], "int8_macro_f1": mb["macro_f1"],
-        "top1_agreement": float(np.mean(a == b)) if len(idx) else 0.0, "evaluated": "onnxruntime" if optimize
-        else "simulated-qdq",
+        "top1_agreement": float(np.mean(a == b)) if len(idx) else 0.0, "evaluated": evaluated,
         "per_class_f1": {c: {"fp32": ma["per_class"][c]["f1"], "int8": mb["per_class"][c]["f1"]} for c in ds.classes},
     }
 
@@ -215,7 +226,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     targets) the file is no faster than FP32 (ecgtool.compress.gate). keep_fp32: node groups FP32 from the start
     (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS), resolved on the FP32
     graph by gate.candidate_groups; the gate scans the other groups on top of them. runtime "openvino": the QDQ
-    form OpenVINO is given for `target` (compress.targets.OPENVINO_FORMS), judged as written (simulated QDQ). Returns the report (target, form, method, calibration set, gate, test
+    form OpenVINO is given for `target` (compress.targets.OPENVINO_FORMS), judged by this machine's OpenVINO when
+    `target` is this machine's, else as written (simulated QDQ). Returns the report (target, form, method, calibration set, gate, test
     macro-F1 FP32/INT8, agreement, per-class F1, weak classes). Checking against PyTorch and recording in
     the manifest is the caller's (ecgtool.export.int8), which knows the model folder.
     """
@@ -248,11 +260,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
 
-    # TensorRT's arithmetic (and the graph OpenVINO is given) as written, not ONNX Runtime's fused CPU kernels
-    simulated = target == "tensorrt" or runtime == "openvino"
+    # TensorRT's arithmetic as written, not ONNX Runtime's fused CPU kernels; OpenVINO's graph by this CPU's OpenVINO
+    # when it is the target (its kernels are what the device runs), else as written
+    evaluated = ("openvino" if runtime == "openvino" and target == detect_target() else
+                 "simulated-qdq" if target == "tensorrt" or runtime == "openvino" else "onnxruntime")
+    simulated = evaluated != "onnxruntime"
 
     def predict(path: Path) -> np.ndarray:
-        return onnx_logits(path, signals, val, threads, "int8 val", optimize=not simulated).argmax(1)
+        return onnx_logits(path, signals, val, threads, "int8 val", **EVALUATED[evaluated]).argmax(1)
 
     def verdict(pred: np.ndarray):
         return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
@@ -298,7 +313,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 chosen = res["path"]
                 gate_report.update(scan=res["scan"], kept_fp32=res["kept_fp32"], groups_fp32=res["groups_fp32"],
                                    stopped=res["stopped"])
-                gate_report["latency_ratio_vs_ungated"] = round(latency_ratio(first, chosen), 3) if chosen != first else 1.0
+                # ORT's kernels time ORT's form only; a graph for TensorRT or OpenVINO is timed by bench in its runtime
+                gate_report["latency_ratio_vs_ungated"] = (None if simulated else 1.0 if chosen == first
+                                                           else round(latency_ratio(first, chosen), 3))
                 v = res["verdict"]
             else:
                 v = v0
@@ -313,15 +330,17 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             if v.waived:
                 msg += f"; waived (fewer than {gate_min_windows} windows net): " + "; ".join(w.split(" on ")[0] for w in v.waived)
             if gate_report["kept_fp32"]:
+                ratio = gate_report["latency_ratio_vs_ungated"]
                 msg += (f"; kept FP32: {', '.join(gate_report['groups_fp32'])} ({len(gate_report['kept_fp32'])} nodes), "
-                        f"latency x{gate_report['latency_ratio_vs_ungated']:.2f} of ungated INT8"
+                        + (f"latency x{ratio:.2f} of ungated INT8" if ratio is not None
+                           else f"latency not timed here ({evaluated}; bench times it where its runtime runs)")
                         + (f" (on top of {', '.join(keep_groups)} FP32 from the start)" if keep_groups else ""))
             (ui.info if v.passed else ui.warn)(msg)
         with atomic_path(out) as dst:
             os.replace(chosen, dst)
     seconds = time.perf_counter() - start
     excluded = list(exclude) + (gate_report["kept_fp32"] if gate_report else [])
-    return report_on_test(fp32, out, ds, threads, simulated, cs, seconds, "quantize", "INT8",
+    return report_on_test(fp32, out, ds, threads, evaluated, cs, seconds, "quantize", "INT8",
                        {"target": target, "form": form.as_dict(), "method": method, "methods_tried": tried,
                         "per_channel": form.per_channel, "exclude": excluded, "symmetric": form.symmetric,
                         "keep_fp32": list(form.keep_fp32), "keep_fp32_groups": keep_groups, "keep_fp32_nodes": keep_nodes,
@@ -344,11 +363,11 @@ def single_input(path: Path) -> bool:
     return len([i for i in g.input if i.name not in {t.name for t in g.initializer}]) == 1
 
 
-def report_on_test(fp32: Path, out: Path, ds, threads: int | None, simulated: bool, cs, seconds: float, step: str,
+def report_on_test(fp32: Path, out: Path, ds, threads: int | None, evaluated: str, cs, seconds: float, step: str,
                 what: str, fields: dict) -> dict:
     """The report of an INT8 file `out` (post-training or QAT): FP32 vs INT8 on the test split (`compare_int8`),
     `fields`, the calibration set `cs`, the drop and the classes that lost > 1 point, warned about when > 1 point."""
-    report = compare_int8(Path(fp32), out, ds, "test", threads, optimize=not simulated)
+    report = compare_int8(Path(fp32), out, ds, "test", threads, evaluated)
     drop = report["fp32_macro_f1"] - report["int8_macro_f1"]
     weak = [c for c, f in report["per_class_f1"].items() if f["fp32"] - f["int8"] > 0.01]
     report.update({**fields, "calibration": {k: cs.meta[k] for k in ("size", "seed", "records", "source_sha256")}

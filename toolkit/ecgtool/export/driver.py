@@ -108,8 +108,8 @@ _OPTION_HELP = {
     "keep_fp32": dict(multiple=True, metavar="GROUP", help="INT8: node group kept FP32 from the start (repeatable): "
                       "stem, se-gates, se-fc, residual-adds, classifier, suspects (all five) or none (drop the "
                       "target's default); the gate works on top."),
-    "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: nncf.quantize or the symmetric "
-                         "QDQ graph (default auto: NNCF when installed)."),
+    "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: the gated symmetric QDQ graph "
+                         "(qdq; default auto = qdq) or nncf.quantize (needs the [nncf] extra; no accuracy gate)."),
     "opset": dict(type=int, help=f"ONNX opset (default {OPSET})."),
     "opt_batch": dict(type=int, help="TensorRT: batch the optimisation profile is tuned for (default 1)."),
     "max_batch": dict(type=int, help="TensorRT: largest batch of the optimisation profile (default 64)."),

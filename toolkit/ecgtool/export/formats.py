@@ -14,8 +14,8 @@ OPSET = 17
 #: INT8 calibration / quantisation options
 INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "seed", "target", "gate", "gate_macro",
                 "gate_class", "gate_min_windows", "gate_agreement", "keep_fp32")
-#: OpenVINO INT8: nncf.quantize where NNCF is installed (extra [nncf]), else converted from the signed symmetric
-#: QDQ graph (OpenVINO loses F1 on ORT's u8 form); `ov_quantizer` chooses (auto | nncf | qdq). `target` is the CPU
+#: OpenVINO INT8: converted from the gated signed symmetric QDQ graph (OpenVINO loses F1 on ORT's u8 form), or
+#: nncf.quantize (extra [nncf]); `ov_quantizer` chooses (auto = qdq | nncf | qdq). `target` is the CPU
 #: the IR is for (compress.targets.OPENVINO_FORMS / NNCF_OVERFLOW_FIX: 7-bit weights on x86 without VNNI)
 OPENVINO_INT8_OPTIONS = INT8_OPTIONS + ("ov_quantizer",)
 #: the INT8 options only ONNX Runtime's quantiser reads (not the calibration set's): NNCF refuses them

@@ -39,10 +39,11 @@ def build_onnxruntime(folder: Path, spec, opts: dict, files: list[Path]) -> Path
 
 
 def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
-    """Build an OpenVINO format of the table: IR from the FP32 ONNX; for int8 by NNCF (`nncf.quantize` on the
-    FP32 graph, calibrated on the same calibration set, OverflowFix for the CPU target) where NNCF is installed,
-    else from the signed symmetric QDQ ONNX: OpenVINO's CPU plugin lost ~10 macro-F1 points on ONNX Runtime's
-    u8 form (zero points) on an earlier CPU, none on the symmetric one (benchmarks/RESULTS.md). That graph is
+    """Build an OpenVINO format of the table: IR from the FP32 ONNX; for int8 from the signed symmetric QDQ ONNX,
+    gated like every INT8 file (OpenVINO's CPU plugin lost ~10 macro-F1 points on ONNX Runtime's u8 form on an
+    earlier CPU, none on the symmetric one), or with `ov_quantizer="nncf"` by NNCF (`nncf.quantize` on the FP32
+    graph, the same calibration set, OverflowFix for the CPU target; no gate: it lost 2-4.5 points on the demo's
+    models on an AVX2 CPU where the QDQ graph lost none, benchmarks/RESULTS.md). The QDQ graph is
     TensorRT's (model.trt-int8.onnx) where the CPU target has VNNI (or is ARM), and model.ov-int8.onnx with 7-bit
     weights for x86-avx2 (compress.targets.OPENVINO_FORMS), whose u8 x s8 sums saturate in OpenVINO too."""
     from ecgtool.compress.targets import FORMS, NNCF_OVERFLOW_FIX, OPENVINO_FORMS, resolve_target
@@ -60,9 +61,7 @@ def build_openvino(folder: Path, spec, opts: dict, files: list[Path]) -> Path:
     if quantizer == "nncf" and ort_only:
         raise BadInput(f"{folder}: {', '.join('--' + k.replace('_', '-') for k in ort_only)} belong to ONNX Runtime's "
                        "quantiser; use --ov-quantizer qdq with them")
-    if quantizer == "auto" and ort_only:
-        quantizer = "qdq"  # options of ONNX Runtime's quantiser: build the QDQ graph they describe
-    if spec.precision == "int8" and quantizer in ("auto", "nncf") and nncf_available():
+    if spec.precision == "int8" and quantizer == "nncf":
         from ecgtool.compress.calibration import DEFAULT_SEED, DEFAULT_SIZE, calibration_set
 
         if opts.get("data") is None:
