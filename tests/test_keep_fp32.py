@@ -143,8 +143,10 @@ def test_pipeline_keep_fp32_is_narrowed_per_graph(tmp_path, monkeypatch, capsys)
     """quantize.keep_fp32 is run-wide: a plain ResNet has no SE gates, so its INT8 is built without them (one line
     says so) instead of refused; groups it has are kept; `suspects` and `none` pass through unchanged."""
     import ecgtool.export.int8 as int8
+    from ecgtool.core.ui import set_quiet
     from ecgtool.pipeline.run import _keep_fp32_for
 
+    set_quiet(False)  # an earlier test's `--quiet` would otherwise silence the line checked below
     plain = _plain_graph(tmp_path / "plain.onnx")
     monkeypatch.setattr(int8, "ensure_onnx", lambda folder, opts, files: plain)
     folder = tmp_path / "resnet18"
