@@ -11,7 +11,8 @@ calibration set (ecgtool.compress.calibration, 256 stratified training windows, 
 - `nncf-<fix>`: `nncf.quantize` with OverflowFix first_layer_only (NNCF's default), enable (7-bit weights in every
   Conv/MatMul) and disable.
 
-Scored on the test split against PyTorch FP32 (macro-F1, worst per-class delta, argmax agreement), batch 64. With
+Scored on the test split against PyTorch FP32 (macro-F1, worst per-class delta, argmax agreement), batch 64, and for
+the QDQ variants OpenVINO's argmax against the same graph run as written (`ov_vs_as_written_%`). With
 `--time`: batch-1 latency round-robin in this process (1 thread), speed-up against PyTorch eager FP32 and against
 OpenVINO FP32. Run timing alone (nothing else heavy on the machine); the load average is printed.
 
@@ -30,7 +31,7 @@ import torch
 from ecgtool.bench.runner import clip_outliers, time_round_robin
 from ecgtool.compress.calibration import calibration_set
 from ecgtool.compress.gate import candidate_groups
-from ecgtool.compress.quantize import onnx2int8
+from ecgtool.compress.quantize import onnx2int8, onnx_logits
 from ecgtool.core.artifacts import find_config
 from ecgtool.core.ui import markdown_table
 from ecgtool.data.dataset import load_dataset
@@ -90,6 +91,11 @@ def main() -> None:
     logits = {k: np.concatenate([p.predict(x[i:i + 64]) for i in range(0, len(x), 64)]) for k, p in preds.items()}
     ref = logits["PyTorch FP32"].argmax(1)
     rows = [{"artifact": k, **scores(y, ref, logits[k].argmax(1), ds.classes)} for k in preds]
+    for r in rows:  # OpenVINO against its own QDQ graph run as written (ORT, optimisations off): below 100 % = its kernels
+        q = args.out / f"{r['artifact']}.onnx"
+        if r["artifact"] in QDQ and q.exists():
+            sim = onnx_logits(q, x, np.arange(len(x)), 1, "as written", optimize=False).argmax(1)
+            r["ov_vs_as_written_%"] = round(100 * float(np.mean(logits[r["artifact"]].argmax(1) == sim)), 2)
     if args.time:
         times, _ = time_round_robin({k: (lambda p=p: p.predict(x[:1])) for k, p in preds.items()}, warmup=10,
                                     min_runs=100, min_time_s=2.0)
@@ -100,7 +106,7 @@ def main() -> None:
                   "speedup_vs_ov_fp32": round(med["OpenVINO FP32"] / med[k], 2)}
     print(f"{args.model}: test n={len(y)}, 1 thread, batch {'1 (timing), 64 (scores)' if args.time else 64}, "
           f"load average {tuple(round(v, 2) for v in os.getloadavg())}")
-    print(markdown_table(rows, list(rows[0])))
+    print(markdown_table(rows, list(dict.fromkeys(k for r in rows for k in r))))
     print(cpu_line())
 
 

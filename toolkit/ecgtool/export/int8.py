@@ -151,7 +151,8 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
         if spec.name == "tensorrt-int8":
             given["target"] = "tensorrt"
         quantize_folder(folder, opts["data"], out=out, threads=opts.get("threads"),
-                        check_limit=opts.get("check_limit", 512), runtime=spec.runtime if spec.runtime == "openvino" else "onnxruntime", **given)
+                        check_limit=opts.get("check_limit", 512), runtime="openvino" if spec.name == "openvino-int8" else "onnxruntime",
+                        **given)
     files.append(out)
     return out
 
