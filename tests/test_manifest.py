@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ecgtool.cli.main import main
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_text
-from ecgtool.core.manifest import read_manifest, record_artifact, verify_artifact, verify_manifest
+from ecgtool.core.manifest import read_manifest, record_artifact, record_in_run, verify_artifact, verify_manifest
 
 
 def _record_many(run: str, start: int) -> None:
@@ -21,6 +21,23 @@ def _record_many(run: str, start: int) -> None:
         f = Path(run) / f"a{i}.txt"
         write_text(f, str(i))
         record_artifact(f, run_dir=run, command="test")
+
+
+def test_a_file_written_outside_any_run_is_not_recorded(tmp_path):
+    run, model = tmp_path / "run", tmp_path / "run" / "m"
+    model.mkdir(parents=True)
+    write_text(model / "config.json", "{}")
+    parent = model / "model.onnx"
+    write_text(parent, "fp32")
+    inside, stray = model / "model.int8.onnx", tmp_path / "elsewhere" / "x.onnx"
+    stray.parent.mkdir()
+    write_text(inside, "int8")
+    write_text(stray, "int8")
+    assert record_in_run(inside, parent=parent)["parent"] == "m/model.onnx"
+    assert "m/model.int8.onnx" in read_manifest(run)["artifacts"]
+    assert record_in_run(stray, parent=parent) is None and not (stray.parent / "manifest.json").exists()
+    write_text(stray.parent / "manifest.json", '{"artifacts": {}}')  # a run folder of its own: recorded there
+    assert record_in_run(stray, parent=parent) is not None and "x.onnx" in read_manifest(stray.parent)["artifacts"]
 
 
 def test_two_processes_recording_into_one_run_lose_no_entry(tmp_path):

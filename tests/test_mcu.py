@@ -188,6 +188,7 @@ def test_bench_shows_flash_and_ram(int8, tmp_path):
         report(tmp_path, mcu_budget="1024")
 
 
+@pytest.mark.slow  # 11 s on the AVX2 CPU; the INT8 TFLM path is covered by the tier's other tests
 def test_resnet18_and_fp32_convert_and_run_in_tflm(int8, tmp_path):
     from ecgtool.export import export
 
@@ -202,6 +203,7 @@ def test_resnet18_and_fp32_convert_and_run_in_tflm(int8, tmp_path):
     assert runtime.load(r.path).precision == "fp32"
 
 
+@pytest.mark.slow  # 22 s on the AVX2 CPU; the search budget rules are covered by test_search.py
 def test_search_with_a_microcontroller_budget(int8, tmp_path):
     from ecgtool.core.errors import EcgtoolError
     from ecgtool.search.budget import search

@@ -185,6 +185,29 @@ def test_the_budget_sizes_the_epochs_and_the_plan_is_kept_for_a_resume(tmp_path,
     assert pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "budget_s": 0}}), tmp_path, 1) is None
 
 
+def test_the_plan_counts_the_rr_baselines_features_for_every_window(tmp_path, monkeypatch):
+    """With the baseline on, the expected duration adds its feature time, probed on synthetic windows: every
+    window once (train) and the test windows again (bench), at the probed ms per window."""
+    from ecgtool.pipeline import budget as pr
+
+    monkeypatch.setattr(pr, "probe_ms_per_record", lambda *a, **k: 1.0)
+    off = pr.plan_training(load_config(TINY), tmp_path, 1)
+    monkeypatch.setattr(pr, "probe_feature_ms", lambda *a, **k: 100.0)
+    on = pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "baseline": True}}), tmp_path, 1)
+    n = 8 * 7  # per_class 8, seven classes
+    assert off["feature_ms_per_window"] == 0 and on["feature_ms_per_window"] == 100.0
+    assert on["baseline_s"] == round((n + (n - int(0.64 * n) - int(0.16 * n))) * 0.1 + 5)
+    assert on["expected_s"] - off["expected_s"] == pytest.approx(on["baseline_s"], abs=1)
+
+
+def test_the_feature_probe_times_the_real_feature_code():
+    from ecgtool.data.synth import FS, synthesize
+    from ecgtool.pipeline.budget import probe_feature_ms
+
+    sample, _, _ = synthesize(per_class=1, seed=1)
+    assert 0.05 < probe_feature_ms(sample, FS, seconds=0.1) < 5000
+
+
 def test_the_plan_counts_a_litert_export_for_each_model_that_fits_the_flash_budget(monkeypatch):
     """The expected duration adds LITERT_S per litert-* export that _fits_mcu would build: the default's
     se_resnet18 w16 (~560 KB estimated) is over 256 KB and its 50 %-pruned child (~150 KB) is under."""

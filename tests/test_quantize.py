@@ -94,6 +94,7 @@ def test_symmetric_form_and_excluded_node(trained, tmp_path):
     assert conv.input[1] not in dq_outputs  # the excluded conv keeps float weights
     others = [n for n in g.node if n.op_type == "Conv" and n.name != first_conv]
     assert all(n.input[1] in dq_outputs for n in others)
+    assert not (tmp_path / "manifest.json").exists()  # --out outside the run: no stray manifest beside it
 
 
 def test_method_auto_tries_minmax_and_percentile(trained, tmp_path):

@@ -106,6 +106,16 @@ def record_artifact(
     return entry
 
 
+def record_in_run(path: str | os.PathLike, *, parent: str | os.PathLike, extra: dict | None = None) -> dict | None:
+    """record_artifact for a file written where the user said (`--out`): recorded in the manifest of the run it
+    lies in (a folder that has one, or its parent's run); a file written elsewhere (`--out /tmp/x.onnx`) is not
+    recorded, so that no manifest.json appears in a folder that is not a run. None when not recorded."""
+    run = find_run_root(path)
+    if not (run / MANIFEST).exists() and run != find_run_root(parent):
+        return None
+    return record_artifact(path, parent=parent, run_dir=run, extra=extra)
+
+
 def verify_manifest(run_dir: str | os.PathLike) -> list[dict]:
     """Check every artifact listed in a run's manifest; one row per artifact with status ok/missing/changed.
 

@@ -23,7 +23,7 @@ from ecgtool.core.artifacts import find_config
 from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.files import atomic_path
-from ecgtool.core.manifest import record_artifact, recorded_check
+from ecgtool.core.manifest import record_artifact, record_in_run, recorded_check
 from ecgtool.core.names import (CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_GATE,
                                 ONNX_META_INT8_QAT_EPOCHS, ONNX_META_INT8_TARGET, QAT_INT8, QAT_TRT_INT8, WEIGHTS)
 from ecgtool.export.check import check_export, checked
@@ -66,11 +66,18 @@ def quantize_folder(model: str | Path, data: str | Path, out: str | Path | None 
     check = check_export(out, folder, data, check_limit, threads)
     if check["status"] != "ok":
         ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
-    record_artifact(out, parent=fp32, extra={"check": check, "int8_target": report["target"],
-                                             "int8_form": report["form"]["label"], "gate": report["gate"],
-                                             "quantization": {k: v for k, v in report.items()
-                                                              if k not in ("per_class_f1", "path", "gate")}})
+    _record(out, fp32, {"check": check, "int8_target": report["target"],
+                        "int8_form": report["form"]["label"], "gate": report["gate"],
+                        "quantization": {k: v for k, v in report.items()
+                                          if k not in ("per_class_f1", "path", "gate")}})
     return report
+
+
+def _record(out: Path, fp32: Path, extra: dict) -> None:
+    """The INT8 file's manifest entry, in the run it was written into; a file outside any run says so in one line."""
+    if record_in_run(out, parent=fp32, extra=extra) is None:
+        ui.info(f"{out}: outside a run folder, so not recorded in a manifest.json (its ONNX metadata names the "
+                "model, INT8 target, form and gate)")
 
 
 def gate_summary(gate: dict | None) -> dict | None:
@@ -118,11 +125,11 @@ def qat_folder(model: str | Path, data: str | Path, out: str | Path | None = Non
     check = check_export(out, folder, data, check_limit, threads)
     if check["status"] != "ok":
         ui.warn(f"{out}: argmax agreement with PyTorch {check['argmax_agreement']:.1%} (< 99%) on {check['inputs']}")
-    record_artifact(out, parent=fp32, extra={"check": check, "int8_target": report["target"],
-                                             "int8_form": report["form"]["label"], "gate": report["gate"],
-                                             "qat_epochs": report["qat"]["epochs_run"],
-                                             "quantization": {k: v for k, v in report.items()
-                                                              if k not in ("per_class_f1", "path", "gate")}})
+    _record(out, fp32, {"check": check, "int8_target": report["target"],
+                        "int8_form": report["form"]["label"], "gate": report["gate"],
+                        "qat_epochs": report["qat"]["epochs_run"],
+                        "quantization": {k: v for k, v in report.items()
+                                          if k not in ("per_class_f1", "path", "gate")}})
     return report
 
 

@@ -7,6 +7,8 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ecgtool.core.ui import info
 from ecgtool.pipeline import config as pc
 from ecgtool.train import defaults as D
@@ -46,8 +48,23 @@ def probe_ms_per_record(width: int, length: int, channels: int, classes: int, ba
     return (time.perf_counter() - t0) * 1e3 / (n * batch_size)
 
 
-def _record_counts(cfg: dict, out: Path) -> tuple[int, int, int, int] | None:
-    """(train, val, records per sample window, classes) of the dataset the run trains on; None if not known yet."""
+def probe_feature_ms(windows, fs: float, seconds: float = 0.5) -> float:
+    """Milliseconds per window of the RR baseline's features (baseline.features.window_features: wfdb's XQRS and
+    the rest) on these windows [N, C, L] (channel 0), timed for about `seconds` here."""
+    from ecgtool.baseline.features import window_features
+
+    window_features(np.asarray(windows[0, 0], dtype=np.float32), fs)  # warm-up: wfdb's import
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or (time.perf_counter() - t0 < seconds and n < 4 * len(windows)):
+        window_features(np.asarray(windows[n % len(windows), 0], dtype=np.float32), fs)
+        n += 1
+    return (time.perf_counter() - t0) * 1e3 / n
+
+
+def _record_counts(cfg: dict, out: Path) -> tuple[int, int, int, int, int, float] | None:
+    """(train, val, samples per window, classes, all windows, baseline feature ms per window) of the dataset the run
+    trains on; None if not known yet. The feature probe runs on the first windows of the dataset, or of a few
+    synthetic records drawn like the configured ones."""
     src = cfg["data"]
     if (out / "data" / "meta.json").exists() or "import" in src:
         if not (out / "data" / "meta.json").exists():
@@ -55,13 +72,19 @@ def _record_counts(cfg: dict, out: Path) -> tuple[int, int, int, int] | None:
         from ecgtool.data.dataset import load_dataset
 
         ds = load_dataset(out / "data")
-        return len(ds.indices("train")), len(ds.indices("val")), int(ds.signals.shape[2]), len(ds.classes)
-    from ecgtool.data.synth import class_counts
+        feat_ms = probe_feature_ms(ds.signals[:8], ds.sampling_rate) if cfg["train"].get("baseline") else 0.0
+        return (len(ds.indices("train")), len(ds.indices("val")), int(ds.signals.shape[2]), len(ds.classes), len(ds),
+                feat_ms)
+    from ecgtool.data.synth import FS, class_counts, synthesize
 
     s = src["synth"] or {}
     counts = class_counts(s.get("per_class"), s.get("total"), s.get("balance", "paper"))
     n = int(sum(counts))
-    return int(0.64 * n), int(0.16 * n), 2000, len(counts)
+    feat_ms = 0.0
+    if cfg["train"].get("baseline"):
+        sample, _, _ = synthesize(per_class=1, seed=1, morphology=s.get("morphology", "standard"))
+        feat_ms = probe_feature_ms(sample, FS)
+    return int(0.64 * n), int(0.16 * n), 2000, len(counts), n, feat_ms
 
 
 def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
@@ -79,7 +102,7 @@ def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
     counts = _record_counts(cfg, out)
     if counts is None:
         return None
-    n_train, n_val, length, k = counts
+    n_train, n_val, length, k, n_all, feat_ms = counts
     width, bs = int(t.get("width", 64)), int(t.get("batch_size", D.BATCH_SIZE))
     torch.set_num_threads(threads)
     ms = probe_ms_per_record(width, length, 1, k, bs)
@@ -94,9 +117,12 @@ def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
     prune_s = sum(per_record * (1 - r) ** 2 * int(p.get("epochs", 10)) + 2
                   for r in p.get("ratios") or [] for _ in (cfg.get("compress") or {}).get("models") or [])
     rest_s = (REST_S[0] + REST_S[1] * ms) * max(1, len((cfg.get("compress") or {}).get("models") or []))
-    expected = 5 + epochs * epoch_s + 5 * bool(t.get("baseline")) + prune_s + rest_s + _litert_s(cfg, width, k, length)
+    # the RR baseline: its features for every window in train, the test windows again in bench, and the fit
+    baseline_s = (n_all + (n_all - n_train - n_val)) * feat_ms / 1e3 + 5 * bool(t.get("baseline"))
+    expected = 5 + epochs * epoch_s + baseline_s + prune_s + rest_s + _litert_s(cfg, width, k, length)
     return {"epochs": epochs, "most_epochs": most, "budget_s": budget, "epoch_s": round(epoch_s, 1),
-            "probe_ms_per_record": round(ms, 3), "threads": threads, "expected_s": round(expected)}
+            "probe_ms_per_record": round(ms, 3), "threads": threads, "feature_ms_per_window": round(feat_ms, 2),
+            "baseline_s": round(baseline_s), "expected_s": round(expected)}
 
 
 def _litert_s(cfg: dict, width: int, classes: int, length: int) -> float:
@@ -124,7 +150,9 @@ def say_plan(plan: dict, threads_why: str) -> None:
     info(f"pipeline: expected duration ~{max(1, round(plan['expected_s'] / 60))} min "
          f"({plan['expected_s']} s): probe {plan['probe_ms_per_record']:.2f} ms per training record on "
          f"{plan['threads']} thread(s) ({threads_why}); about {plan['epoch_s']:.0f} s per epoch of all networks, "
-         f"so {plan['epochs']} epoch(s){capped} fit train.budget_s {plan['budget_s']:g} s")
+         f"so {plan['epochs']} epoch(s){capped} fit train.budget_s {plan['budget_s']:g} s"
+         + (f"; the RR baseline's features {plan['feature_ms_per_window']:.1f} ms per window (~{plan['baseline_s']} s)"
+            if plan.get("feature_ms_per_window") else ""))
     if plan["epochs"] * plan["epoch_s"] > 1.2 * plan["budget_s"]:
         info(f"pipeline: even 1 epoch takes about {plan['epoch_s']:.0f} s, over train.budget_s {plan['budget_s']:g} s")
 
