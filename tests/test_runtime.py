@@ -100,3 +100,31 @@ def test_engine_without_tensorrt_or_cuda_says_which(tmp_path):
         reason = "skipped: TensorRT not installed"
     with pytest.raises(BadInput, match=reason):
         runtime.load(engine)
+
+
+class _Recorder:
+    """A predictor that logs the batch sizes it is called with (logits: the window's mean, repeated)."""
+
+    def __init__(self, score_batch=None):
+        self.score_batch, self.calls = score_batch, []
+
+    def predict(self, x):
+        self.calls.append(len(x))
+        return np.repeat(x.mean(axis=(1, 2))[:, None], 3, axis=1)
+
+
+def test_scoring_calls_a_one_window_predictor_one_window_at_a_time():
+    """evaluate, bench, predict, the export check and the gate score through predict_in_batches /
+    predict_batches, which never hand a predictor more windows than its score_batch (OpenVINO: 1)."""
+    from ecgtool.evaluate.artifact import predict_batches
+    from ecgtool.runtime.base import predict_in_batches
+    from ecgtool.runtime.openvino import OpenVinoPredictor
+
+    x = np.random.default_rng(0).standard_normal((10, 1, 8)).astype(np.float32)
+    one, many = _Recorder(score_batch=1), _Recorder()
+    np.testing.assert_array_equal(predict_in_batches(one, x, 4), predict_in_batches(many, x, 4))
+    assert one.calls == [1] * 10 and many.calls == [4, 4, 2]
+    one.calls = []
+    assert predict_batches(one, x, np.arange(10), batch_size=256).shape == (10, 3) and one.calls == [1] * 10
+    assert OpenVinoPredictor.score_batch == 1
+

@@ -55,7 +55,9 @@ def external_metrics(pred: Any, ext: dict, batch: int) -> dict:
     x, y = ext["x"].of(pred)[keep], mapping.to_model[ext["y"][keep]]
     if not len(y):
         raise BadInput(f"{ext['path']}: no window of a class the model knows")
-    logits = np.concatenate([pred.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+    from ecgtool.runtime.base import predict_in_batches
+
+    logits = predict_in_batches(pred, x, batch)
     m = compute_metrics(y, logits.argmax(1), model_classes)
     present = [model_classes[i] for i in sorted(set(y.tolist()))]
     return {"macro_f1": round(float(m["macro_f1"]), 6), "n": int(len(y)), "classes_scored": present,

@@ -160,8 +160,9 @@ def _reason(exc: BaseException) -> str:
 
 def _metrics(pred: Any, x: np.ndarray, y: np.ndarray, classes: list[str], batch: int) -> dict:
     from ecgtool.evaluate.metrics import compute_metrics
+    from ecgtool.runtime.base import predict_in_batches
 
-    logits = np.concatenate([pred.predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+    logits = predict_in_batches(pred, x, batch)
     model_classes = list(getattr(pred, "classes", None) or classes)
     if model_classes != classes:
         if sorted(model_classes) != sorted(classes):

@@ -107,7 +107,9 @@ def prepare_windows(signal: np.ndarray, fs: float, spec: dict) -> tuple[np.ndarr
 
 
 def _logits(predictor, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([predictor.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    from ecgtool.runtime.base import predict_in_batches
+
+    return predict_in_batches(predictor, x, batch_size)
 
 
 def predict_records(predictor, records: Sequence[str | os.PathLike], *, fs: float | None = None, lead: str | None = None,

@@ -48,7 +48,9 @@ class Stream:
         self.tail: dict | None = None
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.predictor.predict(x[i:i + 64]) for i in range(0, len(x), 64)])
+        from ecgtool.runtime.base import predict_in_batches
+
+        return predict_in_batches(self.predictor, x, 64)
 
     def push(self, samples: Any) -> list[dict]:
         try:

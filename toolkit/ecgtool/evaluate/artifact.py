@@ -23,7 +23,11 @@ from ecgtool.evaluate.metrics import compute_metrics, confusion_png, map_classes
 
 def predict_batches(predictor, signals: np.ndarray, indices: np.ndarray, batch_size: int = 256,
                     desc: str = "predict") -> np.ndarray:
-    """Logits [N, K] for signals[indices], read from the memory map one batch at a time."""
+    """Logits [N, K] for signals[indices], read from the memory map one batch at a time (at most the
+    predictor's score_batch windows per call, runtime.base.scoring_batch)."""
+    from ecgtool.runtime.base import scoring_batch
+
+    batch_size = scoring_batch(predictor, batch_size)
     outs = []
     with progress_bar(desc, len(indices)) as bar:
         for start in range(0, len(indices), batch_size):

@@ -33,11 +33,9 @@ def check_export(artifact: str | os.PathLike, model_folder: str | os.PathLike, d
         channels, length = input_shape(ref.config)
         x = np.random.default_rng(0).standard_normal((32, channels, length)).astype(np.float32)
         source = "32 random-normal inputs (no --data given)"
-    a, b = [], []
-    for i in range(0, len(x), 64):
-        a.append(ref.predict(x[i:i + 64]))
-        b.append(art.predict(x[i:i + 64]))
-    a, b = np.concatenate(a), np.concatenate(b)
+    from ecgtool.runtime.base import predict_in_batches
+
+    a, b = predict_in_batches(ref, x, 64), predict_in_batches(art, x, 64)
     agree = float(np.mean(a.argmax(1) == b.argmax(1)))
     diff = float(np.max(np.abs(a - b)))
     if art.precision == "fp32":

@@ -30,6 +30,21 @@ class PredictorBase:
     precision: str = "fp32"
     config: dict = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
+    #: the largest batch whose logits are each window's own (None: any); scoring (evaluate, bench's F1, the INT8
+    #: gate) calls predict with at most this many windows, so an F1 is what one window at a time gets on a device
+    score_batch: int | None = None
+
+
+def scoring_batch(predictor, batch: int) -> int:
+    """The batch to score `predictor` with: `batch`, capped by the predictor's score_batch."""
+    cap = getattr(predictor, "score_batch", None)
+    return max(1, min(batch, cap)) if cap else max(1, batch)
+
+
+def predict_in_batches(predictor, x: np.ndarray, batch: int) -> np.ndarray:
+    """Logits of windows x [N, C, L], `batch` windows per call (at most the predictor's score_batch)."""
+    b = scoring_batch(predictor, batch)
+    return np.concatenate([predictor.predict(x[i:i + b]) for i in range(0, len(x), b)])
 
 
 def one_line(exc: BaseException) -> str:
