@@ -18,9 +18,9 @@ class OpenVinoPredictor(PredictorBase):
     """OpenVINO CPU inference of an IR (.xml + .bin), compiled with the precision hint its folder names."""
 
     kind: str = "openvino"
-    #: OpenVINO's CPU plugin computes a batch of windows with other kernels than one window (at 2 threads on an
-    #: AVX2 CPU an INT8 IR's logits moved by up to 0.18 and 3 of 420 argmax changed; benchmarks/RESULTS.md), so
-    #: a window is scored alone, as a device running one window at a time sees it; latency and throughput still batch
+    #: a batch that OpenVINO's CPU plugin splits over threads gets logits that change from run to run (2 threads on
+    #: an AVX2 CPU: up to 0.21, 0-3 of 420 argmax; benchmarks/bench_openvino_batch.py); one window per call is the
+    #: same every run, so a window is scored alone, as a device sees it; latency and throughput still batch
     score_batch: int | None = 1
 
     def __post_init__(self) -> None:
