@@ -88,6 +88,61 @@ def test_tensorrt_target_writes_trt_graph_evaluated_simulated(trained, tmp_path)
     assert r["qdq"]["tensorrt_ready"] and _props(r["path"])[ONNX_META_INT8_TARGET] == "tensorrt"
 
 
+def test_tensorrt_form_runs_simulated_everywhere_and_is_not_packaged(trained, tmp_path):
+    """`evaluate`, `predict` and every load() of a TensorRT-form file compute TensorRT's arithmetic (the QDQ graph
+    unoptimised, bench's simulated-qdq), not ONNX Runtime's fused s8 kernels; `package` refuses the file."""
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+    from ecgtool.core.ui import set_quiet
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.runtime import load
+    from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
+
+    folder, data = trained
+    path = quantize_folder(folder, data, target="tensorrt", calib_size=21, calib_dir=tmp_path, gate=False)["path"]
+    x = np.asarray(load_dataset(data).signals[:16], np.float32)
+    p = load(path, threads=1)
+    assert not p.optimize and p.f1_source == "simulated-qdq" and "TensorRT computes" in p.note
+    sim = OnnxRuntimePredictor(path, threads=1, optimize=False).predict(x)
+    assert np.array_equal(p.predict(x), sim)
+    fused = load(path, threads=1, optimize=True)  # asked for explicitly: ORT's own kernels, and the note says so
+    assert fused.f1_source is None and "not what TensorRT computes" in fused.note
+    m = evaluate_artifact(path, data, threads=1)
+    assert m["f1_source"] == "simulated-qdq"
+    plain = evaluate_artifact(folder / "model.onnx", data, threads=1)
+    assert plain["f1_source"] is None
+    set_quiet(False)
+    r = CliRunner().invoke(cli, ["package", str(path), "--out", str(tmp_path / "bundle")])
+    assert r.exit_code == 2 and "quantised for TensorRT" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_target_note_names_a_cpu_mismatch(trained, tmp_path, monkeypatch):
+    """A file quantised for a VNNI or ARM CPU scored on x86 without VNNI gets one warning line (its F1 there is
+    this CPU's saturating arithmetic, not the target's); this machine's own form gets none."""
+    from click.testing import CliRunner
+
+    import ecgtool.compress.targets as targets
+    from ecgtool.cli.main import main as cli
+    from ecgtool.core.ui import set_quiet
+
+    assert targets.target_note("x86-vnni", here="x86-avx2") and targets.target_note("arm64", here="x86-avx2")
+    assert targets.target_note("x86-vnni", here="x86-vnni") == targets.target_note("x86-avx2", here="x86-avx2") == ""
+    assert targets.target_note("x86-avx2", here="arm64") == ""
+    folder, data = trained
+    out = tmp_path / "vnni.onnx"
+    quantize_folder(folder, data, out=out, target="x86-vnni", calib_size=21, calib_dir=tmp_path, gate=False)
+    set_quiet(False)
+    monkeypatch.setattr(targets, "detect_target", lambda: "x86-avx2")
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--data", str(data), "--threads", "1"])
+    assert r.exit_code == 0 and "warning:" in r.output and "quantised for x86-vnni; this CPU is x86-avx2" in r.output
+    monkeypatch.setattr(targets, "detect_target", lambda: "x86-vnni")
+    r = CliRunner().invoke(cli, ["evaluate", str(out), "--data", str(data), "--threads", "1"])
+    assert r.exit_code == 0 and "quantised for" not in r.output
+
+
 def test_forced_gate_scans_and_keeps_nodes_fp32(trained, tmp_path):
     folder, data = trained
     out = tmp_path / "gated.onnx"

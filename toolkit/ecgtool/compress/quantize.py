@@ -180,8 +180,7 @@ def onnx_logits(path: Path, signals: np.ndarray, idx: np.ndarray, threads: int |
         with tempfile.TemporaryDirectory(prefix="ecgtool-ov-") as tmp:
             xml = onnx2openvino(path, Path(tmp) / "model.xml", "int8")
             return predict_batches(load(xml, threads=threads, verify=False), signals, idx, 256, desc=desc)
-    opts = {} if optimize else {"optimize": False}
-    return predict_batches(load(path, threads=threads, verify=False, **opts), signals, idx, 256, desc=desc)
+    return predict_batches(load(path, threads=threads, verify=False, optimize=optimize), signals, idx, 256, desc=desc)
 
 
 #: how an INT8 file is judged: ORT's fused kernels of this CPU, the QDQ graph as written, or this CPU's OpenVINO

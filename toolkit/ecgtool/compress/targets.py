@@ -128,6 +128,26 @@ def resolve_target(target: str | None) -> str:
     return target
 
 
+def target_note(target: str, simulated: bool = False, here: str | None = None) -> str:
+    """One line on running a file quantised for `target` on this machine (`here`: its target, default detected):
+    a TensorRT-form file is scored as TensorRT computes it (`simulated`) or, run by ONNX Runtime's fused kernels,
+    not as TensorRT would; a file for a VNNI or ARM CPU run on x86 without VNNI gets this CPU's saturating int8
+    arithmetic. "" when the file is this machine's (or any x86-avx2 file: 7-bit weights saturate nowhere)."""
+    if target == "tensorrt":
+        return ("quantised for TensorRT: scored as TensorRT computes INT8 (its QDQ graph run by ONNX Runtime "
+                "without fused integer kernels, f1_source simulated-qdq); timings are not TensorRT's" if simulated
+                else "quantised for TensorRT but run by ONNX Runtime's fused INT8 kernels: not what TensorRT computes")
+    try:
+        here = here or detect_target()
+    except BadInput:  # an architecture with no target: nothing to compare
+        return ""
+    if here == "x86-avx2" and target in FORMS and target != "x86-avx2":
+        return (f"quantised for {target}; this CPU is x86-avx2 (no VNNI), where ONNX Runtime's u8 x s8 INT8 kernels "
+                f"can saturate on that form: scores here are this CPU's, not the {target} target's (`ecgtool quantize "
+                "--target x86-avx2` makes this CPU's file)")
+    return ""
+
+
 def form_for(target: str | None, per_channel: bool | None = None,
              keep_fp32: Sequence[str] | None = None, runtime: str = "onnxruntime") -> tuple[str, Int8Form]:
     """(target, form) for a target name (auto: this machine), per-channel and the groups kept FP32 overridden when

@@ -30,7 +30,7 @@ from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, r
 from ecgtool.baseline import features as rr_features
 from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER,
                                 BUNDLE_QUALITY, BUNDLE_SPEC, BUNDLE_STREAM, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, CONFIG, MANIFEST, METRICS,
-                                WEIGHTS, litert_sidecar)
+                                ONNX_META_INT8_TARGET, WEIGHTS, litert_sidecar)
 from ecgtool.data import preprocess, quality, stream
 from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
@@ -65,9 +65,15 @@ def _onnx_of(artifact: Path, precision: str, data: str | os.PathLike | None) -> 
     if kind == "onnxruntime":
         import onnx
 
-        got = onnx_precision(onnx.load(str(artifact), load_external_data=False))
+        model = onnx.load(str(artifact), load_external_data=False)
+        got = onnx_precision(model)
         if precision != "auto" and got != precision:
             raise BadInput(f"{artifact}: an {got} ONNX model, not {precision} (omit --precision to ship it as it is)")
+        if {p.key: p.value for p in model.metadata_props}.get(ONNX_META_INT8_TARGET) == "tensorrt":
+            raise BadInput(f"{artifact}: quantised for TensorRT (its trtexec-int8.sh builds the engine); the bundle "
+                           "runs ONNX Runtime, whose INT8 kernels do not compute that form as TensorRT does (on x86 "
+                           "without VNNI they saturate): package the model folder, or a file made by `ecgtool quantize "
+                           "MODEL --target arm64|x86-avx2|x86-vnni` for the device")
         return artifact
     if kind != "pytorch":
         what = f"a {kind} artifact" if kind else "not an artifact ecgtool knows"

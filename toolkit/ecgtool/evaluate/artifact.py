@@ -45,6 +45,8 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
     opts = {"threads": threads} if threads else {}
     predictor = load(path, **opts)
+    if predictor.note:  # how the file is scored (info), or that this CPU is not the one it was made for (warning)
+        (info if predictor.f1_source else warn)(f"{path}: {predictor.note}")
     model_classes = list(predictor.classes or dataset.classes)
     mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root))
     signals = deployment_signals(dataset, predictor.config)  # a --leads any model: the deployment lead
@@ -66,6 +68,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
         "artifact": str(path),
         "kind": predictor.kind,
         "precision": predictor.precision,
+        "f1_source": predictor.f1_source,
         "data": str(dataset.root),
         "split": split,
         "classes_missing_in_model": mapping.missing_in_model,

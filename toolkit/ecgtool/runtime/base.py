@@ -33,6 +33,11 @@ class PredictorBase:
     #: the largest batch whose logits are each window's own (None: any); scoring (evaluate, bench's F1, the INT8
     #: gate) calls predict with at most this many windows, so an F1 is what one window at a time gets on a device
     score_batch: int | None = None
+    #: how this file's F1 is computed when that is not the plain run ("simulated-qdq": a TensorRT-form INT8 graph run
+    #: as TensorRT computes it); None otherwise
+    f1_source: str | None = None
+    #: one line a command shows before scoring with this predictor ("" when there is nothing to say)
+    note: str = ""
 
 
 def scoring_batch(predictor, batch: int) -> int:

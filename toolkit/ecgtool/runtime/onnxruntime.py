@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_PRECISION, ONNX_META_PREPROCESSING,
-                                 ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
+from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_INT8_TARGET, ONNX_META_PRECISION,
+                                 ONNX_META_PREPROCESSING, ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
 from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes, rr_head_inputs
 
 
@@ -33,10 +33,15 @@ class OnnxRuntimePredictor(PredictorBase):
 
     optimize=False runs the graph as written (ORT_DISABLE_ALL): a QDQ graph's Q/DQ pairs stay explicit
     around FP32 operators, which is the arithmetic TensorRT's INT8 computes (no fused integer kernels).
+    optimize=None (the default) runs a file as its INT8 target does: a file quantised for TensorRT
+    (ecgtool.int8_target "tensorrt") unoptimised, so `evaluate` and `predict` report what TensorRT would give
+    (bench's TensorRT rows, f1_source simulated-qdq) and not ONNX Runtime's fused s8 x s8 kernels, which on x86
+    without VNNI saturate on that form; every other file optimised. `note` says when a file's CPU target is not
+    this machine's (compress.targets.target_note).
     """
 
     kind: str = "onnxruntime"
-    optimize: bool = True
+    optimize: bool | None = None
 
     def __post_init__(self) -> None:
         import onnx
@@ -48,6 +53,15 @@ class OnnxRuntimePredictor(PredictorBase):
             raise BadInput(f"{self.path}: not a readable ONNX file ({one_line(exc)})") from None
         props = {p.key: p.value for p in model.metadata_props}
         self.precision = props.get(ONNX_META_PRECISION) or onnx_precision(model)
+        target = props.get(ONNX_META_INT8_TARGET) if self.precision == "int8" else None
+        if self.optimize is None:
+            self.optimize = target != "tensorrt"
+        if target == "tensorrt" and not self.optimize:
+            self.f1_source = "simulated-qdq"
+        if target:
+            from ecgtool.compress.targets import target_note
+
+            self.note = target_note(target, simulated=not self.optimize)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
                                          else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
