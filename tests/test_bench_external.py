@@ -80,3 +80,25 @@ def test_pipeline_config_accepts_bench_external():
     cfg = default_config()
     cfg["bench"] = {**(cfg.get("bench") or {}), "external": ["/data/handheld"]}
     validate_config(cfg)  # no BadInput
+
+
+def test_tensorrt_row_gets_external_columns_by_its_simulated_arithmetic(tmp_path):
+    """A TensorRT INT8 row is not timed here, but its F1 is (simulated QDQ): so are its external columns and its
+    worst_f1, from the same unoptimised graph."""
+    from tiny_run import BENCH_OPTIONS, make_run
+
+    from ecgtool.bench.external import external_metrics, load_externals
+    from ecgtool.bench.runner import bench
+    from ecgtool.export.int8 import quantize_folder
+    from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
+
+    run, data = make_run(tmp_path)
+    trt = quantize_folder(run / "se_resnet18", data, target="tensorrt", calib_size=21, calib_dir=tmp_path / "c",
+                          gate=False)["path"]
+    ext = _external(tmp_path / "handheld", ["AF", "Normal"])
+    rows = bench([run], data, out=run, external=[ext], **BENCH_OPTIONS).rows
+    row = next(r for r in rows if r["runtime"] == "TensorRT" and r["precision"] == "int8")
+    assert row["f1_source"] == "simulated-qdq" and row["status"].startswith("skipped")
+    want = external_metrics(OnnxRuntimePredictor(trt, threads=1, optimize=False), load_externals([ext])[0], 16)
+    assert row["ext_f1_handheld"] == want["macro_f1"] and row["external"]["handheld"]["n"] == 20
+    assert row["worst_f1"] == min(row["macro_f1"], row["ext_f1_handheld"])

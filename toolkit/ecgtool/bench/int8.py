@@ -73,21 +73,25 @@ GATE_RULE_KEY = "_int8_gate_rule"  # kept on a row while benching, dropped befor
 
 
 def score_tensorrt_simulated(rows: list[dict], candidates: list[dict], x_of: Any, y: np.ndarray,
-                             classes: list[str], threads: int | None, batch: int, metrics: Any) -> None:
+                             classes: list[str], threads: int | None, batch: int, metrics: Any) -> dict[str, Any]:
     """F1 of every TensorRT INT8 row that has its QDQ ONNX graph, simulated by ONNX Runtime without graph optimisations
-    (`x_of(predictor)`: the windows as that graph is deployed, bench.windows.Windows.of)."""
+    (`x_of(predictor)`: the windows as that graph is deployed, bench.windows.Windows.of). Returns the simulating
+    predictors by row index (as a string, like the bench's own), for the external datasets' columns."""
     from ecgtool.runtime.onnxruntime import OnnxRuntimePredictor
 
-    for row, cand in zip(rows, candidates):
+    sims: dict[str, Any] = {}
+    for i, (row, cand) in enumerate(zip(rows, candidates)):
         if cand.get("trt") != "int8" or Path(cand["path"]).suffix != ".onnx":
             continue
         try:
             pred = OnnxRuntimePredictor(Path(cand["path"]), threads=threads, optimize=False)
             row.update(metrics(pred, x_of(pred), y, classes, batch))
             row["f1_source"] = "simulated-qdq"
+            sims[str(i)] = pred
         except Exception as exc:  # a broken graph: the row says so, the bench goes on
             row["f1_source"] = f"simulation failed: {str(exc).splitlines()[0][:120]}"
         row.update(int8_columns(cand["path"]))
+    return sims
 
 
 def compare_with_parents(rows: list[dict], classes: list[str], y: np.ndarray) -> None:

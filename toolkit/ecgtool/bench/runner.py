@@ -249,10 +249,11 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
     with progress_bar("bench", total=2 * len(rows) + 2) as bar:
         preds = _open_all(rows, candidates, threads, device, x, bar)
         _score_all(rows, preds, x, y, ds.classes, throughput_batch, bar)
-        score_tensorrt_simulated(rows, candidates, x.of, y, ds.classes, threads, throughput_batch, _metrics)
+        simulated = score_tensorrt_simulated(rows, candidates, x.of, y, ds.classes, threads, throughput_batch, _metrics)
         compare_with_parents(rows, ds.classes, y)
-        if externals:
-            score_externals(rows, preds, externals, throughput_batch)
+        if externals:  # the TensorRT rows too, by their simulated arithmetic (they are not timed)
+            score_externals(rows, {**preds, **simulated}, externals, throughput_batch)
+        del simulated
         _time_all(rows, preds, x, batch=batch, throughput_batch=throughput_batch, warmup=warmup,
                   min_runs=min_runs, min_time_s=min_time_s, device=device, seed=seed, bar=bar)
     del preds
