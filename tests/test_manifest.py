@@ -40,6 +40,25 @@ def test_a_file_written_outside_any_run_is_not_recorded(tmp_path):
     assert record_in_run(stray, parent=parent) is not None and "x.onnx" in read_manifest(stray.parent)["artifacts"]
 
 
+def test_evaluating_a_lone_file_writes_no_manifest_beside_it(tmp_path):
+    """`ecgtool evaluate /tmp/x.onnx` wrote /tmp/manifest.json, which then made /tmp the run of every later file
+    below it (a test in /tmp/pytest-of-*/ failed on it). A lone file's evaluation is written, not recorded."""
+    from ecgtool.evaluate.artifact import write_evaluation
+
+    lone = tmp_path / "x.onnx"
+    write_text(lone, "int8")
+    metrics = {"artifact": str(lone), "data": str(tmp_path / "d"), "split": "test", "macro_f1": 0.5,
+               "confusion_matrix": [[1, 0], [0, 1]], "classes": ["A", "B"]}
+    out, png = write_evaluation(metrics, tmp_path / "x.eval-d-test.json")
+    assert out.exists() and png.exists() and not (tmp_path / "manifest.json").exists()
+    model = tmp_path / "run" / "m"  # beside a model folder's own file: recorded in its run
+    model.mkdir(parents=True)
+    write_text(model / "config.json", "{}")
+    write_text(model / "model.onnx", "fp32")
+    write_evaluation({**metrics, "artifact": str(model / "model.onnx")}, model / "model.eval-d-test.json")
+    assert "m/model.eval-d-test.json" in read_manifest(tmp_path / "run")["artifacts"]
+
+
 def test_two_processes_recording_into_one_run_lose_no_entry(tmp_path):
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_record_many, args=(str(tmp_path), k * 100)) for k in range(2)]

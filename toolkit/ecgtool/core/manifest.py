@@ -109,11 +109,18 @@ def record_artifact(
 def record_in_run(path: str | os.PathLike, *, parent: str | os.PathLike, extra: dict | None = None) -> dict | None:
     """record_artifact for a file written where the user said (`--out`): recorded in the manifest of the run it
     lies in (a folder that has one, or its parent's run); a file written elsewhere (`--out /tmp/x.onnx`) is not
-    recorded, so that no manifest.json appears in a folder that is not a run. None when not recorded."""
+    recorded, so that no manifest.json appears in a folder that is not a run (`evaluate /tmp/x.onnx` writes its
+    JSON beside a lone file: not recorded either). None when not recorded."""
     run = find_run_root(path)
-    if not (run / MANIFEST).exists() and run != find_run_root(parent):
-        return None
+    if not (run / MANIFEST).exists() and (run != find_run_root(parent) or not _in_model_folder(parent)):
+        return None  # not in a run, and not beside a model folder's own files (a lone /tmp/x.onnx is neither)
     return record_artifact(path, parent=parent, run_dir=run, extra=extra)
+
+
+def _in_model_folder(path: str | os.PathLike) -> bool:
+    """A model folder, or a file in one (its config.json beside it): the start of a run without a manifest yet."""
+    p = Path(path).resolve()
+    return ((p if p.is_dir() else p.parent) / CONFIG).exists()
 
 
 def verify_manifest(run_dir: str | os.PathLike) -> list[dict]:

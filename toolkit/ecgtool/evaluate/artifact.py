@@ -15,7 +15,7 @@ import numpy as np
 
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_json
-from ecgtool.core.manifest import record_artifact
+from ecgtool.core.manifest import record_in_run
 from ecgtool.core.ui import format_cell, info, print_table, progress_bar, quiet_option, warn
 from ecgtool.data.dataset import PreparedDataset, deployment_signals, load_dataset, require_labels
 from ecgtool.evaluate.metrics import compute_metrics, confusion_png, map_classes, per_class_rows
@@ -93,8 +93,8 @@ def write_evaluation(metrics: dict, out: str | os.PathLike) -> tuple[Path, Path]
     write_json(out, metrics)
     title = f"{Path(metrics['artifact']).name} on {Path(metrics['data']).name}/{metrics['split']}"
     confusion_png(metrics["confusion_matrix"], metrics["classes"], png, title)
-    for p in (out, png):
-        record_artifact(p, parent=metrics["artifact"], extra={"macro_f1": metrics["macro_f1"]})
+    for p in (out, png):  # recorded in the artifact's run; a lone file's evaluation (/tmp/x.onnx) in none
+        record_in_run(p, parent=metrics["artifact"], extra={"macro_f1": metrics["macro_f1"]})
     return out, png
 
 
