@@ -273,3 +273,35 @@ def test_rr_init_is_recorded_and_needs_the_rr_head(tmp_path):
     res = CliRunner().invoke(cli, ["train", "--data", str(data), "--arch", "se_resnet", "--depth", "18",
                                    "--out", str(tmp_path / "r2"), "--rr-init", "logreg"])
     assert res.exit_code == 2 and "apply to an RR-head model" in res.output and "Traceback" not in res.output
+
+
+def test_adapt_runs_an_rr_head_model_and_keeps_its_rr_normalisation(hybrid, tmp_path):
+    """`ecgtool adapt` on a hybrid: the trunk's BatchNorms are re-estimated with the RR inputs fed, rr_norm is
+    kept, and the adapted folder scores as the runtime computes it (before: one line, 'needs its RR features')."""
+    import torch
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.evaluate.artifact import evaluate_artifact
+    from ecgtool.models import load_model
+    from ecgtool.train.adapt import adabn, rr_inputs
+
+    folder, data = hybrid
+    out = tmp_path / "adapted"
+    r = CliRunner().invoke(cli, ["adapt", str(folder), "--data", str(data), "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    a, b = load_model(folder).state_dict(), load_model(out).state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
+    assert not any(k.startswith("rr_norm.") for k in changed)
+    assert json.loads((out / "config.json").read_text())["extra"]["adapt"]["batchnorms"] == "trunk (rr_norm kept)"
+    # the same statistics by hand: torch's exact averages over the train windows, RR inputs from runtime's code
+    ds = load_dataset(data)
+    idx = np.sort(ds.indices("train"))
+    m = load_model(folder)
+    adabn(m, ds.signals, idx, rr=rr_inputs(m, ds.signals, idx))
+    for k, v in m.state_dict().items():
+        assert torch.allclose(v.float(), b[k].float(), atol=1e-6), k
+    metrics = json.loads((out / "metrics.json").read_text())["adapt"]
+    assert metrics["macro_f1_adabn"] == pytest.approx(evaluate_artifact(out, data, threads=1)["macro_f1"])

@@ -11,6 +11,12 @@ one additive bias per class on the logits by coordinate ascent on their macro-F1
 folded into the final Linear layer's bias, so the model folder, its ONNX / INT8 / OpenVINO exports
 and a deploy bundle all apply them with no code of their own.
 
+An RR-head model (`train --rr-head`) gets its second input as everywhere else (runtime.base.rr_head_inputs: the
+baseline's window features, in numpy, from the windows as deployed), and AdaBN re-estimates the trunk's
+BatchNorms only: the RR features' normalisation (rr_norm, the `--rr-init` regression's standardisation) is kept,
+since RR intervals do not change with the recording device as QRS morphology does (benchmarks/RESULTS.md measures
+both choices; neither helped Challenge -> MIT-BIH).
+
 The new model folder's config.json `extra.adapt` holds the lineage: parent folder and the SHA-256 of its
 weights, the data, the windows used, and the biases; the run manifest records the parent.
 """
@@ -33,16 +39,48 @@ BIAS_GRID = np.linspace(-4.0, 4.0, 41)
 PASSES = 3
 
 
-def adabn(model: torch.nn.Module, signals: np.ndarray, idx: np.ndarray, batch_size: int = 64) -> int:
-    """Recompute every BatchNorm's running statistics over signals[idx] (exact averages); returns the count."""
+def rr_inputs(model: torch.nn.Module, signals: np.ndarray, idx: np.ndarray, batch_size: int = 256) -> np.ndarray | None:
+    """An RR-head model's second input for signals[idx] [len(idx), D], as the runtime computes it
+    (runtime.base.rr_head_inputs); None for any other model."""
+    from ecgtool.core.ui import progress_bar
+    from ecgtool.runtime.base import rr_head_inputs
+
+    config = model.config.to_dict()
+    if not int(config.get("rr_features") or 0):
+        return None
+    out = []
+    with progress_bar("RR features", len(idx)) as bar:
+        for s in range(0, len(idx), batch_size):
+            rows = idx[s:s + batch_size]
+            out.append(rr_head_inputs(config, np.ascontiguousarray(signals[rows], dtype=np.float32)))
+            bar.advance(len(rows))
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, config["rr_features"]), np.float32)
+
+
+def adabn(model: torch.nn.Module, signals: np.ndarray, idx: np.ndarray, batch_size: int = 64,
+          rr: np.ndarray | None = None) -> int:
+    """Recompute the BatchNorms' running statistics over signals[idx] (exact averages); returns the count.
+
+    `rr`: an RR-head model's second input for the sorted idx (rr_inputs); its rr_norm statistics are kept."""
+    import copy
+
     from torch.optim.swa_utils import update_bn
+
+    from ecgtool.train.fit import DictCall
 
     idx = np.sort(np.asarray(idx, dtype=np.int64))
     if len(idx) < 2:
         raise BadInput(f"adapt: {len(idx)} window(s); AdaBN needs at least 2")
-    batches = (torch.from_numpy(np.ascontiguousarray(signals[idx[s:s + batch_size]], dtype=np.float32))
-               for s in range(0, len(idx), batch_size) if len(idx[s:s + batch_size]) >= 2)
-    update_bn(batches, model, device=None)
+    starts = [s for s in range(0, len(idx), batch_size) if len(idx[s:s + batch_size]) >= 2]
+    x = lambda s: torch.from_numpy(np.ascontiguousarray(signals[idx[s:s + batch_size]], dtype=np.float32))  # noqa: E731
+    rr_norm = getattr(model, "rr_norm", None)
+    if rr is None or rr_norm is None:
+        update_bn((x(s) for s in starts), model, device=None)
+    else:  # torch's update_bn hands the model one object per batch: (signals, RR inputs) as keywords
+        kept = copy.deepcopy(rr_norm.state_dict())
+        update_bn(({"x": x(s), "rr": torch.from_numpy(rr[s:s + batch_size])} for s in starts), DictCall(model),
+                  device=None)
+        rr_norm.load_state_dict(kept)
     model.eval()
     return int(len(idx))
 
@@ -76,12 +114,15 @@ def fit_biases(logits: np.ndarray, y: np.ndarray, num_classes: int, grid: np.nda
     return bias, before, best
 
 
-def _logits(model: torch.nn.Module, signals: np.ndarray, idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def _logits(model: torch.nn.Module, signals: np.ndarray, idx: np.ndarray, batch_size: int = 256,
+            rr: np.ndarray | None = None) -> np.ndarray:
+    """Logits of signals[idx] (an RR-head model: with its RR inputs `rr`, computed from the same windows when None)."""
+    rr = rr_inputs(model, signals, idx) if rr is None else rr
     out = []
     with torch.inference_mode():
         for s in range(0, len(idx), batch_size):
-            out.append(model(torch.from_numpy(np.ascontiguousarray(signals[idx[s:s + batch_size]],
-                                                                   dtype=np.float32))).numpy())
+            x = torch.from_numpy(np.ascontiguousarray(signals[idx[s:s + batch_size]], dtype=np.float32))
+            out.append((model(x) if rr is None else model(x, torch.from_numpy(rr[s:s + batch_size]))).numpy())
     return np.concatenate(out)
 
 
@@ -123,17 +164,21 @@ def adapt_model(model_path: str | os.PathLike, data: str | os.PathLike, out: str
 
     mapping = None if unlabelled else map_classes(list(model.config.classes or ds.classes), ds.classes, str(ds.root))
     test = _scored_split(ds, mapping)
-    before = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
-    n_bn = adabn(model, signals, idx)
-    after_bn = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
+    test_rr = rr_inputs(model, signals, test) if test is not None else None  # an RR-head model's: once
+    before = _macro_f1(model, ds, signals, test, mapping, test_rr) if test is not None else None
+    idx = np.sort(np.asarray(idx, dtype=np.int64))
+    n_bn = adabn(model, signals, idx, rr=rr_inputs(model, signals, idx))
+    after_bn = _macro_f1(model, ds, signals, test, mapping, test_rr) if test is not None else None
     record: dict[str, Any] = {"method": "adabn", "parent": str(src.resolve()), "parent_sha256": sha256(src / WEIGHTS),
                               "data": str(ds.root.resolve()), "data_digest": sha256(ds.root / "meta.json"),
-                              "split": split, "windows": n_bn, "seed": seed, "calibration": None}
+                              "split": split, "windows": n_bn, "seed": seed, "calibration": None,
+                              "batchnorms": "trunk (rr_norm kept)" if getattr(model, "rr_norm", None) is not None
+                              else "all"}
     if calibrate:
         if unlabelled:
             raise BadInput(f"{ds.root}: --calibrate needs labelled windows; this dataset has none (labels -1)")
         record["calibration"] = _calibrate(model, ds, signals, mapping, calibrate, rng)
-    after = _macro_f1(model, ds, signals, test, mapping) if test is not None else None
+    after = _macro_f1(model, ds, signals, test, mapping, test_rr) if test is not None else None
     model.config.extra = {**model.config.extra, "adapt": record}
     summary = {"out": str(dest), "windows": n_bn, "split": split, "test_split": None if test is None else "test",
                "macro_f1_before": before, "macro_f1_adabn": after_bn, "macro_f1_after": after,
@@ -155,10 +200,10 @@ def _scored_split(ds, mapping) -> np.ndarray | None:
     return idx if len(idx) else None
 
 
-def _macro_f1(model, ds, signals: np.ndarray, idx: np.ndarray, mapping) -> float:
+def _macro_f1(model, ds, signals: np.ndarray, idx: np.ndarray, mapping, rr: np.ndarray | None = None) -> float:
     from ecgtool.evaluate.metrics import compute_metrics
 
-    pred = _logits(model, signals, idx).argmax(1)
+    pred = _logits(model, signals, idx, rr=rr).argmax(1)
     classes = list(model.config.classes or ds.classes)
     return compute_metrics(mapping.to_model[ds.labels[idx]], pred, classes)["macro_f1"]
 

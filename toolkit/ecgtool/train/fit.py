@@ -92,8 +92,8 @@ def _batch(data: PreparedDataset, idx: np.ndarray, device: torch.device) -> tupl
 class RRBound(nn.Module):
     """An RR-head model bound to its dataset's RR features [N, F]: called with (x, idx), it adds rr[idx].
 
-    Lets every place that calls `model(x)` on dataset rows (validation, precise BN, pruning's gradients,
-    AdaBN) feed an RR-head model without knowing about its second input. `idx` must be the rows of x
+    Lets every place that calls `model(x)` on dataset rows (validation, precise BN, pruning's gradients)
+    feed an RR-head model without knowing about its second input. `idx` must be the rows of x
     in order (the sorted indices `_batch` reads).
     """
 
@@ -195,13 +195,13 @@ def recalibrate_bn(model: nn.Module, data: PreparedDataset, idx: np.ndarray, bat
         update_bn(batches, model, device=None)
         return
     # update_bn passes one object to the model: (signals, rows) dicts through RRBound
-    bound = _DictCall(RRBound(model, rr))
+    bound = DictCall(RRBound(model, rr))
     batches = ({"x": _batch(data, rows, device)[0], "idx": np.sort(rows)}
                for rows in (idx[s : s + batch_size] for s in range(0, len(idx), batch_size)))
     update_bn(batches, bound, device=None)
 
 
-class _DictCall(nn.Module):
+class DictCall(nn.Module):
     """Calls `inner(**batch)`: torch's update_bn hands the model one object per batch."""
 
     def __init__(self, inner: nn.Module):
