@@ -15,6 +15,8 @@ setup(
         "scipy>=1.10",
         "wfdb>=4.1",
         "scikit-learn>=1.3",
+        # the RR baseline's classifier as ONNX in deploy bundles (baseline/onnx.py); pulls nothing else here
+        "skl2onnx>=1.17",
         "torch-pruning>=1.4",
         "onnx>=1.16",
         "onnxscript>=0.1",

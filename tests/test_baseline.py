@@ -243,3 +243,60 @@ def test_cli_evaluate_corrupt_baseline_exits_2(trained, small_data, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", str(folder), "--data", str(small_data)])
     assert res.exit_code == 2
     assert "features.npz" in res.output
+
+
+def test_package_ships_the_baseline_and_its_bundle_predicts_as_ecgtool_without_torch_or_sklearn(trained, small_data,
+                                                                                                 tmp_path):
+    """`ecgtool package RUN/rr_baseline`: the classifier as ONNX (skl2onnx, checked against scikit-learn, NaN
+    included), the features computed by ecg_features.py; the bundle, with torch, ecgtool and scikit-learn blocked,
+    gives the logits ecgtool's own baseline gives on the same windows."""
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+    from test_rr_head import BLOCKED_LOGITS
+
+    from ecgtool.cli.main import main
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.runtime import load
+
+    run, _ = trained
+    bundle = tmp_path / "bundle"
+    res = CliRunner().invoke(main, ["package", str(run / "rr_baseline"), "--out", str(bundle), "-q"])
+    assert res.exit_code == 0, res.output
+    spec = json.loads((bundle / "model.json").read_text())
+    assert spec["rr_classifier"]["features"] == list(FEATURE_NAMES) and spec["input"]["name"] == "features"
+    assert spec["metrics"]["export_check"]["argmax_agreement"] == 1.0
+    assert spec["metrics"]["export_check"]["max_abs_diff"] < 1e-4
+    assert (bundle / "ecg_features.py").is_file() and "wfdb" in (bundle / "requirements.txt").read_text()
+    ds = load_dataset(small_data)
+    x = np.asarray(ds.signals[np.sort(ds.indices("test"))], dtype=np.float32)
+    ref = load(run / "rr_baseline").predict(x)
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([sys.executable, "-c", BLOCKED_LOGITS, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
+    res = CliRunner().invoke(main, ["package", str(run / "rr_baseline"), "--out", str(tmp_path / "b2"),
+                                    "--precision", "int8"])
+    assert res.exit_code == 2 and "ships as it is" in res.output and not (tmp_path / "b2").exists()
+
+
+def test_baseline_bundle_gives_unseen_classes_their_floor(tmp_path):
+    """A class the classifier never saw gets log(1e-7) in the bundle, as in RRBaseline.predict_logits."""
+    import onnxruntime as ort
+
+    from ecgtool.baseline.onnx import classifier_onnx
+    from ecgtool.deploy.bundle_runner import baseline_logits
+
+    rng = np.random.default_rng(6)
+    feats = rng.normal(size=(40, len(FEATURE_NAMES))).astype(np.float32)
+    model = RRBaseline(classes=["a", "b", "c"], params={**baseline.DEFAULT_PARAMS, "max_iter": 5}).fit(
+        feats, np.array([0, 2] * 20))
+    info = classifier_onnx(model, tmp_path / "model.onnx", feats)
+    assert info["class_index"] == [0, 2]
+    seen = ort.InferenceSession(str(tmp_path / "model.onnx")).run(["probabilities"], {"features": feats})[0]
+    want = np.log(np.clip(model.predict_proba_features(feats), 1e-7, 1.0))
+    np.testing.assert_allclose(baseline_logits(seen, info["class_index"], 3), want, atol=1e-5)

@@ -35,7 +35,7 @@ else:  # run.py in a bundle folder: the copies of the same modules beside it
     import ecg_preprocess as pre
     import ecg_stream as st
     import ecg_episodes as epi
-    try:  # ecg_features.py (baseline/features.py) ships only in the bundle of an RR-head model
+    try:  # ecg_features.py (baseline/features.py) ships only in the bundles of RR-head models and the RR baseline
         import ecg_features as feat
     except ImportError:
         feat = None
@@ -116,6 +116,14 @@ def long_record_result(record: str, fs: float, chunks, predict_fn, spec: dict, c
 # --- the bundle -----------------------------------------------------------------------------------
 
 
+def baseline_logits(seen: np.ndarray, class_index: list[int], k: int) -> np.ndarray:
+    """The RR baseline's logits [N, k] from its classifier's probabilities over the classes it saw in training
+    (columns `class_index` of the model's k classes): log probabilities clipped at 1e-7, as RRBaseline's."""
+    proba = np.zeros((len(seen), k))
+    proba[:, class_index] = seen
+    return np.log(np.clip(proba, 1e-7, 1.0)).astype(np.float32)
+
+
 def _tflite_io():
     """The .tflite interpreters' module: ecgtool.runtime.tflite_io, or its copy ecg_tflite.py in a bundle."""
     if __package__:
@@ -159,6 +167,10 @@ class Bundle:
         if len(inputs) > 1 and (not self.rr or feat is None):
             raise SystemExit(f"{self.folder}: the model has a second input ({inputs[1].name}) but the bundle lacks "
                              "its rr_input spec or ecg_features.py")
+        #: the RR baseline: the graph is its classifier, whose input is the window features (ecg_features.py)
+        self.classifier = self.spec.get("rr_classifier")
+        if self.classifier and feat is None:
+            raise SystemExit(f"{self.folder}: an RR-baseline bundle without ecg_features.py")
 
     def _feeds(self, x: np.ndarray) -> dict:
         feeds = {self.input_name: x.astype(self.dtype)}
@@ -168,10 +180,22 @@ class Bundle:
                                                       bins=self.rr.get("bins")).astype(self.dtype)
         return feeds
 
+    def _classify(self, x: np.ndarray) -> np.ndarray:
+        """The RR baseline's logits: log class probabilities (clipped at 1e-7, as ecgtool's RRBaseline) of the
+        window features, over every class (classes it never saw in training get 1e-7)."""
+        fs = float(self.spec["preprocessing"]["sampling_rate"])
+        ch = int(self.classifier.get("channel", 0))
+        feats = np.stack([feat.window_features(np.asarray(w[ch], dtype=np.float32), fs) for w in x]).astype(np.float32)
+        seen = self.session.run([self.spec["output"]["name"]], {self.input_name: feats})[0]
+        return baseline_logits(seen, self.classifier["class_index"], len(self.spec["classes"]))
+
     def predict(self, batch: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Logits [N, K] of windows [N, C, L]."""
         if self.tflite is not None:
             return self.tflite.predict(batch)
+        if self.classifier:
+            return np.concatenate([self._classify(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+                                  or [np.zeros((0, len(self.spec["classes"])), np.float32)])
         return np.concatenate([self.session.run(None, self._feeds(batch[i:i + batch_size]))[0]
                                for i in range(0, len(batch), batch_size)]).astype(np.float32)
 

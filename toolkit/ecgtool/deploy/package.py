@@ -18,19 +18,23 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from ecgtool.core import ui
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import atomic_dir, atomic_path, read_json, sha256, write_json, write_text
 from ecgtool.core.manifest import find_run_root, is_verifying, manifest_entry, record_artifact, verify_artifact
 from ecgtool.baseline import features as rr_features
+from ecgtool.baseline import onnx as baseline_onnx
 from ecgtool.core.names import (BUNDLE_EPISODES, BUNDLE_FEATURES, BUNDLE_MODEL, BUNDLE_PREPROCESS, BUNDLE_RUNNER,
                                 BUNDLE_QUALITY, BUNDLE_SPEC, BUNDLE_STREAM, BUNDLE_TFLITE, BUNDLE_TFLITE_IO, CONFIG, MANIFEST, METRICS,
-                                ONNX_META_INT8_TARGET, WEIGHTS, litert_sidecar)
+                                BASELINE_FEATURES as WEIGHTS_OF_BASELINE, ONNX_META_INT8_TARGET, WEIGHTS,
+                                litert_sidecar)
 from ecgtool.data import preprocess, quality, stream
 from ecgtool.deploy import bundle_runner, episodes
 from ecgtool.deploy.predict import artifact_config, preprocessing_spec
@@ -185,13 +189,8 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
             overwrite: bool = False) -> Path:
     """Write a deploy bundle folder `out` (see module doc); returns it. `artifact`: a model folder, an .onnx or
     a .tflite. `precision`: auto (INT8 if the model folder has a fresh model.int8.onnx, else FP32; a file as it
-    is), int8, fp16 or fp32."""
-    import onnx
-
-    from ecgtool import __version__
-    from ecgtool.runtime import artifact_kind
-    from ecgtool.runtime.onnxruntime import onnx_precision
-
+    is), int8, fp16 or fp32; the RR baseline's folder ships its classifier as ONNX and computes its features in the
+    bundle (`precision` auto or fp32)."""
     src, out = Path(artifact), Path(out)
     if not src.exists():
         raise BadInput(f"{src}: no such file or folder")
@@ -200,10 +199,28 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
     if out.exists() and (out.is_file() or (any(out.iterdir()) and not overwrite)):
         raise BadInput(f"{out}: exists and is not an empty folder (use --overwrite to replace a bundle)")
     verify_artifact(src)  # a tampered model folder or .onnx is refused before anything is exported or copied
-    onnx_path = _onnx_of(src, precision, data)  # the model file to ship: an .onnx, or the .tflite given
-    verify_artifact(onnx_path)
+    with tempfile.TemporaryDirectory(prefix="ecgtool-package-") as scratch:
+        return _package(src, out, Path(scratch), precision=precision, data=data, lead=lead, tar=tar)
+
+
+def _package(src: Path, out: Path, scratch: Path, *, precision: str, data: str | os.PathLike | None,
+             lead: str | None, tar: bool) -> Path:
+    import onnx
+
+    from ecgtool import __version__
+    from ecgtool.runtime import artifact_kind
+    from ecgtool.runtime.onnxruntime import onnx_precision
+
+    baseline = artifact_kind(src) == "baseline"
+    if baseline:  # the RR baseline: its classifier converted to ONNX here, its features computed by the bundle
+        onnx_path, config, classifier = _baseline_model(src, scratch, precision)
+        source = Path(src if src.is_dir() else src.parent) / WEIGHTS_OF_BASELINE
+    else:
+        onnx_path = _onnx_of(src, precision, data)  # the model file to ship: an .onnx, or the .tflite given
+        verify_artifact(onnx_path)
+        source, classifier = Path(onnx_path), None
+        config = artifact_config(onnx_path)
     tflite = artifact_kind(onnx_path) == "tflm"
-    config = artifact_config(onnx_path)
     side = _tflite_sidecar(onnx_path, precision) if tflite else {}
     if tflite and not config:
         config = side.get("config") or {}
@@ -229,19 +246,22 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         head = {"model_file": BUNDLE_MODEL, "precision": onnx_precision(model), "classes": classes,
                 "input": {"name": inp.name, "shape": dims, "dtype": "float32"},
                 "output": {"name": model.graph.output[0].name, "meaning": "logits; softmax gives class probabilities"}}
-    folder_metrics = Path(onnx_path).parent / METRICS
+        if classifier:
+            head["output"] = {"name": baseline_onnx.OUTPUT, "meaning": "class probabilities over the classes at "
+                              "rr_classifier.class_index (log gives the logits ecgtool reports)"}
+    folder_metrics = source.parent / METRICS
     metrics = {}
     if folder_metrics.is_file():
         m = read_json(folder_metrics)
         metrics = {k: m[k] for k in ("macro_f1", "accuracy", "weighted_f1", "n", "split", "data") if k in m}
         metrics["note"] = "the source PyTorch model on its test split (metrics.json)"
-    check = manifest_entry(Path(onnx_path)).get("check")
+    check = classifier["check"] if classifier else manifest_entry(Path(onnx_path)).get("check")
     if check:
         metrics["export_check"] = check  # this model file against PyTorch, from the run's manifest.json
     model_json = {
         **head,
         "preprocessing": spec,
-        "source": {"path": str(Path(onnx_path).resolve()), "sha256": sha256(onnx_path), "kind": artifact_kind(src),
+        "source": {"path": str(source.resolve()), "sha256": sha256(source), "kind": artifact_kind(src),
                    "given": str(src)},
         "model_config": {k: config.get(k) for k in ("arch", "depth", "width", "in_channels", "num_classes", "rr_features")},
         "metrics": metrics, "ecgtool_version": __version__,
@@ -255,7 +275,12 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
                                   "module": BUNDLE_FEATURES, **((config.get("extra") or {}).get("rr_head") or {})}
     elif len(graph_inputs) > 1:
         raise BadInput(f"{onnx_path}: a graph with {len(graph_inputs)} inputs but no RR head in its config")
-    recorded = manifest_entry(Path(onnx_path)).get("sha256")
+    if classifier:  # the graph's input: the window features ecg_features.py computes (baseline/features.py)
+        model_json["rr_classifier"] = {"input": baseline_onnx.INPUT, "features": list(config["features"]),
+                                       "channel": int(config.get("channel", 0)), "module": BUNDLE_FEATURES,
+                                       "class_index": classifier["class_index"]}
+    features = rr_input or bool(classifier)
+    recorded = None if classifier else manifest_entry(Path(onnx_path)).get("sha256")
     with atomic_dir(out) as tmp:
         shutil.copyfile(onnx_path, tmp / bundle_model)
         # the copy is what ships: hashed again so that a file replaced after the check above is refused too
@@ -272,25 +297,40 @@ def package(artifact: str | os.PathLike, out: str | os.PathLike, *, precision: s
         shutil.copyfile(Path(stream.__file__), tmp / BUNDLE_STREAM)
         shutil.copyfile(Path(quality.__file__), tmp / BUNDLE_QUALITY)
         shutil.copyfile(Path(episodes.__file__), tmp / BUNDLE_EPISODES)
-        if rr_input:
+        if features:
             shutil.copyfile(Path(rr_features.__file__), tmp / BUNDLE_FEATURES)
         if tflite:
             shutil.copyfile(Path(tflite_io.__file__), tmp / BUNDLE_TFLITE_IO)
-        write_text(tmp / "requirements.txt", REQUIREMENTS_TFLITE if tflite else RR_REQUIREMENTS if rr_input else REQUIREMENTS)
+        write_text(tmp / "requirements.txt", REQUIREMENTS_TFLITE if tflite else RR_REQUIREMENTS if features else REQUIREMENTS)
         write_text(tmp / "README.md", _bundle_readme(spec, model_json))
         names = sorted(p.name for p in tmp.iterdir())
         write_text(tmp / "SHA256SUMS", "".join(f"{sha256(tmp / n)}  {n}\n" for n in names))
         for f in tmp.iterdir():  # temp files are private; a bundle is meant to be copied and read
             os.chmod(f, 0o755 if f.name == BUNDLE_RUNNER else 0o644)
-    _record_bundle(out, onnx_path, bundle_model)
+    _record_bundle(out, source, bundle_model)
     if tar:
         archive = out.with_name(out.name + ".tar.gz")
         with atomic_path(archive) as t, tarfile.open(t, "w:gz") as tf:
             tf.add(out, arcname=out.name)
         os.chmod(archive, 0o644)
-        record_artifact(archive, parent=out / bundle_model, run_dir=_run_of(out, onnx_path))
+        record_artifact(archive, parent=out / bundle_model, run_dir=_run_of(out, source))
     ui.info(f"package: {out} ({model_json['precision']}, {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB)")
     return out
+
+
+def _baseline_model(folder: Path, scratch: Path, precision: str) -> tuple[Path, dict, dict]:
+    """(the classifier's ONNX file in `scratch`, the folder's config, {class_index, check}) of an RR baseline."""
+    from ecgtool.baseline.classifier import load_baseline
+
+    if precision not in ("auto", "fp32"):
+        raise BadInput(f"{folder}: the RR baseline ships as it is (float trees), not {precision}; omit --precision")
+    model, config = load_baseline(folder)
+    folder = folder if folder.is_dir() else folder.parent
+    with np.load(folder / WEIGHTS_OF_BASELINE, allow_pickle=False) as npz:
+        feats = npz["features"]
+    path = scratch / BUNDLE_MODEL
+    info = baseline_onnx.classifier_onnx(model, path, feats)
+    return path, {**config, "preprocessing": config.get("preprocessing") or {}}, info
 
 
 def _run_of(out: Path, source: Path) -> Path:

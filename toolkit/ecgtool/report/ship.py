@@ -1,5 +1,5 @@
 """What the report adds so its recommendation ships: the pick among artifacts `ecgtool package` takes,
-with the exact command, why the others (the RR baseline, OpenVINO IR) are not packaged, and warnings
+with the exact command, why the others (OpenVINO IR, microcontroller files) are not packaged, and warnings
 that make the figures suspect (best F1 near chance, timing on an overloaded machine)."""
 
 from __future__ import annotations
@@ -8,20 +8,18 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
-#: artifact kinds `ecgtool package` takes (a PyTorch model folder is exported to ONNX; an .onnx ships as it is)
-PACKAGEABLE_KINDS = ("pytorch", "onnxruntime")
+#: artifact kinds `ecgtool package` takes (a PyTorch model folder is exported to ONNX; an .onnx ships as it is;
+#: the RR baseline's folder ships its classifier as ONNX, its features computed in the bundle)
+PACKAGEABLE_KINDS = ("pytorch", "onnxruntime", "baseline")
 #: best macro-F1 below this multiple of chance (1 / number of classes) is called near chance
 NEAR_CHANCE = 1.5
 
 
 def packageable(row: dict) -> bool:
-    return row.get("kind") in PACKAGEABLE_KINDS and row.get("arch") != "rr_baseline"
+    return row.get("kind") in PACKAGEABLE_KINDS
 
 
 def why_not(row: dict) -> str:
-    if row.get("arch") == "rr_baseline" or row.get("kind") == "baseline":
-        return ("the RR baseline is not packaged: its features need wfdb's XQRS and its classifier is a "
-                "scikit-learn model without a pickle-free export here; a bundle ships ONNX and .tflite models only")
     if row.get("kind") == "tflm":
         return ("a microcontroller artifact: its firmware takes the C export beside the .tflite (model.*-c/); "
                 "`ecgtool package` of the .tflite gives a bundle for checking it on a computer")
@@ -49,7 +47,7 @@ def ship_lines(rows: Sequence[dict], run: Path, recommend, tolerance: float = 1.
                      f"{why_not(best)}.")
     pick = ship_pick(ok, recommend, tolerance)
     if pick is None:
-        return lines + ["No packageable artifact (PyTorch folder or .onnx) ran successfully."]
+        return lines + ["No packageable artifact (PyTorch folder, .onnx or the RR baseline) ran successfully."]
     path = Path(run) / pick["path"]
     lines.append(f"To ship: **{pick['path']}** ({pick['model']} {pick['variant']}, macro-F1 "
                  f"{100 * pick['macro_f1']:.2f} %, {pick['size_mb']:.3g} MB; the smallest packageable artifact within "
