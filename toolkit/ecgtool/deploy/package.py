@@ -143,7 +143,9 @@ def _bundle_readme(spec: dict, model_json: dict) -> str:
         model_line = (f"Model: `{BUNDLE_MODEL}`, {model_json['precision']} ONNX,\ninput `{model_json['input']['name']}` "
                       f"{model_json['input']['shape']}")
         where = "Raspberry Pi, Jetson, any computer with Python 3.9+"
-        install = "numpy, scipy, onnxruntime (add wfdb for .hea records)"
+        install = ("numpy, scipy, onnxruntime, wfdb (R peaks of the RR features)"
+                   if model_json.get("rr_input") or model_json.get("rr_classifier")
+                   else "numpy, scipy, onnxruntime (add wfdb for .hea records)")
     jetson = "" if tflite else "On a Jetson, `pip install onnxruntime-gpu` (NVIDIA's Jetson wheel) runs the same file."
     return f"""# ECG rhythm classifier bundle
 
@@ -177,6 +179,11 @@ Check the files: `sha256sum -c SHA256SUMS`.
 
 def _rr_readme(model_json: dict) -> str:
     rr = model_json.get("rr_input")
+    if model_json.get("rr_classifier"):
+        return (f"The RR baseline: `{BUNDLE_MODEL}` is its gradient-boosted tree classifier (scikit-learn's, as ONNX) "
+                f"over {len(model_json['rr_classifier']['features'])} window features computed by {BUNDLE_FEATURES} "
+                "(wfdb XQRS R peaks, RR irregularity, QRS, P wave; numpy and scipy), as in training; its output is "
+                "class probabilities.\n")
     if not rr:
         return ""
     return (f"RR-head model: the second input `{rr['name']}` ({rr['dim']} values) is computed per window by "
@@ -374,7 +381,8 @@ def _tflite_sidecar(path: Path, precision: str) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle folder.")
 @ui.quiet_option
 def package_command(artifact: Path, out: Path, **options: Any) -> None:
-    """Deploy bundle of ARTIFACT (model folder or .onnx: numpy, scipy and onnxruntime; .tflite: ai-edge-litert)."""
+    """Deploy bundle of ARTIFACT (model folder, the rr_baseline folder or .onnx: numpy, scipy and onnxruntime;
+    .tflite: ai-edge-litert)."""
     opts = {k: v for k, v in options.items() if v is not None and v is not False}
     path = package(artifact, out, **opts)
     click.echo(str(path))
