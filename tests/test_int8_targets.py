@@ -124,7 +124,7 @@ def test_target_note_names_a_cpu_mismatch(trained, tmp_path, monkeypatch):
     this CPU's saturating arithmetic, not the target's); this machine's own form gets none."""
     from click.testing import CliRunner
 
-    import ecgtool.compress.targets as targets
+    import ecgtool.runtime.onnxruntime as targets
     from ecgtool.cli.main import main as cli
     from ecgtool.core.ui import set_quiet
 

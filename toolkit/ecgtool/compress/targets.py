@@ -25,11 +25,11 @@ nothing measurable where it is not needed.
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 from ecgtool.core.errors import BadInput
+from ecgtool.core.machine import cpuid_features, detect_target, proc_flags  # noqa: F401  (CPUID lives in core.machine)
 
 AUTO = "auto"
 
@@ -79,46 +79,6 @@ NNCF_OVERFLOW_FIX = {"x86-avx2": "enable", "x86-vnni": "disable", "arm64": "disa
 RUNTIMES = ("onnxruntime", "openvino")
 
 
-def cpuid_features() -> dict[str, bool]:
-    """CPU features as this process's CPUID reports them (numpy's dispatcher: AVX2, AVX512VNNI, ASIMDDP, ...)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return {k: bool(v) for k, v in __cpu_features__.items()}
-
-
-def proc_flags() -> set[str]:
-    """The flags line of /proc/cpuinfo (the host's view; empty if unreadable)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def detect_target(cpu: dict[str, bool] | None = None, flags: set[str] | None = None, machine: str | None = None) -> str:
-    """The INT8 target of this machine: x86-vnni, x86-avx2 (any x86 without VNNI) or arm64.
-
-    CPUID decides. /proc/cpuinfo only adds AVX-VNNI (which numpy does not report), and only when it agrees
-    with CPUID on AVX2 and AVX-512 VNNI (else it is the host's file seen through an emulator).
-    """
-    cpu = cpuid_features() if cpu is None else cpu
-    flags = proc_flags() if flags is None else flags
-    machine = (machine or platform.machine()).lower()
-    if machine in ("aarch64", "arm64"):
-        return "arm64"
-    if machine not in ("x86_64", "amd64", "i686", "x86"):
-        raise BadInput(f"--target auto: no INT8 target known for CPU architecture {machine!r} "
-                       f"(choose one of {', '.join(FORMS)})")
-    agrees = ("avx2" in flags) == cpu.get("AVX2", False) and ("avx512_vnni" in flags) == cpu.get("AVX512VNNI", False)
-    vnni = cpu.get("AVX512VNNI", False) or (agrees and cpu.get("AVX2", False) and "avx_vnni" in flags)
-    return "x86-vnni" if vnni else "x86-avx2"
-
-
 def resolve_target(target: str | None) -> str:
     """A concrete target name: `auto` (or None) detects this machine; an unknown name is BadInput."""
     if target in (None, AUTO):
@@ -126,26 +86,6 @@ def resolve_target(target: str | None) -> str:
     if target not in FORMS:
         raise BadInput(f"--target {target}: unknown INT8 target (choose from {', '.join(TARGET_CHOICES)})")
     return target
-
-
-def target_note(target: str, simulated: bool = False, here: str | None = None) -> str:
-    """One line on running a file quantised for `target` on this machine (`here`: its target, default detected):
-    a TensorRT-form file is scored as TensorRT computes it (`simulated`) or, run by ONNX Runtime's fused kernels,
-    not as TensorRT would; a file for a VNNI or ARM CPU run on x86 without VNNI gets this CPU's saturating int8
-    arithmetic. "" when the file is this machine's (or any x86-avx2 file: 7-bit weights saturate nowhere)."""
-    if target == "tensorrt":
-        return ("quantised for TensorRT: scored as TensorRT computes INT8 (its QDQ graph run by ONNX Runtime "
-                "without fused integer kernels, f1_source simulated-qdq); timings are not TensorRT's" if simulated
-                else "quantised for TensorRT but run by ONNX Runtime's fused INT8 kernels: not what TensorRT computes")
-    try:
-        here = here or detect_target()
-    except BadInput:  # an architecture with no target: nothing to compare
-        return ""
-    if here == "x86-avx2" and target in FORMS and target != "x86-avx2":
-        return (f"quantised for {target}; this CPU is x86-avx2 (no VNNI), where ONNX Runtime's u8 x s8 INT8 kernels "
-                f"can saturate on that form: scores here are this CPU's, not the {target} target's (`ecgtool quantize "
-                "--target x86-avx2` makes this CPU's file)")
-    return ""
 
 
 def form_for(target: str | None, per_channel: bool | None = None,

@@ -6,6 +6,8 @@ import os
 import platform
 import time
 
+from ecgtool.core.errors import BadInput
+
 
 
 
@@ -88,3 +90,45 @@ def machine_lines(machine: dict) -> list[str]:
         f"Versions: python {machine['python']}, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
         f"openvino {machine['openvino']}, tensorrt {machine['tensorrt']}",
     ]
+
+
+# --- the INT8 target of this CPU (compress.targets maps it to a QDQ form; runtime warns on a mismatch) ---
+
+def cpuid_features() -> dict[str, bool]:
+    """CPU features as this process's CPUID reports them (numpy's dispatcher: AVX2, AVX512VNNI, ASIMDDP, ...)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return {k: bool(v) for k, v in __cpu_features__.items()}
+
+
+def proc_flags() -> set[str]:
+    """The flags line of /proc/cpuinfo (the host's view; empty if unreadable)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def detect_target(cpu: dict[str, bool] | None = None, flags: set[str] | None = None, machine: str | None = None) -> str:
+    """The INT8 target of this machine: x86-vnni, x86-avx2 (any x86 without VNNI) or arm64.
+
+    CPUID decides. /proc/cpuinfo only adds AVX-VNNI (which numpy does not report), and only when it agrees
+    with CPUID on AVX2 and AVX-512 VNNI (else it is the host's file seen through an emulator).
+    """
+    cpu = cpuid_features() if cpu is None else cpu
+    flags = proc_flags() if flags is None else flags
+    machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    if machine not in ("x86_64", "amd64", "i686", "x86"):
+        raise BadInput(f"--target auto: no INT8 target known for CPU architecture {machine!r} "
+                       "(choose one with --target)")
+    agrees = ("avx2" in flags) == cpu.get("AVX2", False) and ("avx512_vnni" in flags) == cpu.get("AVX512VNNI", False)
+    vnni = cpu.get("AVX512VNNI", False) or (agrees and cpu.get("AVX2", False) and "avx_vnni" in flags)
+    return "x86-vnni" if vnni else "x86-avx2"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.core.errors import BadInput
+from ecgtool.core.machine import detect_target
 from ecgtool.core.names import (ONNX_META_CONFIG, ONNX_META_FORMAT, ONNX_META_INT8_TARGET, ONNX_META_PRECISION,
                                  ONNX_META_PREPROCESSING, ONNX_META_SOURCE_SHA, ONNX_META_VERSION)
 from ecgtool.runtime.base import PredictorBase, check_shape, one_line, config_and_classes, rr_head_inputs
@@ -59,8 +60,6 @@ class OnnxRuntimePredictor(PredictorBase):
         if target == "tensorrt" and not self.optimize:
             self.f1_source = "simulated-qdq"
         if target:
-            from ecgtool.compress.targets import target_note
-
             self.note = target_note(target, simulated=not self.optimize)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
@@ -103,6 +102,26 @@ class OnnxRuntimePredictor(PredictorBase):
             feeds[self.rr_name] = rr.astype(self.input_dtype)
         out = self.session.run(None, feeds)[0]
         return np.asarray(out, dtype=np.float32)
+
+
+def target_note(target: str, simulated: bool = False, here: str | None = None) -> str:
+    """One line on running a file quantised for `target` on this machine (`here`: its target, default detected):
+    a TensorRT-form file is scored as TensorRT computes it (`simulated`) or, run by ONNX Runtime's fused kernels,
+    not as TensorRT would; a file for a VNNI or ARM CPU run on x86 without VNNI gets this CPU's saturating int8
+    arithmetic. "" when the file is this machine's (or any x86-avx2 file: 7-bit weights saturate nowhere)."""
+    if target == "tensorrt":
+        return ("quantised for TensorRT: scored as TensorRT computes INT8 (its QDQ graph run by ONNX Runtime "
+                "without fused integer kernels, f1_source simulated-qdq); timings are not TensorRT's" if simulated
+                else "quantised for TensorRT but run by ONNX Runtime's fused INT8 kernels: not what TensorRT computes")
+    try:
+        here = here or detect_target()
+    except BadInput:  # an architecture with no target: nothing to compare
+        return ""
+    if here == "x86-avx2" and target in ("x86-vnni", "arm64"):
+        return (f"quantised for {target}; this CPU is x86-avx2 (no VNNI), where ONNX Runtime's u8 x s8 INT8 kernels "
+                f"can saturate on that form: scores here are this CPU's, not the {target} target's (`ecgtool quantize "
+                "--target x86-avx2` makes this CPU's file)")
+    return ""
 
 
 def matches(p: Path) -> bool:
