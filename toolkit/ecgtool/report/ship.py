@@ -53,6 +53,9 @@ def ship_lines(rows: Sequence[dict], run: Path, recommend, tolerance: float = 1.
                  f"{100 * pick['macro_f1']:.2f} %, {pick['size_mb']:.3g} MB; the smallest packageable artifact within "
                  f"{tolerance:g} point(s) of the best packageable one): "
                  f"`ecgtool package {shlex.quote(str(path))} --out {shlex.quote(str(Path(run) / 'bundle'))}`")
+    if pick.get("kind") == "baseline":
+        lines.append("The RR baseline's size is its stored training features; its bundle carries the tree classifier "
+                     "as ONNX (larger) and computes wfdb XQRS R peaks and the window features on the device.")
     return lines
 
 
