@@ -305,3 +305,15 @@ def test_adapt_runs_an_rr_head_model_and_keeps_its_rr_normalisation(hybrid, tmp_
         assert torch.allclose(v.float(), b[k].float(), atol=1e-6), k
     metrics = json.loads((out / "metrics.json").read_text())["adapt"]
     assert metrics["macro_f1_adabn"] == pytest.approx(evaluate_artifact(out, data, threads=1)["macro_f1"])
+
+
+def test_qat_of_an_rr_head_model_is_one_line_not_a_traceback(hybrid, tmp_path):
+    from click.testing import CliRunner
+
+    from ecgtool.cli.main import main as cli
+
+    folder, data = hybrid
+    r = CliRunner().invoke(cli, ["quantize", str(folder), "--data", str(data), "--qat", "--qat-epochs", "1",
+                                 "--out", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 2 and "RR-head model" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "q.onnx").exists()

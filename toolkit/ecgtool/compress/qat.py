@@ -195,6 +195,9 @@ def qat_model(folder: str | os.PathLike, fp32_onnx: str | os.PathLike, data: str
     target, form = form_for(target, per_channel, keep_fp32=[])  # QAT fake-quantises every node: no group kept FP32
     ds = load_dataset(data)
     model = load_model(folder)
+    if int(getattr(model.config, "rr_features", 0) or 0):
+        raise BadInput(f"{folder}: an RR-head model (train --rr-head); --qat does not feed its second input (the RR "
+                       "features) yet: use post-training INT8 (`ecgtool quantize MODEL --data DIR`, gated), which does")
     classes = list(model.config.classes or [])
     if classes and classes != list(ds.classes):
         raise BadInput(f"{ds.root}: classes {', '.join(ds.classes)} are not the model's ({', '.join(classes)}); "
