@@ -282,6 +282,8 @@ def test_package_ships_the_baseline_and_its_bundle_predicts_as_ecgtool_without_t
     res = CliRunner().invoke(main, ["package", str(run / "rr_baseline"), "--out", str(tmp_path / "b2"),
                                     "--precision", "int8"])
     assert res.exit_code == 2 and "ships as it is" in res.output and not (tmp_path / "b2").exists()
+    res = CliRunner().invoke(main, ["export", str(run / "rr_baseline"), "--format", "onnx", "--data", str(small_data)])
+    assert res.exit_code == 2 and "`ecgtool package` it" in res.output  # export is for networks; the hint says how
 
 
 def test_baseline_bundle_gives_unseen_classes_their_floor(tmp_path):

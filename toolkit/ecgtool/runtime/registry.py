@@ -62,4 +62,6 @@ def require_model_folder(path: str | os.PathLike) -> Path:
         kind = artifact_kind(path) if Path(path).exists() else None
         if kind is None:
             raise
-        raise BadInput(f"{path}: a {kind} artifact; {str(exc).split('; ', 1)[1]}") from None
+        hint = ("; to deploy the RR baseline, `ecgtool package` it (its classifier ships as ONNX, its features are "
+                "computed in the bundle)") if kind == "baseline" else ""
+        raise BadInput(f"{path}: a {kind} artifact; {str(exc).split('; ', 1)[1]}{hint}") from None
