@@ -125,3 +125,18 @@ def test_cli_bad_input_exits_2(tmp_path, tiny):
     res = CliRunner().invoke(main, ["bench", str(run), "--data", str(tmp_path)])
     assert res.exit_code == 2 and "not a prepared dataset" in res.output
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_discover_skips_deploy_bundles_recorded_in_the_run(tmp_path):
+    """`package` records a bundle in its source's run (also one written outside it); bench must not bench the
+    bundle's copy of the model again (nor an RR-baseline bundle's classifier, whose input is features)."""
+    from tiny_run import make_run
+
+    from ecgtool.deploy.package import package
+
+    run, _ = make_run(tmp_path)
+    before = {c["path"] for c in discover([run])}
+    package(run / "se_resnet18", run / "bundle", precision="fp32")
+    package(run / "se_resnet18", tmp_path / "elsewhere", precision="fp32")
+    after = {c["path"] for c in discover([run])}
+    assert after == before and not any("bundle" in str(p) or "elsewhere" in str(p) for p in after)

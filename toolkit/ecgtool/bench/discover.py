@@ -19,7 +19,7 @@ from ecgtool.bench.int8 import int8_columns
 from ecgtool.core.artifacts import find_config, owning_folder, size_on_disk_mb
 from ecgtool.core.errors import BadInput
 from ecgtool.core.manifest import read_manifest
-from ecgtool.core.names import CONFIG, MANIFEST, OPENVINO_SIDECAR
+from ecgtool.core.names import BUNDLE_RUNNER, BUNDLE_SPEC, CONFIG, MANIFEST, OPENVINO_SIDECAR
 from ecgtool.export.formats import FORMATS, RUNTIME_LABELS, ExportFormat, format_of, trtexec_script
 
 #: QDQ graphs an OpenVINO IR is read from (model.ov-int8.onnx): the IR is the row, not its source run by ORT
@@ -130,6 +130,8 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[dict]:
         if (p / MANIFEST).exists():
             for rel in read_manifest(p)["artifacts"]:
                 q = (p / rel).resolve()
+                if _in_bundle(q):  # a deploy bundle's copy of an artifact benched from its folder (or the RR
+                    continue       # baseline's classifier, whose input is features, not windows)
                 if q.is_dir():
                     add(folder_candidates(q))
                 elif (q.is_file() and q.suffix not in (".json", ".csv", ".md", ".png", ".html", ".sh", ".bin")
@@ -139,6 +141,12 @@ def discover(paths: Sequence[str | os.PathLike]) -> list[dict]:
             if sub.is_dir() and (sub / CONFIG).exists():
                 add(folder_candidates(sub))
     return sorted(found.values(), key=_order)
+
+
+def _in_bundle(path: Path) -> bool:
+    """A file of an `ecgtool package` bundle folder (model.json and run.py beside it)."""
+    folder = path if path.is_dir() else path.parent
+    return (folder / BUNDLE_SPEC).is_file() and (folder / BUNDLE_RUNNER).is_file()
 
 
 def _order(c: dict) -> tuple:
