@@ -16,7 +16,7 @@ such CPUs. The table below follows that guidance and our measurements (benchmark
 OpenVINO (openvino-int8 from a QDQ graph) gets the tensorrt row's symmetric form for every CPU target, with
 reduce_range on x86-avx2 (OPENVINO_FORMS): its CPU plugin saturates like ONNX Runtime's kernels there.
 
-`detect_target()` reads CPUID as this process sees it (numpy's runtime dispatcher, which reads
+`detect_target()` (core.machine, imported here) reads CPUID as this process sees it (numpy's runtime dispatcher, which reads
 cpuid/xgetbv like ONNX Runtime's MLAS), not /proc/cpuinfo alone: under emulation or a masking
 hypervisor /proc/cpuinfo describes the host, not the CPU the kernels run on. An x86 CPU without
 VNNI (AVX2, AVX-512BW without VNNI, or SSE only) gets the x86-avx2 form: reduce_range costs
