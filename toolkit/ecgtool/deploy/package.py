@@ -218,8 +218,7 @@ def _package(src: Path, out: Path, scratch: Path, *, precision: str, data: str |
     from ecgtool.runtime import artifact_kind
     from ecgtool.runtime.onnxruntime import onnx_precision
 
-    baseline = artifact_kind(src) == "baseline"
-    if baseline:  # the RR baseline: its classifier converted to ONNX here, its features computed by the bundle
+    if artifact_kind(src) == "baseline":  # the RR baseline: its classifier converted to ONNX here, its features computed by the bundle
         onnx_path, config, classifier = _baseline_model(src, scratch, precision)
         source = Path(src if src.is_dir() else src.parent) / WEIGHTS_OF_BASELINE
     else:
@@ -337,7 +336,7 @@ def _baseline_model(folder: Path, scratch: Path, precision: str) -> tuple[Path, 
         feats = npz["features"]
     path = scratch / BUNDLE_MODEL
     info = baseline_onnx.classifier_onnx(model, path, feats)
-    return path, {**config, "preprocessing": config.get("preprocessing") or {}}, info
+    return path, config, info
 
 
 def _run_of(out: Path, source: Path) -> Path:

@@ -276,6 +276,7 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     import sys
 
     from ecgtool.runtime import load
+    from ecgtool.runtime.base import show_note
 
     opts = {k: v for k, v in options.items() if v is not None}
     if "fs" in opts:
@@ -295,8 +296,7 @@ def predict_command(artifact: Path, records: tuple[str, ...], explain: bool, exp
     fmt = fmt or ("json" if out is not None or explain or not sys.stdout.isatty() else "table")
     artifact = export_of(artifact, export_format)
     predictor = load(artifact, **({"threads": opts.pop("threads")} if "threads" in opts else {}))
-    if predictor.note:  # how the file runs here (info), or that this CPU is not the one it was made for (warning)
-        (ui.info if predictor.f1_source else ui.warn)(f"{artifact}: {predictor.note}")
+    show_note(predictor, artifact)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     results = predict_records(predictor, records, explain=(explain_method or True) if explain else False, out=out,

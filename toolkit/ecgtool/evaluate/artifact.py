@@ -41,12 +41,12 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
                       batch_size: int = 256, threads: int | None = None) -> dict:
     """Predict a split of a prepared dataset with any artifact and compute metrics (model's class order)."""
     from ecgtool.runtime import load
+    from ecgtool.runtime.base import show_note
 
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
     opts = {"threads": threads} if threads else {}
     predictor = load(path, **opts)
-    if predictor.note:  # how the file is scored (info), or that this CPU is not the one it was made for (warning)
-        (info if predictor.f1_source else warn)(f"{path}: {predictor.note}")
+    show_note(predictor, path)
     model_classes = list(predictor.classes or dataset.classes)
     mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root))
     signals = deployment_signals(dataset, predictor.config)  # a --leads any model: the deployment lead

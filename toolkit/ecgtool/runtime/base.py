@@ -40,6 +40,15 @@ class PredictorBase:
     note: str = ""
 
 
+def show_note(predictor, label: str | Path) -> None:
+    """The predictor's note, once, before a command scores with it: how the file is scored (info), or that this
+    CPU is not the one it was made for (warning)."""
+    from ecgtool.core.ui import info, warn
+
+    if predictor.note:
+        (info if predictor.f1_source else warn)(f"{label}: {predictor.note}")
+
+
 def scoring_batch(predictor, batch: int) -> int:
     """The batch to score `predictor` with: `batch`, capped by the predictor's score_batch."""
     cap = getattr(predictor, "score_batch", None)

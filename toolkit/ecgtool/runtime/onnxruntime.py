@@ -38,7 +38,7 @@ class OnnxRuntimePredictor(PredictorBase):
     (ecgtool.int8_target "tensorrt") unoptimised, so `evaluate` and `predict` report what TensorRT would give
     (bench's TensorRT rows, f1_source simulated-qdq) and not ONNX Runtime's fused s8 x s8 kernels, which on x86
     without VNNI saturate on that form; every other file optimised. `note` says when a file's CPU target is not
-    this machine's (compress.targets.target_note).
+    this machine's (target_note below).
     """
 
     kind: str = "onnxruntime"
