@@ -74,6 +74,32 @@ def test_group_without_nodes_is_one_line(tmp_path):
     assert keep_fp32_nodes(path, ["stem"]) == (["stem conv"], ["stem"])
 
 
+def _rr_graph(path):
+    """The plain graph with a second input joined before the classifier, as `--rr-head` builds it: rr -> Mul ->
+    Concat(trunk, rr) -> Gemm."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 1, 3], [0.1] * 12)
+    k = helper.make_tensor("k", TensorProto.FLOAT, [1, 3], [0.5] * 3)
+    fc = helper.make_tensor("fc", TensorProto.FLOAT, [7, 2], [0.1] * 14)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="stem"), helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"), helper.make_node("Mul", ["rr", "k"], ["m"], name="rr_norm"),
+             helper.make_node("Concat", ["f", "m"], ["j"], name="join", axis=1),
+             helper.make_node("Gemm", ["j", "fc"], ["y"], name="head")]
+    g = helper.make_graph(nodes, "rr", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 16]),
+                                        helper.make_tensor_value_info("rr", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w, k, fc])
+    onnx.save(helper.make_model(g), str(path))
+    return path
+
+
+def test_rr_fusion_group_is_the_path_from_the_rr_input_to_the_classifier(tmp_path):
+    rr = _rr_graph(tmp_path / "rr.onnx")
+    assert dict(candidate_groups(rr))["RR fusion"] == ["rr_norm", "join", "head"]
+    assert keep_fp32_nodes(rr, ["rr-fusion"]) == (["RR fusion"], ["rr_norm", "join", "head"])
+    with pytest.raises(BadInput, match="--keep-fp32 rr-fusion: no RR fusion node in this graph"):
+        keep_fp32_nodes(_plain_graph(tmp_path / "plain.onnx"), ["rr-fusion"])
+
+
 def test_kept_nodes_stay_float_and_are_recorded(trained, tmp_path):
     from ecgtool.core.files import read_json
     from ecgtool.export.int8 import quantize_folder

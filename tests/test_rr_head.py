@@ -130,19 +130,31 @@ def test_onnx_export_and_torch_free_bundle(hybrid, tmp_path):
 
 
 @pytest.mark.slow  # ~10 s of CPU (INT8 calibration, bench), over a minute on this loaded machine
-def test_int8_calibrates_both_inputs_and_benches(hybrid):
+def test_int8_keeps_the_rr_fusion_fp32_and_benches(hybrid, tmp_path):
     import onnx
 
     from ecgtool.bench.runner import bench
+    from ecgtool.compress.gate import candidate_groups
+    from ecgtool.compress.quantize import quantize_model
     from ecgtool.data.dataset import load_dataset
     from ecgtool.export import export
     from ecgtool.runtime import load
 
     folder, data = hybrid
+    # the default keeps the RR fusion FP32 (gate.rr_fusion_nodes): the RR features reach the classifier unquantised
     int8 = export(folder, "onnx-int8", data=data, calib_size=32, threads=1).path
+    # --keep-fp32 none: calibration feeds the second input too, and it is quantised like the signal
+    bare = tmp_path / "bare.int8.onnx"
+    quantize_model(folder / "model.onnx", data, bare, calib_size=32, keep_fp32=["none"], gate=False, threads=1,
+                   calib_dir=tmp_path)
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in onnx.load(str(bare)).graph.node)
     q = onnx.load(str(int8))
-    # calibration fed the second input too: it is quantised like the signal
-    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    fusion = dict(candidate_groups(folder / "model.onnx"))["RR fusion"]
+    assert [n.split("/")[1] for n in fusion] == ["rr_norm", "Concat", "fc"]
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)  # the trunk is still INT8
+    meta = {p.key: p.value for p in q.metadata_props}
+    assert "+fp32:rr-fusion" in json.dumps(meta)
     x = np.asarray(load_dataset(data).signals[:16], dtype=np.float32)
     assert np.isfinite(load(int8).predict(x)).all()
     result = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.01, throughput_batch=4)

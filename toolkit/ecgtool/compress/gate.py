@@ -4,7 +4,8 @@ against FP32 on the validation split; when it costs more, keep the most sensitiv
 The scan is a sensitivity analysis over groups of nodes that INT8 usually hurts in a 1-D SE-ResNet:
 the stem convolution (1 input channel of min-max-normalised signal: u8 activations span 0-255 and
 saturate AVX2's 16-bit pair sums), the squeeze-and-excitation gates (Sigmoid and its Mul) and their
-small fully connected convolutions, the residual additions and the classifier. Each group is
+small fully connected convolutions, the residual additions and the classifier (and, in an RR-head graph, the
+fusion of the RR features with the trunk, which compress.quantize keeps FP32 by default). Each group is
 quantised away once alone (kept FP32) and ranked by how much of the loss it takes back; the groups
 are then kept FP32 in that order, most sensitive first, until the gate holds or none is left.
 F1s are fractions; the thresholds are in points (1 point = 0.01).
@@ -51,6 +52,10 @@ MIN_WINDOWS_ALPHA = 0.05
 #: INT8 must agree with FP32's argmax on at least this % of validation windows (quantize's default; 0 = off);
 #: the issue's goal on whole MIT-BIH records, measured in benchmarks/RESULTS.md (issue #10, agreement section)
 DEFAULT_AGREEMENT = 99.0
+#: candidate_groups' name of an RR-head graph's fusion (rr_fusion_nodes); kept FP32 by default (compress.quantize)
+RR_FUSION = "RR fusion"
+#: its `--keep-fp32` name
+RR_FUSION_CHOICE = "rr-fusion"
 
 
 def windows_changed(y: np.ndarray, a: np.ndarray, b: np.ndarray, k: int | None = None) -> tuple[int, int]:
@@ -183,7 +188,8 @@ def judge(y: np.ndarray, fp32_pred: np.ndarray, int8_pred: np.ndarray, classes: 
 
 
 def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
-    """[(group, node names)] of an FP32 ONNX graph, in scan order: stem conv, SE gates, SE fc, residual adds, classifier."""
+    """[(group, node names)] of an FP32 ONNX graph, in scan order: stem conv, SE gates, SE fc, residual adds, classifier,
+    and for an RR-head graph its RR fusion (rr_fusion_nodes)."""
     import onnx
 
     g = onnx.load(str(path), load_external_data=False).graph
@@ -211,13 +217,43 @@ def candidate_groups(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
     adds = [n.name for n in g.node if n.op_type == "Add" and sum(1 for i in n.input if i not in inits) == 2]
     head = [n.name for n in g.node if n.op_type in ("Gemm", "MatMul") and n.name not in se_fc]
     groups = [("stem conv", [convs[0].name] if convs else []), ("SE gates", gates), ("SE fc", se_fc),
-              ("residual adds", adds), ("classifier", head[-1:])]
+              ("residual adds", adds), ("classifier", head[-1:]), (RR_FUSION, rr_fusion_nodes(g))]
     return [(name, nodes) for name, nodes in groups if nodes]
 
 
-#: `--keep-fp32 GROUP` -> the candidate_groups group it names; `suspects` names all five
+def rr_fusion_nodes(g) -> list[str]:
+    """An RR-head graph's fusion (models.network, --rr-head): the nodes from its second input (the RR features) up
+    to and including the Concat that joins them to the pooled trunk features, and the layer that reads the Concat.
+
+    Quantised, that Concat gets one scale for two very different ranges (post-ReLU trunk features, >= 0, and
+    normalised RR features with long tails) and the classifier reads both through it: on the MIT-BIH hybrid of
+    benchmarks/RESULTS.md it carried almost all of INT8's error (test agreement 98.64 % -> 100 % kept FP32).
+    [] for a graph with one input."""
+    inits = {t.name for t in g.initializer}
+    inputs = [i.name for i in g.input if i.name not in inits]
+    if len(inputs) < 2:
+        return []
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    nodes: list[str] = []
+    todo = [inputs[1]]
+    while todo:
+        for n in consumers.get(todo.pop(), []):
+            if n.name in nodes:
+                continue
+            nodes.append(n.name)
+            if n.op_type == "Concat":  # the join: keep the layer that reads it, stop there
+                nodes += [m.name for m in consumers.get(n.output[0], []) if m.name not in nodes]
+            else:
+                todo += list(n.output)
+    return nodes
+
+
+#: `--keep-fp32 GROUP` -> the candidate_groups group it names; `suspects` names every group the graph has
 KEEP_FP32_GROUPS = {"stem": "stem conv", "se-gates": "SE gates", "se-fc": "SE fc", "residual-adds": "residual adds",
-                    "classifier": "classifier"}
+                    "classifier": "classifier", RR_FUSION_CHOICE: RR_FUSION}
 SUSPECTS = "suspects"
 #: `--keep-fp32 none`: no group FP32 from the start (drops the target's default groups, compress.targets.FORMS)
 NO_GROUP = "none"
@@ -225,7 +261,7 @@ KEEP_FP32_CHOICES = (*KEEP_FP32_GROUPS, SUSPECTS, NO_GROUP)
 
 
 def keep_fp32_names(groups: Sequence[str] | str | None) -> tuple[str, ...]:
-    """The `--keep-fp32` group names in table order (`suspects`: all five; `none`: no group), else BadInput naming
+    """The `--keep-fp32` group names in table order (`suspects`: every group; `none`: no group), else BadInput naming
     the unknown one."""
     from ecgtool.core.errors import BadInput
 
@@ -253,7 +289,7 @@ def keep_fp32_nodes(path: str | os.PathLike, groups: Sequence[str]) -> tuple[lis
     """(groups as candidate_groups names them, their node names) of FP32 graph `path` for `--keep-fp32` names.
 
     A group named on its own that matches no node of the graph is BadInput (e.g. se-gates on a plain ResNet);
-    `suspects` takes whichever of the five the graph has."""
+    `suspects` takes whichever groups the graph has."""
     from ecgtool.core.errors import BadInput
 
     names = keep_fp32_names(groups)

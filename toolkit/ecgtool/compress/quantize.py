@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -33,7 +34,8 @@ from ecgtool.core import ui
 from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
 from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
-                                   candidate_groups, judge, keep_fp32_nodes, latency_ratio, scan)
+                                   RR_FUSION, RR_FUSION_CHOICE, candidate_groups, judge, keep_fp32_names,
+                                   keep_fp32_nodes, latency_ratio, scan)
 from ecgtool.compress.targets import detect_target, form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
@@ -223,7 +225,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     are waived, with the reason recorded), or if INT8's argmax agrees with FP32's on fewer than `gate_agreement` %
     of the validation windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
     targets) the file is no faster than FP32 (ecgtool.compress.gate). keep_fp32: node groups FP32 from the start
-    (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS), resolved on the FP32
+    (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS, plus `rr-fusion` in an
+    RR-head graph, gate.rr_fusion_nodes; given: exactly those), resolved on the FP32
     graph by gate.candidate_groups; the gate scans the other groups on top of them. runtime "openvino": the QDQ
     form OpenVINO is given for `target` (compress.targets.OPENVINO_FORMS), judged by this machine's OpenVINO when
     `target` is this machine's, else as written (simulated QDQ). Returns the report (target, form, method, calibration set, gate, test
@@ -243,6 +246,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                        "drop --symmetric/--asymmetric or choose another target")
     target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel, keep_fp32,
                             runtime)
+    if keep_fp32 is None and dict(candidate_groups(fp32)).get(RR_FUSION):  # an RR-head graph: see gate.rr_fusion_nodes
+        form = replace(form, keep_fp32=keep_fp32_names([*form.keep_fp32, RR_FUSION_CHOICE]))
     keep_groups, keep_nodes = keep_fp32_nodes(fp32, form.keep_fp32) if form.keep_fp32 else ([], [])
     exclude = [*exclude, *(n for n in keep_nodes if n not in exclude)]
     ds = load_dataset(data)

@@ -91,7 +91,7 @@ def resolve_target(target: str | None) -> str:
 def form_for(target: str | None, per_channel: bool | None = None,
              keep_fp32: Sequence[str] | None = None, runtime: str = "onnxruntime") -> tuple[str, Int8Form]:
     """(target, form) for a target name (auto: this machine), per-channel and the groups kept FP32 overridden when
-    given (`keep_fp32`: --keep-fp32 names, `suspects` = all five; [] or ["none"]: none, the target's default dropped).
+    given (`keep_fp32`: --keep-fp32 names, `suspects` = every group; [] or ["none"]: none, the target's default dropped).
     runtime "openvino": the QDQ form OpenVINO is given for that CPU target (OPENVINO_FORMS)."""
     from ecgtool.compress.gate import keep_fp32_names
 

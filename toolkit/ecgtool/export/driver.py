@@ -106,7 +106,7 @@ _OPTION_HELP = {
     "gate_agreement": dict(type=float, metavar="PCT", help="INT8 gate: least argmax agreement with FP32, % of validation "
                            f"windows (default {DEFAULT_AGREEMENT:g}; 0: no floor)."),
     "keep_fp32": dict(multiple=True, metavar="GROUP", help="INT8: node group kept FP32 from the start (repeatable): "
-                      "stem, se-gates, se-fc, residual-adds, classifier, suspects (all five) or none (drop the "
+                      "stem, se-gates, se-fc, residual-adds, classifier, rr-fusion, suspects (all) or none (drop the "
                       "target's default); the gate works on top."),
     "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: the gated symmetric QDQ graph "
                          "(qdq; default auto = qdq) or nncf.quantize (needs the [nncf] extra; no accuracy gate)."),

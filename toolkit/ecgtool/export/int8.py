@@ -178,7 +178,7 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
                    "x86-vnni, arm64, tensorrt (signed symmetric, writes model.trt-int8.onnx).")
 @click.option("--keep-fp32", multiple=True, metavar="GROUP",
               help="Node group kept FP32 from the start (repeatable): stem, se-gates, se-fc, residual-adds, classifier, "
-                   "suspects (all five) or none (drop the target's default); the gate keeps more on top if it must.")
+                   "rr-fusion, suspects (all) or none (drop the target's default); the gate keeps more on top if it must.")
 @click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
 @click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
 @click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
