@@ -126,7 +126,10 @@ def test_onnx_int8_and_torch_free_bundle_code_the_same(binned, tmp_path):
 
     int8 = export(folder, "onnx-int8", data=data, calib_size=32, threads=1).path
     q = onnx.load(str(int8))
-    assert any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    # the RR fusion stays FP32 by default (compress.gate.rr_fusion_nodes); the trunk is INT8
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    assert "+fp32:rr-fusion" in {p.key: p.value for p in q.metadata_props}["ecgtool.int8_form"]
     q8 = load(int8).predict(x)
     assert q8.shape == ref.shape and np.isfinite(q8).all()
 
