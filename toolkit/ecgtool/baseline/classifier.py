@@ -12,8 +12,8 @@ allow_pickle=False) and the classifier's hyper-parameters (`config.json`). Loadi
 classifier deterministically (fixed random_state, no early stopping, one thread; load times in
 benchmarks/RESULTS.md). That is cheap, safe, needs no extra dependency, and keeps the exact scikit-learn
 model; a fingerprint of the training-set probabilities in config.json detects a refit that differs
-(e.g. another scikit-learn version) and warns. The alternative, skl2onnx, would add a dependency for
-a model whose costly part (R-peak detection) runs in Python anyway.
+(e.g. another scikit-learn version) and warns. Deploy bundles, which carry no scikit-learn, get the
+classifier as ONNX instead (baseline/onnx.py, skl2onnx, checked against this model when packaged).
 """
 
 from __future__ import annotations
