@@ -98,6 +98,12 @@ def test_rr_fusion_group_is_the_path_from_the_rr_input_to_the_classifier(tmp_pat
     assert keep_fp32_nodes(rr, ["rr-fusion"]) == (["RR fusion"], ["rr_norm", "join", "head"])
     with pytest.raises(BadInput, match="--keep-fp32 rr-fusion: no RR fusion node in this graph"):
         keep_fp32_nodes(_plain_graph(tmp_path / "plain.onnx"), ["rr-fusion"])
+    # a second input that reaches no Concat is not an RR head: no group (not the rest of the graph kept FP32)
+    g = onnx.load(str(rr))
+    join = next(n for n in g.graph.node if n.op_type == "Concat")
+    join.op_type = "Add"
+    onnx.save(g, str(tmp_path / "add.onnx"))
+    assert "RR fusion" not in dict(candidate_groups(tmp_path / "add.onnx"))
 
 
 def test_kept_nodes_stay_float_and_are_recorded(trained, tmp_path):

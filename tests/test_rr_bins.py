@@ -14,7 +14,7 @@ from test_rr_head import BLOCKED_LOGITS
 from tiny_dataset import make_tiny_dataset
 from ecgtool.baseline.features import FEATURE_NAMES, HEAD_DIM, bin_indicators, head_dim, head_inputs, head_vector
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import BUNDLE_FEATURES, ONNX_META_RR_HEAD, ONNX_RR_INPUT
+from ecgtool.core.names import BUNDLE_FEATURES, ONNX_META_INT8_FORM, ONNX_META_RR_HEAD, ONNX_RR_INPUT
 
 N_BINS = 6
 
@@ -129,7 +129,7 @@ def test_onnx_int8_and_torch_free_bundle_code_the_same(binned, tmp_path):
     # the RR fusion stays FP32 by default (compress.gate.rr_fusion_nodes); the trunk is INT8
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] == ONNX_RR_INPUT for n in q.graph.node)
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
-    assert "+fp32:rr-fusion" in {p.key: p.value for p in q.metadata_props}["ecgtool.int8_form"]
+    assert "+fp32:rr-fusion" in {p.key: p.value for p in q.metadata_props}[ONNX_META_INT8_FORM]
     q8 = load(int8).predict(x)
     assert q8.shape == ref.shape and np.isfinite(q8).all()
 

@@ -12,7 +12,7 @@ import pytest
 from tiny_dataset import make_tiny_dataset
 from ecgtool.baseline.features import FEATURE_NAMES, HEAD_DIM, head_inputs, head_vector
 from ecgtool.core.errors import BadInput
-from ecgtool.core.names import BUNDLE_FEATURES, ONNX_META_RR_HEAD, ONNX_RR_INPUT
+from ecgtool.core.names import BUNDLE_FEATURES, ONNX_META_INT8_FORM, ONNX_META_RR_HEAD, ONNX_RR_INPUT
 
 #: a fresh interpreter in a bundle folder where torch, ecgtool and scikit-learn cannot be imported:
 #: computes the bundle's logits of windows argv[1] (.npy) into argv[2]
@@ -154,7 +154,7 @@ def test_int8_keeps_the_rr_fusion_fp32_and_benches(hybrid, tmp_path):
     assert [n.split("/")[1] for n in fusion] == ["rr_norm", "Concat", "fc"]
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)  # the trunk is still INT8
     meta = {p.key: p.value for p in q.metadata_props}
-    assert "+fp32:rr-fusion" in json.dumps(meta)
+    assert meta[ONNX_META_INT8_FORM].endswith("+fp32:rr-fusion")
     x = np.asarray(load_dataset(data).signals[:16], dtype=np.float32)
     assert np.isfinite(load(int8).predict(x)).all()
     result = bench([folder], data, threads=1, warmup=1, min_runs=3, min_time_s=0.01, throughput_batch=4)

@@ -228,7 +228,7 @@ def rr_fusion_nodes(g) -> list[str]:
     Quantised, that Concat gets one scale for two very different ranges (post-ReLU trunk features, >= 0, and
     normalised RR features with long tails) and the classifier reads both through it: on the MIT-BIH hybrid of
     benchmarks/RESULTS.md it carried almost all of INT8's error (test agreement 98.64 % -> 100 % kept FP32).
-    [] for a graph with one input."""
+    [] for a graph with one input, or whose second input reaches no Concat (not an RR head)."""
     inits = {t.name for t in g.initializer}
     inputs = [i.name for i in g.input if i.name not in inits]
     if len(inputs) < 2:
@@ -238,6 +238,7 @@ def rr_fusion_nodes(g) -> list[str]:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     nodes: list[str] = []
+    joined = False
     todo = [inputs[1]]
     while todo:
         for n in consumers.get(todo.pop(), []):
@@ -245,10 +246,11 @@ def rr_fusion_nodes(g) -> list[str]:
                 continue
             nodes.append(n.name)
             if n.op_type == "Concat":  # the join: keep the layer that reads it, stop there
+                joined = True
                 nodes += [m.name for m in consumers.get(n.output[0], []) if m.name not in nodes]
             else:
                 todo += list(n.output)
-    return nodes
+    return nodes if joined else []
 
 
 #: `--keep-fp32 GROUP` -> the candidate_groups group it names; `suspects` names every group the graph has

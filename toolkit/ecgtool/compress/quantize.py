@@ -246,7 +246,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                        "drop --symmetric/--asymmetric or choose another target")
     target, form = form_for("tensorrt" if symmetric and target in (None, "auto") else target, per_channel, keep_fp32,
                             runtime)
-    if keep_fp32 is None and dict(candidate_groups(fp32)).get(RR_FUSION):  # an RR-head graph: see gate.rr_fusion_nodes
+    graph_groups = candidate_groups(fp32)  # read once: the RR-fusion default below and the gate's scan
+    if keep_fp32 is None and dict(graph_groups).get(RR_FUSION):  # an RR-head graph: see gate.rr_fusion_nodes
         form = replace(form, keep_fp32=keep_fp32_names([*form.keep_fp32, RR_FUSION_CHOICE]))
     keep_groups, keep_nodes = keep_fp32_nodes(fp32, form.keep_fp32) if form.keep_fp32 else ([], [])
     exclude = [*exclude, *(n for n in keep_nodes if n not in exclude)]
@@ -311,7 +312,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                 c, loss = v0.worst_class
                 ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f}, agreement "
                         f"{100 * v0.agreement:.2f} % on validation (n={len(val)}); scanning node sensitivity")
-                groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in candidate_groups(fp32)]
+                groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in graph_groups]
                 res = scan(lambda dst, excl: build(dst, excl, method), predict, verdict,
                            [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0), too_slow)
                 chosen = res["path"]
