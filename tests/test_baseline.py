@@ -106,6 +106,25 @@ def test_degenerate_signals_give_nan_safe_features(signal):
     assert feature(vec, "n_beats") >= 0
 
 
+def test_features_in_worker_processes_equal_one_process(monkeypatch):
+    """extract_features split over forked processes (chunks, in any completion order) gives the matrix one
+    process gives, row for row, for the windows `indices` selects; under PARALLEL_MIN windows it stays in one."""
+    from ecgtool.baseline import features as F
+
+    rng = np.random.default_rng(4)
+    sig = np.stack([(regular(rng, hr=50 + 3 * i) if i % 3 else irregular(rng))[None] for i in range(21)])
+    sig[5, 0] = 0.0  # a flat window: NaN features, in a worker too
+    idx = np.array([20, 3, 5, 0, 11, 7, 1, 14, 9, 18, 2, 16, 5])
+    one = F.extract_features(sig, FS, progress=False, indices=idx, workers=1)
+    monkeypatch.setattr(F, "PARALLEL_MIN", 4)
+    monkeypatch.setattr(F, "CHUNK", 3)
+    assert F.feature_workers(2, len(idx)) == 2 and F.feature_workers(2, 3) == 1 and F.feature_workers(1, 99) == 1
+    two = F.extract_features(sig, FS, progress=False, indices=idx, workers=2)
+    assert np.isnan(one[2]).any()
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one[0], F.window_features(sig[20, 0], FS))
+
+
 def test_trains_above_chance_and_writes_a_model_folder(trained):
     run, row = trained
     folder = run / "rr_baseline"

@@ -198,6 +198,12 @@ def test_the_plan_counts_the_rr_baselines_features_for_every_window(tmp_path, mo
     assert off["feature_ms_per_window"] == 0 and on["feature_ms_per_window"] == 100.0
     assert on["baseline_s"] == round((n + (n - int(0.64 * n) - int(0.16 * n))) * 0.1 + 5)
     assert on["expected_s"] - off["expected_s"] == pytest.approx(on["baseline_s"], abs=1)
+    # on 2 threads the train part runs in 2 processes where there are enough windows (baseline.features)
+    from ecgtool.baseline import features as F
+
+    monkeypatch.setattr(F, "PARALLEL_MIN", 1)
+    two = pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "baseline": True}}), tmp_path, 2)
+    assert two["baseline_s"] == round((n / 2 + (n - int(0.64 * n) - int(0.16 * n))) * 0.1 + 5)
 
 
 def test_the_feature_probe_times_the_real_feature_code():

@@ -191,11 +191,38 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a - a.mean()) * (b - b.mean())) / (sa * sb))
 
 
+#: windows below which extract_features stays in one process (starting a worker costs ~1 s of imports)
+PARALLEL_MIN = 256
+#: windows per task sent to a worker process
+CHUNK = 64
+
+
+def feature_workers(workers: int | str | None, n: int) -> int:
+    """Processes for `n` windows: `workers` (an int, or None / "auto": ecgtool.train.defaults.resolve_threads,
+    i.e. $ECGTOOL_THREADS, else every core on a quiet machine and 1 on a busy one); 1 under PARALLEL_MIN windows
+    and where processes cannot be forked (see _extract_parallel)."""
+    import multiprocessing
+
+    from ecgtool.train.defaults import resolve_threads
+
+    if n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(resolve_threads(workers)[0], -(-n // CHUNK)))
+
+
+def _chunk_features(x: np.ndarray, fs: float) -> np.ndarray:
+    """window_features of every row of x [n, L] (one task of a worker process)."""
+    return np.stack([window_features(row, fs) for row in x])
+
+
 def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress: bool = True,
-                     indices: np.ndarray | None = None) -> np.ndarray:
+                     indices: np.ndarray | None = None, workers: int | str | None = None) -> np.ndarray:
     """Feature matrix [N, len(FEATURE_NAMES)] float32 of windows [N, C, L] (one channel used).
 
-    `indices` selects windows of a (memory-mapped) array without loading the others.
+    `indices` selects windows of a (memory-mapped) array without loading the others. `workers`: processes
+    (feature_workers; from PARALLEL_MIN windows up, tasks of CHUNK windows, at most two per worker in flight,
+    so a memory-mapped dataset is never copied whole). Every window's features are computed by the same
+    function either way, so the matrix is the same whatever the number of processes.
     """
     from ecgtool.core.errors import BadInput
     from ecgtool.core.ui import progress_bar
@@ -206,13 +233,42 @@ def extract_features(signals: np.ndarray, fs: float, channel: int = 0, progress:
         raise BadInput(f"channel {channel} not in a {signals.shape[1]}-channel signal")
     rows = np.arange(len(signals)) if indices is None else np.asarray(indices, dtype=np.int64)
     feats = np.empty((len(rows), len(FEATURE_NAMES)), dtype=np.float32)
+    n_proc = feature_workers(workers, len(rows))
     with progress_bar("RR features", len(rows)) if progress and len(rows) >= 64 else _no_bar() as bar:
-        for n, i in enumerate(rows):
-            sig = np.asarray(signals[i, channel], dtype=np.float32)
-            feats[n] = window_features(sig, fs)
-            if bar is not None:
-                bar.advance()
+        if n_proc > 1:
+            _extract_parallel(signals, fs, channel, rows, feats, n_proc, bar)
+        else:
+            for n, i in enumerate(rows):
+                feats[n] = window_features(np.asarray(signals[i, channel], dtype=np.float32), fs)
+                if bar is not None:
+                    bar.advance()
     return feats
+
+
+def _extract_parallel(signals: np.ndarray, fs: float, channel: int, rows: np.ndarray, feats: np.ndarray,
+                      n_proc: int, bar) -> None:
+    """extract_features' work in `n_proc` forked processes. Fork, not spawn: a spawned child re-runs the
+    caller's main script, which breaks any script without an `if __name__ == "__main__"` guard. A forked
+    child of a process that has run torch is safe here because window_features uses no OpenMP (numpy,
+    scipy's FFT and filters, wfdb); it writes nothing to the terminal."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    starts = list(range(0, len(rows), CHUNK))
+    pending: dict = {}
+    with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("fork")) as pool:
+        while starts or pending:
+            while starts and len(pending) < 2 * n_proc:
+                a = starts.pop(0)
+                b = min(a + CHUNK, len(rows))
+                x = np.ascontiguousarray(signals[rows[a:b], channel], dtype=np.float32)
+                pending[pool.submit(_chunk_features, x, fs)] = (a, b)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                a, b = pending.pop(fut)
+                feats[a:b] = fut.result()
+                if bar is not None:
+                    bar.advance(b - a)
 
 
 # --- the RR head's input (the hybrid deep models) --------------------------------------------------

@@ -117,8 +117,12 @@ def plan_training(cfg: dict, out: Path, threads: int) -> dict | None:
     prune_s = sum(per_record * (1 - r) ** 2 * int(p.get("epochs", 10)) + 2
                   for r in p.get("ratios") or [] for _ in (cfg.get("compress") or {}).get("models") or [])
     rest_s = (REST_S[0] + REST_S[1] * ms) * max(1, len((cfg.get("compress") or {}).get("models") or []))
-    # the RR baseline: its features for every window in train, the test windows again in bench, and the fit
-    baseline_s = (n_all + (n_all - n_train - n_val)) * feat_ms / 1e3 + 5 * bool(t.get("baseline"))
+    # the RR baseline: its features for every window in train (in `threads` processes: baseline.features), the
+    # test windows again in bench (batches of 64: one process), and the fit
+    from ecgtool.baseline.features import feature_workers
+
+    n_test = n_all - n_train - n_val
+    baseline_s = (n_all / feature_workers(threads, n_all) + n_test) * feat_ms / 1e3 + 5 * bool(t.get("baseline"))
     expected = 5 + epochs * epoch_s + baseline_s + prune_s + rest_s + _litert_s(cfg, width, k, length)
     return {"epochs": epochs, "most_epochs": most, "budget_s": budget, "epoch_s": round(epoch_s, 1),
             "probe_ms_per_record": round(ms, 3), "threads": threads, "feature_ms_per_window": round(feat_ms, 2),

@@ -26,11 +26,12 @@ def _lead_channel(dataset) -> int:
 
 def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, seed: int = 0,
                    params: dict | None = None, channel: int | None = None, name: str = ARCH,
-                   command: str | None = None) -> dict:
+                   command: str | None = None, workers: int | str | None = None) -> dict:
     """Fit the baseline on the train split of a prepared dataset and write RUN/<name>/ like a deep model.
 
     Writes features.npz, config.json, metrics.json (test metrics, plus `val` and timing) and
-    confusion.png, each recorded in RUN/manifest.json. Returns the summary row (train's layout: model,
+    confusion.png, each recorded in RUN/manifest.json. `workers`: processes for the features
+    (baseline.features.feature_workers; None: auto). Returns the summary row (train's layout: model,
     arch, accuracy, macro_f1, weighted_f1, f1_<class>..., train_seconds, val_macro_f1, feature ms per window).
     """
     from ecgtool.data.dataset import PreparedDataset, load_dataset
@@ -43,7 +44,7 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
     feats: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
         idx = np.sort(dataset.indices(split))
-        feats[split] = extract_features(dataset.signals, dataset.sampling_rate, ch, indices=idx)
+        feats[split] = extract_features(dataset.signals, dataset.sampling_rate, ch, indices=idx, workers=workers)
     feat_ms = 1000.0 * (time.perf_counter() - t0) / max(1, sum(len(f) for f in feats.values()))
     y_train = dataset.labels[np.sort(dataset.indices("train"))]
     t1 = time.perf_counter()

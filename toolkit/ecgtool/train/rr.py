@@ -23,8 +23,10 @@ def _key(data: PreparedDataset) -> str:
     return f"{sha256(data.root / DATASET_META)}:{(data.root / 'signals.npy').stat().st_size}:{len(FEATURE_NAMES)}"
 
 
-def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool = True) -> np.ndarray:
-    """The baseline's window features [N, len(FEATURE_NAMES)] of one lead (channel) of every window, cached."""
+def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool = True,
+                         workers: int | str | None = None) -> np.ndarray:
+    """The baseline's window features [N, len(FEATURE_NAMES)] of one lead (channel) of every window, cached
+    (computed in `workers` processes: baseline.features.feature_workers)."""
     path, key = data.root / RR_HEAD_CACHE, _key(data)
     name = f"ch{channel}"
     cached: dict[str, np.ndarray] = {}
@@ -37,7 +39,7 @@ def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool
             cached = {}
     if name in cached and cached[name].shape == (len(data), len(FEATURE_NAMES)):
         return cached[name]
-    feats = extract_features(data.signals, data.sampling_rate, channel=channel, progress=progress)
+    feats = extract_features(data.signals, data.sampling_rate, channel=channel, progress=progress, workers=workers)
     cached[name] = feats
     try:
         with atomic_path(path) as tmp:
@@ -49,12 +51,12 @@ def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool
 
 
 def dataset_rr_inputs(data: PreparedDataset, channels: int | list[int] = 0, progress: bool = True,
-                      bins: list[list[float]] | None = None) -> np.ndarray:
+                      bins: list[list[float]] | None = None, workers: int | str | None = None) -> np.ndarray:
     """RR-head inputs of every window: [N, D] for one channel, [N, len(channels), D] for a list
     (D = head_dim(bins); `bins`: the bin edges of a model trained with --rr-bins, else None)."""
     if isinstance(channels, int):
-        return head_vector(window_feature_table(data, channels, progress), bins)
-    return np.stack([head_vector(window_feature_table(data, c, progress), bins) for c in channels], axis=1)
+        return head_vector(window_feature_table(data, channels, progress, workers), bins)
+    return np.stack([head_vector(window_feature_table(data, c, progress, workers), bins) for c in channels], axis=1)
 
 
 # --- binned RR inputs (`train --rr-head --rr-bins N`) --------------------------------------------------

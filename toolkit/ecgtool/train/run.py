@@ -217,7 +217,7 @@ def train_models(
         n_bins = recipe.get("rr_bins") or 0
         if n_bins:  # edges from the training rows (every lead's for leads any), kept in config.json
             train = dataset.indices("train")
-            feats = np.concatenate([window_feature_table(dataset, c)[train] for c in channels])
+            feats = np.concatenate([window_feature_table(dataset, c, workers=threads)[train] for c in channels])
             if n_bins == "auto":  # N by grouped cross-validation of the --rr-init regression on these rows
                 groups, kind = dataset.groups()
                 auto = choose_rr_bins(feats, np.tile(dataset.labels[train], len(channels)),
@@ -228,13 +228,14 @@ def train_models(
                      "CV macro-F1 " + ", ".join(f"{r['n_bins']}: {r['mean']:.3f} +- {r['sd']:.3f}"
                                                  for r in auto["scores"]) + ")")
             bins = fit_rr_bins(feats, n_bins) if n_bins else None
-        rr = dataset_rr_inputs(dataset, channels if leads == "any" else 0, bins=bins)
+        rr = dataset_rr_inputs(dataset, channels if leads == "any" else 0, bins=bins, workers=threads)
     rows = []
     if baseline and main:
         from ecgtool.train.baseline import train_baseline
 
         done = out / BASELINE_ARCH / METRICS
-        rows.append(read_json(done)["summary"] if resume and done.exists() else train_baseline(dataset, out, seed=seed))
+        rows.append(read_json(done)["summary"] if resume and done.exists()
+                    else train_baseline(dataset, out, seed=seed, workers=threads))
     for arch, depth in pairs:
         folder = out / f"{arch}{depth}"
         if resume and (folder / METRICS).exists() and is_model_folder(folder):
