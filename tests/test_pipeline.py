@@ -202,6 +202,7 @@ def test_the_plan_counts_the_rr_baselines_features_for_every_window(tmp_path, mo
     from ecgtool.baseline import features as F
 
     monkeypatch.setattr(F, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(F, "CHUNK", 8)
     two = pr.plan_training(load_config({**TINY, "train": {**TINY["train"], "baseline": True}}), tmp_path, 2)
     assert two["baseline_s"] == round((n / 2 + (n - int(0.64 * n) - int(0.16 * n))) * 0.1 + 5)
 
