@@ -178,6 +178,25 @@ def test_runtime_and_evaluate_open_the_folder(trained, small_data):
     assert m["macro_f1"] == pytest.approx(trained[1]["macro_f1"])
 
 
+def test_the_predictor_runs_the_bundles_onnx_trees_and_matches_scikit_learn(trained, small_data):
+    """The folder as a predictor (evaluate, bench, predict) classifies with the skl2onnx graph in ONNX Runtime, the
+    classifier a bundle ships, not scikit-learn's predict_proba: the same probabilities to 1e-4, the same argmax."""
+    from ecgtool.baseline.onnx import OUTPUT
+    from ecgtool.data.dataset import load_dataset
+    from ecgtool.runtime import load
+
+    pred = load(trained[0] / "rr_baseline")
+    assert OUTPUT in [o.name for o in pred.session.get_outputs()]
+    x = np.asarray(load_dataset(small_data).signals[:40])
+    got, want = pred.predict(x), pred.model.predict_logits(x)
+    np.testing.assert_allclose(np.exp(got), np.exp(want), atol=1e-4)
+    assert (got.argmax(1) == want.argmax(1)).all()
+    calls = []
+    pred.model.clf.predict_proba = lambda *a, **k: calls.append(1)  # scikit-learn is not what scores it
+    pred.predict(x[:3])
+    assert not calls
+
+
 def test_cross_dataset_class_mapping(trained, tmp_path):
     """A dataset with a class the baseline never saw: those records are reported, the rest scored."""
     from ecgtool.evaluate.artifact import evaluate_artifact

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from click.testing import CliRunner
 
+from ecgtool.export.formats import RUNTIME_LABELS
 from ecgtool.cli.main import main
 from ecgtool.report.build import recommend, report
 from ecgtool.report.plots import pareto_front
@@ -108,7 +109,7 @@ def test_when_the_baseline_wins_the_networks_get_their_own_recommendation():
     from ecgtool.report.build import recommendation_block
 
     rows = [{**r, "arch": "se_resnet"} for r in TABLE] + [
-        {**_r("rr_baseline", "fp32", 97.0, 0.05, 20.0, runtime="scikit-learn"), "arch": "rr_baseline"}]
+        {**_r("rr_baseline", "fp32", 97.0, 0.05, 20.0, runtime=RUNTIME_LABELS["baseline"]), "arch": "rr_baseline"}]
     lines = recommendation_block(rows, 1.0)
     assert "rr_baseline" in lines[0] and lines[3].startswith("The classical baseline is best")
     assert "se_resnet34 fp32" in lines[4] and "se_resnet34 int8" in lines[5] and "se_resnet18 fp32" in lines[6]

@@ -37,7 +37,7 @@ def _row(path, runtime, precision, f1, size, p50, rng, **extra):
 def full_bench(externals: bool) -> dict:
     """A bench.json with a row for every format of the table, a PyTorch parent and the RR baseline."""
     rng = np.random.default_rng(0)
-    rows = [_row("rr_baseline", "scikit-learn", "fp32", 0.97, 0.07, 60.0, rng, arch="rr_baseline", kind="baseline",
+    rows = [_row("rr_baseline", RUNTIME_LABELS["baseline"], "fp32", 0.97, 0.07, 60.0, rng, arch="rr_baseline", kind="baseline",
                  depth=None),
             _row(MODEL, "PyTorch", "fp32", 0.951234, 2.3, 9.0, rng)]
     for i, (name, spec) in enumerate(FORMATS.items()):

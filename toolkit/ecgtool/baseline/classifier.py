@@ -77,13 +77,19 @@ class RRBaseline:
         return proba
 
     def predict_logits(self, signals: np.ndarray, progress: bool = False) -> np.ndarray:
-        """Log-probabilities [N, K] float32 of windows [N, C, L] (clipped at log(1e-7) so argmax is defined)."""
+        """Log-probabilities [N, K] float32 of windows [N, C, L] (proba_logits) by scikit-learn."""
         feats = extract_features(np.asarray(signals), self.sampling_rate, self.channel, progress=progress)
-        return np.log(np.clip(self.predict_proba_features(feats), 1e-7, 1.0)).astype(np.float32)
+        return proba_logits(self.predict_proba_features(feats))
 
     def fingerprint(self, feats: np.ndarray) -> list[float]:
         """Mean training-set probability per class: a cheap check that a refit reproduced the model."""
         return [round(float(v), 8) for v in self.predict_proba_features(feats).mean(axis=0)]
+
+
+def proba_logits(proba: np.ndarray) -> np.ndarray:
+    """The logits ecgtool reports for class probabilities [N, K]: their log, clipped at log(1e-7) so that argmax is
+    defined (float32)."""
+    return np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-7, 1.0)).astype(np.float32)
 
 
 def _one_thread():

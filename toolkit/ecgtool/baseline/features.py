@@ -198,12 +198,12 @@ CHUNK = 64
 
 
 def feature_workers(workers: int | str | None, n: int) -> int:
-    """Processes for `n` windows: `workers` (an int, or None / "auto": ecgtool.train.defaults.resolve_threads,
+    """Processes for `n` windows: `workers` (an int, or None / "auto": ecgtool.core.machine.resolve_threads,
     i.e. $ECGTOOL_THREADS, else every core on a quiet machine and 1 on a busy one); 1 under PARALLEL_MIN windows
     and where processes cannot be forked (see _extract_parallel)."""
     import multiprocessing
 
-    from ecgtool.train.defaults import resolve_threads
+    from ecgtool.core.machine import resolve_threads
 
     if n < PARALLEL_MIN or "fork" not in multiprocessing.get_all_start_methods():
         return 1

@@ -5,7 +5,9 @@ trees' learnt NaN branches). Input `features` [N, F] float32: the baseline's win
 classes the classifier saw in training (`class_index`: their positions in the model's class list).
 
 The model folder keeps no pickle and no ONNX file (classifier.py): the graph is converted from the refitted
-classifier when a bundle is made and checked against scikit-learn on the folder's training features.
+classifier when a bundle is made, or when the folder is loaded as a predictor (`classifier_session`: evaluate,
+bench and predict run the same graph the bundle ships), and checked against scikit-learn on the folder's
+training features each time.
 """
 
 from __future__ import annotations
@@ -89,3 +91,20 @@ def classifier_onnx(model, out: str | os.PathLike, check_features: np.ndarray) -
     return {"class_index": [int(c) for c in model.clf.classes_],
             "check": {"windows": int(len(x)), "max_abs_diff": diff, "argmax_agreement": agree,
                       "against": "scikit-learn predict_proba on the folder's training features (+ a copy 20 % NaN)"}}
+
+
+def classifier_session(model, check_features: np.ndarray, threads: int | None = None):
+    """An onnxruntime InferenceSession of `model`'s classifier, converted and checked as classifier_onnx does (in a
+    scratch folder; the session keeps the graph in memory), and the class_index of its output columns."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ecgtool-rr-") as tmp:
+        path = Path(tmp) / "classifier.onnx"
+        info = classifier_onnx(model, path, check_features)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session, info["class_index"]

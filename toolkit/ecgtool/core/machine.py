@@ -132,3 +132,32 @@ def detect_target(cpu: dict[str, bool] | None = None, flags: set[str] | None = N
     agrees = ("avx2" in flags) == cpu.get("AVX2", False) and ("avx512_vnni" in flags) == cpu.get("AVX512VNNI", False)
     vnni = cpu.get("AVX512VNNI", False) or (agrees and cpu.get("AVX2", False) and "avx_vnni" in flags)
     return "x86-vnni" if vnni else "x86-avx2"
+
+
+#: environment variable that overrides threads "auto" (the tests set it to 1)
+THREADS_ENV = "ECGTOOL_THREADS"
+
+
+def resolve_threads(threads: int | str | None = "auto") -> tuple[int, str]:
+    """(threads, why): an int is kept; "auto"/None -> $ECGTOOL_THREADS if set, else every core when the
+    1-minute load average is under half the cores (a quiet machine), else 1 (PyTorch's OpenMP threads stall
+    on a busy shared machine: a 2-thread forward pass went from 2 ms to ~500 ms while another process held a core)."""
+    if threads not in (None, "auto"):
+        try:
+            n = int(threads)
+        except (TypeError, ValueError):
+            raise BadInput(f"threads: {threads!r} is neither a number nor auto") from None
+        if n < 1:
+            raise BadInput(f"threads: {n} must be at least 1 (or auto)")
+        return n, "as given"
+    env = os.environ.get(THREADS_ENV)
+    if env:
+        return resolve_threads(env)[0], f"${THREADS_ENV}"
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1, "auto: load average unknown"
+    if load < 0.5 * cores:
+        return cores, f"auto: machine quiet, load {load:.2f} < {0.5 * cores:g} on {cores} cores"
+    return 1, f"auto: machine busy, load {load:.2f} >= {0.5 * cores:g} on {cores} cores"

@@ -28,9 +28,10 @@ RR_HEAD_FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
 #: options every format accepts
 COMMON_OPTIONS = ("data", "check_limit", "threads", "force")
 
-#: backend kind (ecgtool.runtime) -> the name people know it by
+#: backend kind (ecgtool.runtime) -> the name people know it by (the RR baseline: its features in numpy, then its
+#: scikit-learn classifier as ONNX in ONNX Runtime, as the deploy bundle runs it: runtime/baseline.py)
 RUNTIME_LABELS = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT",
-                  "baseline": "scikit-learn", "tflm": "TFLite Micro"}
+                  "baseline": "RR features + ONNX Runtime", "tflm": "TFLite Micro"}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ecgtool.core.errors import BadInput
 from ecgtool.core.names import BENCH_JSON, HISTORY, REPORT_CSV, REPORT_HTML, REPORT_MD
 from ecgtool.core.machine import machine_lines
 from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, quiet_option
+from ecgtool.export.formats import RUNTIME_LABELS
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -233,7 +234,7 @@ def _figures(run: Path, rows: list[dict], shown: list[dict], roles: dict[str, li
         figs["family"] = plots.family_png(fam, baseline["macro_f1"] if baseline and baseline.get("macro_f1") is not None
                                           else None, run / "report_family.png")
     ok_raw = [r for r in rows if r.get("status") == "ok"]
-    parents = [r for r in ok_raw if r.get("variant") == "fp32" and r.get("runtime") in ("PyTorch", "scikit-learn")]
+    parents = [r for r in ok_raw if r.get("variant") == "fp32" and r.get("runtime") in (RUNTIME_LABELS["pytorch"], RUNTIME_LABELS["baseline"])]
     chosen = parents + [r for r in picked_rows(ok_raw, roles) if r not in parents]
     if chosen and classes:
         figs["per_class"] = plots.per_class_png(chosen, classes, run / "report_per_class_f1.png")

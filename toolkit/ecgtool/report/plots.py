@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from ecgtool.core.plots import pyplot, save_figure
+from ecgtool.export.formats import RUNTIME_LABELS
 from ecgtool.core.ui import as_percent
 
-RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT", "scikit-learn": "skl",
-                 "TFLite Micro": "TFLM"}
+RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT",
+                 RUNTIME_LABELS["baseline"]: "RR+ORT", "TFLite Micro": "TFLM"}
 
 
 def label(row: dict) -> str:

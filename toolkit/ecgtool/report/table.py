@@ -20,7 +20,7 @@ WIDTH = 120
 #: the widest an artifact's short name may be; longer names lose their middle to an ellipsis
 NAME_WIDTH = 30
 LEGEND = ("artifact: its path in the run, `model.` dropped, `-prunedNN` as `-pNN`, `openvino-X/model.xml` as `ov-X`; "
-          "backend: PT PyTorch, ORT ONNX Runtime, OV OpenVINO, TRT TensorRT, skl scikit-learn, TFLM TFLite Micro; "
+          "backend: PT PyTorch, ORT ONNX Runtime, OV OpenVINO, TRT TensorRT, RR+ORT the RR baseline's features + its trees in ONNX Runtime, TFLM TFLite Micro; "
           "F1 and agreement in %, deltas in points against the FP32 parent (worst class named); pick: "
           + ", ".join(f"{c} {r}" for r, c in ROLE_CODES.items()) + ". Every column bench measured is in report.csv.")
 

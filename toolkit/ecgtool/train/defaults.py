@@ -13,7 +13,9 @@ the ground: `ecgtool train --data <synth --per-class 60> --arch se_resnet --dept
 
 from __future__ import annotations
 
-import os
+# how threads "auto" is resolved (and $ECGTOOL_THREADS, which overrides it) lives with the machine facts
+# (core.machine), where the stages below train (the RR baseline's feature processes) read it too
+from ecgtool.core.machine import THREADS_ENV, resolve_threads  # noqa: F401
 
 #: Adam learning rate (train, pipeline, search --train-top)
 LR = 1e-3
@@ -38,32 +40,5 @@ RR_BINS_AUTO = (0, 4, 8, 16, 32)
 RR_BINS_CV_FOLDS = 5
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
 THREADS = "auto"
-#: environment variable that overrides "auto" (the tests set it to 1)
-THREADS_ENV = "ECGTOOL_THREADS"
 
 
-def resolve_threads(threads: int | str | None = THREADS) -> tuple[int, str]:
-    """(threads, why): an int is kept; "auto"/None -> $ECGTOOL_THREADS if set, else every core when the
-    1-minute load average is under half the cores (a quiet machine), else 1 (PyTorch's OpenMP threads stall
-    on a busy shared machine: a 2-thread forward pass went from 2 ms to ~500 ms while another process held a core)."""
-    from ecgtool.core.errors import BadInput
-
-    if threads not in (None, "auto"):
-        try:
-            n = int(threads)
-        except (TypeError, ValueError):
-            raise BadInput(f"threads: {threads!r} is neither a number nor auto") from None
-        if n < 1:
-            raise BadInput(f"threads: {n} must be at least 1 (or auto)")
-        return n, "as given"
-    env = os.environ.get(THREADS_ENV)
-    if env:
-        return resolve_threads(env)[0], f"${THREADS_ENV}"
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        return 1, "auto: load average unknown"
-    if load < 0.5 * cores:
-        return cores, f"auto: machine quiet, load {load:.2f} < {0.5 * cores:g} on {cores} cores"
-    return 1, f"auto: machine busy, load {load:.2f} >= {0.5 * cores:g} on {cores} cores"
