@@ -37,6 +37,10 @@ def test_ort_int8_row_has_form_delta_and_agreement(benched_int8):
     assert r["f1_delta_worst"] == pytest.approx(r["per_class_f1"][c] - fp32["per_class_f1"][c], abs=1e-5)
     assert r["f1_delta_macro"] == pytest.approx(r["macro_f1"] - fp32["macro_f1"], abs=1e-5)
     assert r["int8_gate"] in ("pass", "fail") and "_argmax" not in r
+    lost, gained = r["f1_delta_worst_windows"]  # the windows of that class behind its delta
+    assert lost >= 0 and gained >= 0 and (r["f1_delta_worst"] >= 0 or lost > 0)
+    n = int(np.sum(r["confusion"]))  # a window counts for a class only where FP32 and INT8 disagree on it
+    assert lost + gained <= round((1 - r["agreement_fp32"]) * n)
     md = (run / "bench.md").read_text()
     assert "## INT8 against FP32" in md and "u8s8-asym-pc-rr" in md
 

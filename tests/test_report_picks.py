@@ -44,6 +44,7 @@ def full_bench(externals: bool) -> dict:
         extra = {}
         if spec.precision == "int8":
             extra = {"f1_delta_macro": -0.004, "f1_delta_worst": -0.0123, "f1_delta_worst_class": "Normal",
+                     "f1_delta_worst_windows": [3, 1],
                      "agreement_fp32": 0.9931, "int8_gate": "pass", "int8_form": "u8s8-asym-pc-rr",
                      "int8_gate_reason": "holds", "f1_delta": {c: -0.001 * k for k, c in enumerate(CLASSES)}}
         if spec.runtime == "tflm":
@@ -130,6 +131,15 @@ def test_artifact_table_fits_the_page_and_the_csv_keeps_every_column(tmp_path):
             "flash/RAM KB", "pick"} <= set(header)
     too_wide = [line for line in lines if len(line) > WIDTH]
     assert not too_wide, too_wide
+    # the windows behind the worst class's delta: shown where the line has room (no external column), else only in
+    # report.csv; the line fits either way
+    for ext, want in ((True, "-1.2 Normal"), (False, "-1.2 Normal (3-1)")):
+        write_json(tmp_path / "bench.json", full_bench(externals=ext))
+        h, rs, ls = _md_table(build.report(tmp_path, tolerance=1.0, mcu_budget="4096,512").markdown.read_text())
+        worst = [r[h.index("worst Δ")] for r in rs if r[h.index("prec")].strip() == "int8"]
+        assert worst and all(w.strip() == want for w in worst) and max(map(len, ls)) <= WIDTH
+    write_json(tmp_path / "bench.json", bench)
+    result = build.report(tmp_path, tolerance=1.0, mcu_budget="4096,512")
     every_table = [line for line in result.markdown.read_text().splitlines() if line.startswith("|")]
     assert max(map(len, every_table)) <= WIDTH  # the per-pick, cross-dataset, family and dataset tables too
     with open(result.csv, newline="", encoding="utf-8") as fh:

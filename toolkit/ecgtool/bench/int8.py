@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgtool.compress.gate import DEFAULT_AGREEMENT, judge
+from ecgtool.compress.gate import DEFAULT_AGREEMENT, judge, windows_changed
 from ecgtool.core.names import (ONNX_META_INT8_FORM, ONNX_META_INT8_FP32_NODES, ONNX_META_INT8_GATE,
                                 ONNX_META_INT8_QAT_EPOCHS, ONNX_META_INT8_TARGET)
 
@@ -110,6 +110,9 @@ def compare_with_parents(rows: list[dict], classes: list[str], y: np.ndarray) ->
         r["f1_delta_macro"] = round(r["macro_f1"] - parent["macro_f1"], 6)
         r["f1_delta_worst"] = delta[worst] if worst else None
         r["f1_delta_worst_class"] = worst
+        # how many windows that delta is (a 23-window class moves 2-4 points per window): (lost, gained) for the class
+        r["f1_delta_worst_windows"] = (list(windows_changed(y, parent[ARGMAX], r[ARGMAX], classes.index(worst)))
+                                       if worst else None)
         r["f1_delta"] = delta
         r["agreement_fp32"] = round(float(np.mean(r[ARGMAX] == parent[ARGMAX])), 6)
         rule = r.get(GATE_RULE_KEY) or {}

@@ -21,7 +21,9 @@ WIDTH = 120
 NAME_WIDTH = 30
 LEGEND = ("artifact: its path in the run, `model.` dropped, `-prunedNN` as `-pNN`, `openvino-X/model.xml` as `ov-X`; "
           "backend: PT PyTorch, ORT ONNX Runtime, OV OpenVINO, TRT TensorRT, RR+ORT the RR baseline's features + its trees in ONNX Runtime, TFLM TFLite Micro; "
-          "F1 and agreement in %, deltas in points against the FP32 parent (worst class named); pick: "
+          "F1 and agreement in %, deltas in points against the FP32 parent (worst class named, with the windows of that "
+          "class INT8 lost-gained against the parent where the line has room: one window of a 23-window class is 2-4 "
+          "points); pick: "
           + ", ".join(f"{c} {r}" for r, c in ROLE_CODES.items()) + ". Every column bench measured is in report.csv.")
 
 
@@ -55,6 +57,12 @@ def _f1(v: float | None) -> float | None:
     return None if v is None else round(100.0 * v, 2)
 
 
+def _windows(r: dict) -> str:
+    """` (lost-gained)`: the windows behind the worst class's delta (bench's f1_delta_worst_windows), "" if unknown."""
+    w = r.get("f1_delta_worst_windows")
+    return f" ({w[0]}-{w[1]})" if w else ""
+
+
 def compact_rows(rows: Sequence[dict], roles: dict[str, list[str]], score: str = "macro_f1") -> tuple[list[dict], list[str]]:
     """(table rows, columns) of the artifact table. `roles`: artifact id (plots.artifact_id) -> its pick roles. `score`
     `worst_f1` adds the worst-of-own-and-external column (the value the recommendation ranks by)."""
@@ -68,7 +76,7 @@ def compact_rows(rows: Sequence[dict], roles: dict[str, list[str]], score: str =
              "prec": r.get("precision"), "status": status, "MB": r.get("size_mb"),
              "p50 ms": r.get("p50_ms") if status == "ok" else status, "F1 %": _f1(r.get("macro_f1")),
              "ΔF1": _pts(r.get("f1_delta_macro")),
-             "worst Δ": None if worst is None else f"{_pts(worst, 1)} {r.get('f1_delta_worst_class')}",
+             "worst Δ": None if worst is None else f"{_pts(worst, 1)} {r.get('f1_delta_worst_class')}{_windows(r)}",
              "agree %": None if r.get("agreement_fp32") is None else round(100 * r["agreement_fp32"], 1),
              "worst F1": _f1(r.get("worst_f1")),
              "flash/RAM KB": (f"{r['flash_kb']:.0f}/{r['ram_kb']:.0f}" if r.get("flash_kb") is not None
@@ -79,7 +87,14 @@ def compact_rows(rows: Sequence[dict], roles: dict[str, list[str]], score: str =
     cols += ["ΔF1", "worst Δ", "agree %"] if int8 else []
     cols += ["worst F1"] if score == "worst_f1" else []
     cols += ["flash/RAM KB"] if mcu else []
-    return out, cols + ["pick"]
+    cols += ["pick"]
+    from ecgtool.core.ui import markdown_table
+
+    if int8 and max(map(len, markdown_table(out, cols).splitlines())) > WIDTH:  # no room: the windows stay in the csv
+        for c, r in zip(out, rows):
+            if c["worst Δ"] is not None:
+                c["worst Δ"] = c["worst Δ"].removesuffix(_windows(r))
+    return out, cols
 
 
 def status_notes(rows: Sequence[dict]) -> list[str]:
