@@ -10,6 +10,9 @@ does (macro-F1 over the classes both share, real_data.shared_macro_f1), with con
   logreg-bins-N  LogisticRegression on head_vector with the thermometer code of `--rr-bins N` (quantile edges
                  of the train rows, train/rr.py fit_rr_bins; = the untrained `--rr-bins N --rr-init` hybrid)
   logreg-leads   logreg-head fitted on every lead of each training record (--keep-leads data; `--leads any`)
+  logreg-tree-N  as logreg-bins-N, but each feature's edges are the split thresholds of a one-feature decision tree
+                 (scikit-learn, at most N leaves, balanced class weights, >= 5 rows a leaf) fitted on the train rows'
+                 labels: supervised edges, where the classes change along that feature (--tree-bins N)
 
     PYTHONPATH=toolkit OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diag_rr_part.py --out /tmp/c2m --source challenge
 (run after bench_cross.py --out /tmp/c2m, which imports the data and caches the target's features)
@@ -39,6 +42,23 @@ def fit_predict(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, se
     return clf.predict((np.asarray(xte, dtype=np.float64) - mean) / np.sqrt(var + 1e-5))
 
 
+def tree_edges(feats: np.ndarray, labels: np.ndarray, leaves: int, seed: int = 0) -> list[list[float]]:
+    """Per feature, the ascending split thresholds of a decision tree on that feature alone (finite rows)."""
+    from sklearn.tree import DecisionTreeClassifier
+
+    edges = []
+    for j in range(feats.shape[1]):
+        v = np.asarray(feats[:, j], dtype=np.float64)
+        ok = np.isfinite(v)
+        if ok.sum() < 10 or len(np.unique(v[ok])) < 2 or len(np.unique(labels[ok])) < 2:
+            edges.append([])
+            continue
+        t = DecisionTreeClassifier(max_leaf_nodes=leaves, min_samples_leaf=5, class_weight="balanced",
+                                   random_state=seed).fit(v[ok, None], labels[ok]).tree_
+        edges.append(sorted(float(x) for x, f in zip(t.threshold, t.feature) if f >= 0))
+    return edges
+
+
 def main() -> None:
     from ecgtool.baseline.features import head_vector
     from ecgtool.data.dataset import load_dataset
@@ -49,6 +69,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--source", default="challenge", choices=["challenge", "mitdb"])
     ap.add_argument("--bins", default="", help="comma list of bin counts N: logreg-bins-N rows")
+    ap.add_argument("--tree-bins", default="", help="comma list of leaf counts N: logreg-tree-N rows")
     ap.add_argument("--leads", action="store_true", help="also the logreg-leads row (imports --keep-leads data)")
     ap.add_argument("--confusion", default="hgb-raw,logreg-head", help="rows whose confusion matrix is printed")
     args = ap.parse_args()
@@ -70,6 +91,10 @@ def main() -> None:
         for n in [int(b) for b in args.bins.split(",") if b]:
             edges = fit_rr_bins(ftr_all[tr], n)
             rows[f"logreg-bins-{n}"] = (head_vector(ftr_all[tr], edges), head_vector(fte[te], edges))
+    for n in [int(b) for b in args.tree_bins.split(",") if b]:
+        edges = tree_edges(ftr_all[tr], ytr, n)
+        print(f"logreg-tree-{n}: {sum(map(len, edges))} edges over {sum(1 for e in edges if e)} features")
+        rows[f"logreg-tree-{n}"] = (head_vector(ftr_all[tr], edges), head_vector(fte[te], edges))
     ys = {name: ytr for name in rows}
     if args.leads:
         import bench_cross as B
