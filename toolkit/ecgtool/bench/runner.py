@@ -36,7 +36,8 @@ from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, progress_bar, quiet_option
-from ecgtool.train.defaults import THREADS, resolve_threads
+from ecgtool.core.machine import resolve_threads
+from ecgtool.train.defaults import THREADS
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
 THROUGHPUT_CALL_S = 1.0  # longest single call for throughput; slow artifacts get a smaller batch

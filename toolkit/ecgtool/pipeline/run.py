@@ -32,6 +32,7 @@ from typing import Any, Callable
 import click
 
 from ecgtool.core.files import read_json, write_json
+from ecgtool.core.machine import resolve_threads
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import BENCH_CSV, BENCH_JSON, BENCH_MD, CONFIG, METRICS, REPORT_HTML, RUN_JSON, WEIGHTS
@@ -40,7 +41,6 @@ from ecgtool.pipeline import config as pc
 from ecgtool.pipeline.budget import plan_training, say_plan
 from ecgtool.pipeline.config import (KEEP, STATE, STEPS, VALUE_BOUNDS, default_config, load_config,  # noqa: F401
                                      section_keys, step_hashes, validate_config)
-from ecgtool.train import defaults as D
 
 
 # --- the steps: each returns the artifacts (paths under OUT) that prove it finished -------------------------
@@ -225,8 +225,8 @@ def run_pipeline(config: dict | str | os.PathLike | None, out: str | os.PathLike
                            f"(or delete {out} to start again)")
     import torch
 
-    threads, why = D.resolve_threads(cfg["train"].get("threads"))
-    bench_threads, _ = D.resolve_threads((cfg.get("bench") or {}).get("threads"))
+    threads, why = resolve_threads(cfg["train"].get("threads"))
+    bench_threads, _ = resolve_threads((cfg.get("bench") or {}).get("threads"))
     torch.set_num_threads(threads)  # prune fine-tunes in this process too
     plan = state.get("plan") if (state.get("plan") or {}).get("train_hash") == hashes["train"] else None
     train_done = (state["steps"].get("train") or {}).get("status") == "done"

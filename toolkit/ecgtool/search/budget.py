@@ -26,7 +26,8 @@ from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.export.formats import FORMATS as EXPORTS
 from ecgtool.core.ui import info, quiet_option
-from ecgtool.train.defaults import LR, THREADS, resolve_threads
+from ecgtool.core.machine import resolve_threads
+from ecgtool.train.defaults import LR, THREADS
 
 #: what search can measure: the PyTorch folder, the ONNX Runtime formats of the export table and the
 #: microcontroller one (litert-int8, run in TFLM: flash and arena; needs the [mcu] extra, so not a default)

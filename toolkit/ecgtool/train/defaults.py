@@ -13,10 +13,6 @@ the ground: `ecgtool train --data <synth --per-class 60> --arch se_resnet --dept
 
 from __future__ import annotations
 
-# how threads "auto" is resolved (and $ECGTOOL_THREADS, which overrides it) lives with the machine facts
-# (core.machine), where the stages below train (the RR baseline's feature processes) read it too
-from ecgtool.core.machine import THREADS_ENV, resolve_threads  # noqa: F401
-
 #: Adam learning rate (train, pipeline, search --train-top)
 LR = 1e-3
 #: records per batch
@@ -39,6 +35,7 @@ RR_BINS_AUTO = (0, 4, 8, 16, 32)
 #: folds of that cross-validation (fewer when the training split has fewer groups)
 RR_BINS_CV_FOLDS = 5
 #: CPU threads for torch and every benchmarked backend: "auto" = all cores when the machine is quiet, else 1
+#: (how "auto" and $ECGTOOL_THREADS are resolved: core.machine.resolve_threads, read by every stage)
 THREADS = "auto"
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ecgtool.core.files import write_csv, write_text
+from ecgtool.core.machine import resolve_threads
 from ecgtool.train import defaults as D
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset
@@ -168,7 +169,7 @@ def train_models(
     if init is not None and not is_model_folder(init):
         raise BadInput(f"{init}: --init needs a model folder (config.json + model.safetensors)")
     if threads is not None:
-        n_threads, why = D.resolve_threads(threads)
+        n_threads, why = resolve_threads(threads)
         torch.set_num_threads(n_threads)
         info(f"train: {n_threads} torch thread(s) ({why})")
 
