@@ -123,6 +123,11 @@ def test_features_in_worker_processes_equal_one_process(monkeypatch):
     assert np.isnan(one[2]).any()
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one[0], F.window_features(sig[20, 0], FS))
+    # the RR head's inputs as the runtimes compute them (through extract_features) are the bundle's head_inputs
+    from ecgtool.runtime.base import rr_head_inputs
+
+    cfg = {"rr_features": F.HEAD_DIM, "preprocessing": {"sampling_rate": FS}}
+    np.testing.assert_array_equal(rr_head_inputs(cfg, sig[idx]), F.head_inputs(sig[idx], FS))
 
 
 def test_trains_above_chance_and_writes_a_model_folder(trained):

@@ -90,11 +90,13 @@ def config_and_classes(path: Path) -> tuple[dict, list[str]]:
 
 def rr_head_inputs(config: dict, batch: np.ndarray, path: Path | None = None) -> np.ndarray | None:
     """The second input of an RR-head model for a batch of windows [N, C, L] (None for any other model):
-    the baseline's window features (ecgtool.baseline.features.head_inputs) at the model's sampling rate."""
+    the baseline's window features (ecgtool.baseline.features.head_inputs: the same numbers, computed by
+    extract_features, so a batch of PARALLEL_MIN windows or more uses the worker processes) at the model's
+    sampling rate."""
     dim = int(config.get("rr_features") or 0) if isinstance(config, dict) else 0
     if not dim:
         return None
-    from ecgtool.baseline.features import head_dim, head_inputs
+    from ecgtool.baseline.features import extract_features, head_dim, head_vector
     from ecgtool.core.errors import BadInput
 
     bins = rr_bins_of(config)
@@ -104,7 +106,10 @@ def rr_head_inputs(config: dict, batch: np.ndarray, path: Path | None = None) ->
     fs = (config.get("preprocessing") or {}).get("sampling_rate") or (config.get("extra") or {}).get("sampling_rate")
     if not fs:
         raise BadInput(f"{path}: an RR-head model without a sampling rate in its config")
-    return head_inputs(batch, float(fs), channel=0, bins=bins)
+    x = np.asarray(batch, dtype=np.float32)
+    if x.ndim != 3:
+        raise BadInput(f"{path}: RR-head inputs need windows [N, C, L], got shape {x.shape}")
+    return head_vector(extract_features(x, float(fs), channel=0, progress=False), bins)
 
 
 def rr_bins_of(config: dict) -> list[list[float]] | None:
