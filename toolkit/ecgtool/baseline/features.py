@@ -8,8 +8,8 @@ baseline's `feature_ms_per_window` in its metrics.json; figures in benchmarks/RE
 `head_inputs` turns the same vector into the input of the deep models' RR head (`train --rr-head`;
 with `--rr-bins`, also thermometer-coded against bin edges stored in the model's config).
 This module imports only the standard library, numpy and scipy at the top (wfdb when beats are
-detected, ecgtool only inside `extract_features`), so `ecgtool package` ships it unchanged into a
-deploy bundle as ecg_features.py.
+detected, ecgtool only inside `extract_features` and `feature_workers`, which fork worker processes for
+many windows), so `ecgtool package` ships it unchanged into a deploy bundle as ecg_features.py.
 """
 
 from __future__ import annotations
