@@ -17,8 +17,9 @@ from ecgtool.core.plots import pyplot, save_figure
 from ecgtool.export.formats import RUNTIME_LABELS
 from ecgtool.core.ui import as_percent
 
-RUNTIME_SHORT = {"PyTorch": "PT", "ONNX Runtime": "ORT", "OpenVINO": "OV", "TensorRT": "TRT",
-                 RUNTIME_LABELS["baseline"]: "RR+ORT", "TFLite Micro": "TFLM"}
+#: a backend's short name in tables and plots, keyed by its runtime label (export.formats.RUNTIME_LABELS)
+RUNTIME_SHORT = {RUNTIME_LABELS[kind]: short for kind, short in {
+    "pytorch": "PT", "onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT", "baseline": "RR+ORT", "tflm": "TFLM"}.items()}
 
 
 def label(row: dict) -> str:

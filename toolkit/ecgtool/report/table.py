@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ecgtool.core.ui import markdown_table
 from ecgtool.report.plots import ROLE_CODES, RUNTIME_SHORT, artifact_id
 
 #: the widest a markdown table line may be (characters)
@@ -88,8 +89,6 @@ def compact_rows(rows: Sequence[dict], roles: dict[str, list[str]], score: str =
     cols += ["worst F1"] if score == "worst_f1" else []
     cols += ["flash/RAM KB"] if mcu else []
     cols += ["pick"]
-    from ecgtool.core.ui import markdown_table
-
     if int8 and max(map(len, markdown_table(out, cols).splitlines())) > WIDTH:  # no room: the windows stay in the csv
         for c, r in zip(out, rows):
             if c["worst Δ"] is not None:
