@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -m hostile
+
+# pyflakes' errors and syntax errors only (unused names, undefined names): what a review would otherwise catch
+lint: $(STAMP)
+	$(BIN)/ruff check --select F,E9 toolkit tests benchmarks
 
 clean:
 	rm -rf demo .pytest_cache

@@ -53,6 +53,12 @@ VARIANTS = {
     "rr-init-frozen+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "leads": "any"}, "leads"),
     # the RR inputs also thermometer-coded against 16 quantile bins of the training rows (`--rr-bins 16`)
     "rr-bins-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16}, "plain"),
+    # the binned inputs without the regression start, and the binned hybrid with the two data options
+    "rr-bins": (["se_resnet"], {"rr_head": True, "rr_bins": 16}, "plain"),
+    "rr-bins-frozen+leads-any": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16,
+                                                 "leads": "any"}, "leads"),
+    "rr-bins-frozen+device-shift": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": 16,
+                                                    "augment": "device-shift"}, "plain"),
     # the same with N chosen by grouped cross-validation on the training split (`--rr-bins auto`, train/rr.py)
     "rr-bins-auto-frozen": (["se_resnet"], {"rr_head": True, "rr_init": "logreg-frozen", "rr_bins": "auto"}, "plain"),
 }

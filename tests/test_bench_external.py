@@ -44,6 +44,19 @@ def test_bench_external_adds_columns_and_report_ranks_by_worst(tmp_path):
     result = report(run)
     md = (run / "report.md").read_text()
     assert "Across datasets" in md and "worst" in result.recommendation[0] and "Noise" in md
+    import json
+
+    settings = json.loads((run / "bench.json").read_text())["settings"]
+    assert isinstance(settings["rate_check"], list) and isinstance(settings["external"][0]["rate_check"], list)
+    assert "Labels against the rate definitions" in md and "- handheld: " in md and "- own data: " in md
+
+
+def test_rate_lines_name_each_dataset_and_what_contradicts_its_definition():
+    from ecgtool.report.external import rate_lines
+
+    assert rate_lines({}) == []  # a bench without the check (older bench.json): nothing said
+    lines = rate_lines({"rate_check": [], "external": [{"name": "mitdb", "rate_check": ["Normal 16.3 % of 4847 ..."]}]})
+    assert lines == ["own data: every rate-defined class within its definition", "mitdb: Normal 16.3 % of 4847 ..."]
 
 
 def test_recommendation_by_worst_prefers_the_artifact_that_transfers():

@@ -103,3 +103,38 @@ def test_cli_synth_diverse_morphology_and_its_bad_usage(tmp_path):
     res = runner.invoke(main, ["data", "synth", "--out", str(tmp_path / "bad"), "--per-class", "6", "--lead", "aVR"])
     assert res.exit_code == 2 and "needs morphology 'diverse'" in res.output and not (tmp_path / "bad").exists()
     assert "Traceback" not in res.output
+
+
+def test_rates_profile_follows_the_labels_and_warns_where_they_break_the_definition(tmp_path):
+    """Synthetic sinus classes are generated inside their rate definitions (SB 38-60, Normal 60-100, ST 100-160
+    bpm): no warning. The same windows with every SB window relabelled Normal: Normal's slow windows fall outside
+    60-100 bpm by more than the margin, and the CLI names the folder and the class."""
+    from ecgtool.data.info import RATE_MARGIN_BPM, rate_profile
+
+    out = tmp_path / "syn"
+    runner = CliRunner()
+    assert runner.invoke(main, ["data", "synth", "--out", str(out), "--total", "140", "--balance", "equal",
+                                "--seed", "1", "--quiet"]).exit_code == 0
+    res = runner.invoke(main, ["data", "info", str(out), "--rates", "--json", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    rates = {r["class"]: r for r in json.loads(res.output)["rates"]["classes"]}
+    assert rates["SB"]["median_bpm"] < 60 < rates["Normal"]["median_bpm"] < 100 < rates["ST"]["median_bpm"]
+    assert not any(r.get("warn") for r in rates.values())
+    assert rates["SB"]["definition"] == "< 60 bpm" and "definition" not in rates["AF"]
+
+    ds = load_dataset(out)
+    labels = ds.labels.copy()
+    sb, normal = DEFAULT_CLASSES.index("SB"), DEFAULT_CLASSES.index("Normal")
+    labels[labels == sb] = normal
+    bad = tmp_path / "relabelled"
+    write_dataset(bad, np.asarray(ds.signals), labels, DEFAULT_CLASSES, ds.records, ds.splits,
+                  {"sampling_rate": ds.sampling_rate})
+    prof = {r["class"]: r for r in rate_profile(bad, workers=1, progress=False)["classes"]}
+    assert prof["Normal"]["warn"] and prof["Normal"]["windows"] == 40 and prof["SB"]["windows"] == 0
+    share = prof["Normal"]["outside_definition"]
+    assert 0.1 <= share <= 0.5 and prof["Normal"]["under_60"] >= share  # below 60 - margin counts, not 55-60
+    res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert f"{bad}: {share * 100:.1f} % of 40 Normal windows are more than {RATE_MARGIN_BPM:g} bpm outside" in res.output
+    res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--split", "nope"])
+    assert res.exit_code == 2 and "no split named 'nope'" in res.output

@@ -41,8 +41,20 @@ def load_externals(paths: Sequence[str | os.PathLike], max_eval: int | None = No
             name, k = f"{base}{k}", k + 1
         names.add(name)
         out.append({"name": name, "path": str(Path(ds.root).resolve()), "x": Windows(ds, idx),
-                    "y": np.asarray(ds.labels[idx], np.int64), "classes": ds.classes})
+                    "y": np.asarray(ds.labels[idx], np.int64), "classes": ds.classes,
+                    "rate_check": rate_check(ds.root)})
     return out
+
+
+def rate_check(path: str | os.PathLike) -> list[str]:
+    """`data info --rates`'s warnings for a dataset (classes whose labels contradict their rate definition: a
+    cross-dataset F1 falls there for a reason in the labels); [] where R peaks cannot be computed."""
+    from ecgtool.data.info import rate_profile, rate_warnings
+
+    try:
+        return rate_warnings(rate_profile(path, progress=False))
+    except (ImportError, BadInput) as exc:  # wfdb missing, or a dataset too odd to profile: say so, go on
+        return [f"rate check not run: {exc}"]
 
 
 def external_metrics(pred: Any, ext: dict, batch: int) -> dict:

@@ -262,7 +262,12 @@ def bench(paths: Sequence[str | os.PathLike], data: Any, *, threads: int | str |
     settings = {"data": str(Path(ds.root).resolve()), "split": split, "n_eval": n, "threads": threads,
                 "batch": batch, "throughput_batch": throughput_batch, "warmup": warmup, "min_runs": min_runs,
                 "min_time_s": min_time_s, "device": device, "seed": seed,
-                "external": [{"name": e["name"], "path": e["path"], "n": int(len(e["y"]))} for e in externals]}
+                "external": [{"name": e["name"], "path": e["path"], "n": int(len(e["y"])), "rate_check": e["rate_check"]}
+                             for e in externals]}
+    if externals:  # the own data's labels against the rate definitions too, beside the externals'
+        from ecgtool.bench.external import rate_check
+
+        settings["rate_check"] = rate_check(ds.root)
     machine = {**machine_info(threads, device), "load_start": load_start, "load_end": _load_average()}
     result = BenchResult(rows, machine, settings, _dataset_summary(ds))
     if out is not None:

@@ -14,3 +14,11 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
     "ST": "sinus tachycardia",
     "PVC": "premature ventricular contraction(s)",
 }
+
+#: Classes defined by the sinus rate (bpm; None: unbounded), the clinical definitions: sinus rhythm 60-100,
+#: sinus bradycardia under 60, sinus tachycardia over 100. `data info --rates` checks labels against them.
+RATE_DEFINITIONS: dict[str, tuple[float | None, float | None]] = {
+    "Normal": (60.0, 100.0),
+    "SB": (None, 60.0),
+    "ST": (100.0, None),
+}

@@ -1,4 +1,7 @@
-"""`ecgtool data info DIR`: what a prepared dataset holds, and whether its splits share patients."""
+"""`ecgtool data info DIR`: what a prepared dataset holds, and whether its splits share patients;
+with `--rates`, the detected heart rate per class against the rate definitions of the sinus classes
+(a dataset whose "Normal" includes slow sinus rhythm scores low on any rate rule for a reason that is in the
+labels, not in the model)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import click
 import numpy as np
 
 from ecgtool.core.errors import BadInput
-from ecgtool.data.dataset import counts_per_split, load_dataset
+from ecgtool.data.classes import RATE_DEFINITIONS
+from ecgtool.data.dataset import UNLABELLED, counts_per_split, load_dataset
 from ecgtool.data.splits import split_overlap
 
 
@@ -69,6 +73,85 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+#: share of a rate-defined class's windows outside its definition from which `data info --rates` warns
+RATE_WARN_SHARE = 0.10
+#: how far (bpm) past a definition's edge a window must be to count as outside it: a 10-s mean rate and the R-peak
+#: detector's misses put windows of a correctly labelled class a few bpm across 60 or 100
+RATE_MARGIN_BPM = 5.0
+
+
+def _band(lo: float | None, hi: float | None) -> str:
+    return f"{lo:g}-{hi:g} bpm" if lo is not None and hi is not None else (f"< {hi:g} bpm" if lo is None else f"> {lo:g} bpm")
+
+
+def rate_definitions_text() -> str:
+    """data.classes.RATE_DEFINITIONS as words, e.g. "Normal 60-100 bpm, SB < 60 bpm, ST > 100 bpm"."""
+    return ", ".join(f"{c} {_band(*b)}" for c, b in RATE_DEFINITIONS.items())
+
+
+def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Detected heart rate per class of a prepared dataset's `split`: the classical baseline's `hr_bpm`
+    (60 / mean RR of wfdb XQRS R peaks, first channel: the lead the dataset deploys), from the features
+    cached beside the dataset (train.rr.window_feature_table, shared with `train --rr-head` and
+    `--arch rr_baseline`). Per class: windows, windows with a rate (>= 2 beats), median and 10th / 90th
+    percentile, share under 60 and over 100 bpm; for the classes of data.classes.RATE_DEFINITIONS also the
+    share outside the definition by more than RATE_MARGIN_BPM, and `warn` when it is at least RATE_WARN_SHARE."""
+    from ecgtool.baseline.features import FEATURE_NAMES
+    from ecgtool.train.rr import window_feature_table
+
+    ds = load_dataset(path, require_splits=split != "all")
+    idx = ds.indices(split)
+    feats = window_feature_table(ds, 0, progress=progress, workers=workers)
+    hr = feats[idx, FEATURE_NAMES.index("hr_bpm")].astype(np.float64)
+    labels = np.asarray(ds.labels[idx], np.int64)
+    rows = []
+    for k, name in enumerate(ds.classes):
+        v = hr[labels == k]
+        ok = v[np.isfinite(v)]
+        row: dict[str, Any] = {"class": name, "windows": int(len(v)), "with_rate": int(len(ok))}
+        if len(ok):
+            p10, med, p90 = np.percentile(ok, [10, 50, 90])
+            row.update(median_bpm=round(float(med), 1), p10_bpm=round(float(p10), 1), p90_bpm=round(float(p90), 1),
+                       under_60=round(float(np.mean(ok < 60)), 4), over_100=round(float(np.mean(ok > 100)), 4))
+        if name in RATE_DEFINITIONS:
+            lo, hi = RATE_DEFINITIONS[name]
+            row["definition"] = _band(lo, hi)
+            if len(ok):
+                m = RATE_MARGIN_BPM
+                out = ((ok < lo - m) if lo is not None else False) | ((ok > hi + m) if hi is not None else False)
+                row["outside_definition"] = round(float(np.mean(out)), 4)
+                row["warn"] = bool(row["outside_definition"] >= RATE_WARN_SHARE)
+        rows.append(row)
+    return {"path": str(ds.root), "split": split, "windows": int(len(idx)),
+            "unlabelled": int(np.sum(labels == UNLABELLED)), "source": "baseline hr_bpm (wfdb XQRS), channel 0",
+            "warn_share": RATE_WARN_SHARE, "margin_bpm": RATE_MARGIN_BPM, "classes": rows}
+
+
+def rate_warnings(rates: dict[str, Any]) -> list[str]:
+    """One short phrase per rate-defined class of rate_profile() that contradicts its definition."""
+    return [f"{r['class']} {r['outside_definition'] * 100:.1f} % of {r['with_rate']} windows more than "
+            f"{rates['margin_bpm']:g} bpm outside {r['definition']}" for r in rates["classes"] if r.get("warn")]
+
+
+def print_rates(rates: dict[str, Any]) -> None:
+    """Print rate_profile() as a table, then one line per rate-defined class that contradicts its definition."""
+    from ecgtool.core import ui
+
+    cols = ["class", "windows", "with_rate", "median_bpm", "p10_bpm", "p90_bpm", "under_60", "over_100",
+            "definition", "outside_definition"]
+    margin = f"{rates['margin_bpm']:g} bpm"
+    rows = [{c: (f"{r[c] * 100:.1f} %" if c in ("under_60", "over_100", "outside_definition") and c in r
+                 else r.get(c, "-")) for c in cols} for r in rates["classes"] if r["windows"]]
+    ui.print_table(rows, cols, title=f"detected heart rate per class ({rates['split']}; {rates['source']}; "
+                                     f"outside: by more than {margin})")
+    for r in rates["classes"]:
+        if r.get("warn"):
+            click.echo(f"{rates['path']}: {r['outside_definition'] * 100:.1f} % of {r['with_rate']} {r['class']} windows "
+                       f"are more than {margin} outside {r['definition']} (the class's rate definition): these labels "
+                       f"do not follow it, so a model that learnt the definition elsewhere will disagree with them")
+
+
 def _priority_rows(priority: Any) -> list[dict]:
     if isinstance(priority, dict):
         return [{"label": k, "priority / maps to": json.dumps(v) if not isinstance(v, str) else v}
@@ -120,10 +203,20 @@ def print_info(info: dict[str, Any]) -> None:
 @click.command("info")
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info_command(path: str, as_json: bool) -> None:
+@click.option("--rates", is_flag=True, help="Also the detected heart rate per class against the rate definitions "
+              f"({rate_definitions_text()}); R peaks are detected on every window once and cached beside the "
+              "dataset (about 10-20 ms per window).")
+@click.option("--split", default="all", show_default=True, help="With --rates: the split to profile (train, val, "
+              "test or all).")
+@click.option("--workers", default=None, help="With --rates: processes for R-peak detection: N or auto.")
+def info_command(path: str, as_json: bool, rates: bool, split: str, workers: str | None) -> None:
     """Show what a prepared dataset holds: format, counts per class per split, skipped, patients."""
     info = dataset_info(path)
+    if rates:
+        info["rates"] = rate_profile(path, split=split, workers=workers, progress=not as_json)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
-    else:
-        print_info(info)
+        return
+    print_info(info)
+    if rates:
+        print_rates(info["rates"])

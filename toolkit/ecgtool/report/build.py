@@ -321,7 +321,7 @@ def _sections(run: Path, bench: dict, tolerance: float, rec_lines: list[str],
                      f"{settings.get('throughput_batch')}. F1 and accuracy in %, latency in ms, size in MB.")
     sections: list[tuple[str, list[tuple[str, Any]]]] = [
         ("Recommendation", [("rec", rec_lines)]),
-        *([("Across datasets (bench --external)", cross_dataset_part(rows))] if has_externals(rows) else []),
+        *([("Across datasets (bench --external)", cross_dataset_part(rows, settings))] if has_externals(rows) else []),
         ("All artifacts", [("text", settings_line), ("table", (compact, compact_cols)), ("text", table.LEGEND),
                            ("list", table.status_notes(rows))]),
         (f"Pareto: {y_axis(score)[1]} vs latency and size", [("fig", figs["pareto_latency"]), ("fig", figs["pareto_size"])]),

@@ -34,8 +34,19 @@ def recommendation_by_worst(rows: Sequence[dict], tolerance: float, block: Any) 
     return [head, *block(worst_rows(rows), tolerance)]
 
 
-def cross_dataset_part(rows: Sequence[dict]) -> list[tuple[str, Any]]:
-    """Parts for the report: the table (own, each external, worst; %) and the classes each external lacks."""
+def rate_lines(settings: dict) -> list[str]:
+    """The bench's rate check (`data info --rates`) per dataset, own data first; [] when none was recorded."""
+    own = settings.get("rate_check")
+    ext = [(e["name"], e["rate_check"]) for e in settings.get("external") or [] if "rate_check" in e]
+    if own is None and not ext:
+        return []
+    return [f"{name}: {'; '.join(w) if w else 'every rate-defined class within its definition'}"
+            for name, w in ([("own data", own)] if own is not None else []) + ext]
+
+
+def cross_dataset_part(rows: Sequence[dict], settings: dict | None = None) -> list[tuple[str, Any]]:
+    """Parts for the report: the table (own, each external, worst; %), the classes each external lacks, and
+    the labels' agreement with the rate definitions of Normal, SB and ST per dataset (rate_lines)."""
     cols = external_columns(rows)
     ok = [r for r in rows if r.get("status") == "ok"]
     table = [{k: r.get(k) for k in ["model", "variant", "runtime", "macro_f1", *cols]} for r in ok]
@@ -50,6 +61,15 @@ def cross_dataset_part(rows: Sequence[dict]) -> list[tuple[str, Any]]:
                                  f"data classes the model lacks: {', '.join(m['missing_in_model']) or 'none'}")
     text = ("Own test split (macro_f1) vs all windows of each external dataset (ext_f1_*), classes matched by "
             "name, macro-F1 over the classes the data has; worst_f1 is the lowest. In %.")
-    return [("text", text), ("table", (as_percent(table, (*PERCENT_COLUMNS, *cols)), ["model", "variant", "runtime",
-                                                                                     "macro_f1", *cols])),
-            ("list", [f"{k}: {v}" for k, v in notes.items()])]
+    shown = as_percent(table, (*PERCENT_COLUMNS, *cols))
+    parts = [("text", text), ("table", (shown, ["model", "variant", "runtime", "macro_f1", *cols])),
+             ("list", [f"{k}: {v}" for k, v in notes.items()])]
+    rates = rate_lines(settings or {})
+    if rates:
+        from ecgtool.data.info import rate_definitions_text
+
+        parts += [("text", f"Labels against the rate definitions ({rate_definitions_text()}; detected heart rate, "
+                           "`ecgtool data info DIR --rates`): where a dataset's labels do not follow them, a model "
+                           "that learnt the definition elsewhere loses F1 there for a reason in the labels."),
+                  ("list", rates)]
+    return parts
