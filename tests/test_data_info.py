@@ -138,3 +138,10 @@ def test_rates_profile_follows_the_labels_and_warns_where_they_break_the_definit
     assert f"{bad}: {share * 100:.1f} % of 40 Normal windows are more than {RATE_MARGIN_BPM:g} bpm outside" in res.output
     res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--split", "nope"])
     assert res.exit_code == 2 and "no split named 'nope'" in res.output
+    res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--workers", "many"])  # features cached by now
+    assert res.exit_code == 2 and "neither a number nor auto" in res.output
+    unl = tmp_path / "unlabelled"
+    write_dataset(unl, np.asarray(ds.signals[:3]), np.full(3, -1), DEFAULT_CLASSES, ds.records[:3],
+                  {"train": np.arange(3), "val": [], "test": []}, {"sampling_rate": ds.sampling_rate})
+    res = runner.invoke(main, ["data", "info", str(unl), "--rates", "--workers", "1"])
+    assert res.exit_code == 0 and "no labelled window in split 'all' (3 unlabelled)" in res.output

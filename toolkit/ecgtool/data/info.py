@@ -143,6 +143,10 @@ def print_rates(rates: dict[str, Any]) -> None:
     margin = f"{rates['margin_bpm']:g} bpm"
     rows = [{c: (f"{r[c] * 100:.1f} %" if c in ("under_60", "over_100", "outside_definition") and c in r
                  else r.get(c, "-")) for c in cols} for r in rates["classes"] if r["windows"]]
+    if not rows:
+        click.echo(f"{rates['path']}: no labelled window in split {rates['split']!r} ({rates['unlabelled']} "
+                   "unlabelled): the rate check compares labels with heart rates, so it needs labels")
+        return
     ui.print_table(rows, cols, title=f"detected heart rate per class ({rates['split']}; {rates['source']}; "
                                      f"outside: by more than {margin})")
     for r in rates["classes"]:
@@ -211,6 +215,13 @@ def print_info(info: dict[str, Any]) -> None:
 @click.option("--workers", default=None, help="With --rates: processes for R-peak detection: N or auto.")
 def info_command(path: str, as_json: bool, rates: bool, split: str, workers: str | None) -> None:
     """Show what a prepared dataset holds: format, counts per class per split, skipped, patients."""
+    if workers is not None:  # a bad --workers is said before any work, even where the features are cached
+        from ecgtool.core.machine import resolve_threads
+
+        try:
+            resolve_threads(workers)
+        except BadInput as exc:
+            raise BadInput(f"--workers {workers}: {str(exc).split(': ', 1)[-1]}") from None
     info = dataset_info(path)
     if rates:
         info["rates"] = rate_profile(path, split=split, workers=workers, progress=not as_json)
