@@ -13,6 +13,9 @@ does (macro-F1 over the classes both share, real_data.shared_macro_f1), with con
   logreg-tree-N  as logreg-bins-N, but each feature's edges are the split thresholds of a one-feature decision tree
                  (scikit-learn, at most N leaves, balanced class weights, >= 5 rows a leaf) fitted on the train rows'
                  labels: supervised edges, where the classes change along that feature (--tree-bins N)
+  logreg-ramp-N  as logreg-bins-N, but the step code replaced by scikit-learn's SplineTransformer (degree 1, N+1
+                 quantile knots of the train rows, per feature): hat functions, so the fit can bend each feature
+                 between knots (NaN: the feature's train median, its basis then 0) (--ramp-bins N)
 
     PYTHONPATH=toolkit OMP_NUM_THREADS=1 .venv/bin/python benchmarks/diag_rr_part.py --out /tmp/c2m --source challenge
 (run after bench_cross.py --out /tmp/c2m, which imports the data and caches the target's features)
@@ -59,6 +62,28 @@ def tree_edges(feats: np.ndarray, labels: np.ndarray, leaves: int, seed: int = 0
     return edges
 
 
+def ramp_code(ftr: np.ndarray, fte: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """head_vector plus a degree-1 spline basis per feature (fitted on ftr's finite values) of ftr and fte."""
+    from sklearn.preprocessing import SplineTransformer
+
+    from ecgtool.baseline.features import head_vector
+
+    parts_tr, parts_te = [head_vector(ftr)], [head_vector(fte)]
+    for j in range(ftr.shape[1]):
+        ok = np.isfinite(ftr[:, j])
+        if ok.sum() < n + 1 or len(np.unique(ftr[ok, j])) < 3:
+            continue
+        med = float(np.median(ftr[ok, j]))
+        st = SplineTransformer(n_knots=n + 1, degree=1, knots="quantile", extrapolation="constant")
+        st.fit(ftr[ok, j:j + 1].astype(np.float64))
+        for f, parts in ((ftr, parts_tr), (fte, parts_te)):
+            v = np.where(np.isfinite(f[:, j]), f[:, j], med).astype(np.float64)[:, None]
+            b = st.transform(v)
+            b[~np.isfinite(f[:, j])] = 0.0
+            parts.append(b.astype(np.float32))
+    return np.concatenate(parts_tr, axis=1), np.concatenate(parts_te, axis=1)
+
+
 def main() -> None:
     from ecgtool.baseline.features import head_vector
     from ecgtool.data.dataset import load_dataset
@@ -70,6 +95,7 @@ def main() -> None:
     ap.add_argument("--source", default="challenge", choices=["challenge", "mitdb"])
     ap.add_argument("--bins", default="", help="comma list of bin counts N: logreg-bins-N rows")
     ap.add_argument("--tree-bins", default="", help="comma list of leaf counts N: logreg-tree-N rows")
+    ap.add_argument("--ramp-bins", default="", help="comma list of N: logreg-ramp-N rows")
     ap.add_argument("--leads", action="store_true", help="also the logreg-leads row (imports --keep-leads data)")
     ap.add_argument("--confusion", default="hgb-raw,logreg-head", help="rows whose confusion matrix is printed")
     args = ap.parse_args()
@@ -95,6 +121,8 @@ def main() -> None:
         edges = tree_edges(ftr_all[tr], ytr, n)
         print(f"logreg-tree-{n}: {sum(map(len, edges))} edges over {sum(1 for e in edges if e)} features")
         rows[f"logreg-tree-{n}"] = (head_vector(ftr_all[tr], edges), head_vector(fte[te], edges))
+    for n in [int(b) for b in args.ramp_bins.split(",") if b]:
+        rows[f"logreg-ramp-{n}"] = ramp_code(ftr_all[tr], fte[te], n)
     ys = {name: ytr for name in rows}
     if args.leads:
         import bench_cross as B
