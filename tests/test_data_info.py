@@ -109,6 +109,7 @@ def test_rates_profile_follows_the_labels_and_warns_where_they_break_the_definit
     """Synthetic sinus classes are generated inside their rate definitions (SB 38-60, Normal 60-100, ST 100-160
     bpm): no warning. The same windows with every SB window relabelled Normal: Normal's slow windows fall outside
     60-100 bpm by more than the margin, and the CLI names the folder and the class."""
+    from ecgtool.core.names import RR_HEAD_CACHE
     from ecgtool.data.info import RATE_MARGIN_BPM, rate_profile
 
     out = tmp_path / "syn"
@@ -136,6 +137,12 @@ def test_rates_profile_follows_the_labels_and_warns_where_they_break_the_definit
     res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert f"{bad}: {share * 100:.1f} % of 40 Normal windows are more than {RATE_MARGIN_BPM:g} bpm outside" in res.output
+    whole = rate_profile(bad, workers=1, progress=False, max_windows=70)  # cached by the first call: every window
+    assert not whole["sampled"] and whole["windows"] == 140
+    (bad / RR_HEAD_CACHE).unlink()
+    sampled = rate_profile(bad, workers=1, progress=False, max_windows=70)
+    assert sampled["sampled"] and sampled["windows"] == 70 and sum(r["windows"] for r in sampled["classes"]) == 70
+    assert not (bad / RR_HEAD_CACHE).exists()  # a sample is not cached
     res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--split", "nope"])
     assert res.exit_code == 2 and "no split named 'nope'" in res.output
     res = runner.invoke(main, ["data", "info", str(bad), "--rates", "--workers", "many"])  # features cached by now

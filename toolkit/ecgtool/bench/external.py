@@ -46,13 +46,17 @@ def load_externals(paths: Sequence[str | os.PathLike], max_eval: int | None = No
     return out
 
 
+#: windows `bench` profiles per dataset for its rate check (a random sample beyond it: ~10-20 ms of R peaks a window)
+RATE_CHECK_WINDOWS = 2000
+
+
 def rate_check(path: str | os.PathLike) -> list[str]:
     """`data info --rates`'s warnings for a dataset (classes whose labels contradict their rate definition: a
-    cross-dataset F1 falls there for a reason in the labels); [] where R peaks cannot be computed."""
+    cross-dataset F1 falls there for a reason in the labels), on at most RATE_CHECK_WINDOWS windows."""
     from ecgtool.data.info import rate_profile, rate_warnings
 
     try:
-        return rate_warnings(rate_profile(path, progress=False))
+        return rate_warnings(rate_profile(path, progress=False, max_windows=RATE_CHECK_WINDOWS))
     except (ImportError, BadInput) as exc:  # wfdb missing, or a dataset too odd to profile: say so, go on
         return [f"rate check not run: {exc}"]
 

@@ -90,20 +90,29 @@ def rate_definitions_text() -> str:
 
 
 def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, max_windows: int | None = None) -> dict[str, Any]:
     """Detected heart rate per class of a prepared dataset's `split`: the classical baseline's `hr_bpm`
     (60 / mean RR of wfdb XQRS R peaks, first channel: the lead the dataset deploys), from the features
     cached beside the dataset (train.rr.window_feature_table, shared with `train --rr-head` and
     `--arch rr_baseline`). Per class: windows, windows with a rate (>= 2 beats), median and 10th / 90th
     percentile, share under 60 and over 100 bpm; for the classes of data.classes.RATE_DEFINITIONS also the
-    share outside the definition by more than RATE_MARGIN_BPM, and `warn` when it is at least RATE_WARN_SHARE."""
+    share outside the definition by more than RATE_MARGIN_BPM, and `warn` when it is at least RATE_WARN_SHARE.
+    `max_windows`: profile a random sample of at most that many windows (seed 0; computed, not cached) unless
+    every window's features are cached already."""
     from ecgtool.baseline.features import FEATURE_NAMES
-    from ecgtool.train.rr import window_feature_table
+    from ecgtool.train.rr import cached_feature_table, window_feature_table
 
     ds = load_dataset(path, require_splits=split != "all")
     idx = ds.indices(split)
-    feats = window_feature_table(ds, 0, progress=progress, workers=workers)
-    hr = feats[idx, FEATURE_NAMES.index("hr_bpm")].astype(np.float64)
+    col = FEATURE_NAMES.index("hr_bpm")
+    if max_windows is not None and len(idx) > max_windows and cached_feature_table(ds, 0) is None:
+        from ecgtool.baseline.features import extract_features
+
+        idx = np.sort(np.random.default_rng(0).choice(idx, size=int(max_windows), replace=False))
+        hr = extract_features(ds.signals, ds.sampling_rate, progress=progress, indices=idx,
+                              workers=workers)[:, col].astype(np.float64)
+    else:
+        hr = window_feature_table(ds, 0, progress=progress, workers=workers)[idx, col].astype(np.float64)
     labels = np.asarray(ds.labels[idx], np.int64)
     rows = []
     for k, name in enumerate(ds.classes):
@@ -123,7 +132,7 @@ def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str
                 row["outside_definition"] = round(float(np.mean(out)), 4)
                 row["warn"] = bool(row["outside_definition"] >= RATE_WARN_SHARE)
         rows.append(row)
-    return {"path": str(ds.root), "split": split, "windows": int(len(idx)),
+    return {"path": str(ds.root), "split": split, "windows": int(len(idx)), "sampled": len(idx) < len(ds.indices(split)),
             "unlabelled": int(np.sum(labels == UNLABELLED)), "source": "baseline hr_bpm (wfdb XQRS), channel 0",
             "warn_share": RATE_WARN_SHARE, "margin_bpm": RATE_MARGIN_BPM, "classes": rows}
 
@@ -147,7 +156,8 @@ def print_rates(rates: dict[str, Any]) -> None:
         click.echo(f"{rates['path']}: no labelled window in split {rates['split']!r} ({rates['unlabelled']} "
                    "unlabelled): the rate check compares labels with heart rates, so it needs labels")
         return
-    ui.print_table(rows, cols, title=f"detected heart rate per class ({rates['split']}; {rates['source']}; "
+    sample = f", a sample of {rates['windows']} windows" if rates.get("sampled") else ""
+    ui.print_table(rows, cols, title=f"detected heart rate per class ({rates['split']}{sample}; {rates['source']}; "
                                      f"outside: by more than {margin})")
     for r in rates["classes"]:
         if r.get("warn"):
@@ -213,7 +223,10 @@ def print_info(info: dict[str, Any]) -> None:
 @click.option("--split", default="all", show_default=True, help="With --rates: the split to profile (train, val, "
               "test or all).")
 @click.option("--workers", default=None, help="With --rates: processes for R-peak detection: N or auto.")
-def info_command(path: str, as_json: bool, rates: bool, split: str, workers: str | None) -> None:
+@click.option("--max-windows", type=click.IntRange(1), default=None,
+              help="With --rates: a random sample of at most N windows (seed 0), not cached.")
+def info_command(path: str, as_json: bool, rates: bool, split: str, workers: str | None,
+                 max_windows: int | None) -> None:
     """Show what a prepared dataset holds: format, counts per class per split, skipped, patients."""
     if workers is not None:  # a bad --workers is said before any work, even where the features are cached
         from ecgtool.core.machine import resolve_threads
@@ -224,7 +237,7 @@ def info_command(path: str, as_json: bool, rates: bool, split: str, workers: str
             raise BadInput(f"--workers {workers}: {str(exc).split(': ', 1)[-1]}") from None
     info = dataset_info(path)
     if rates:
-        info["rates"] = rate_profile(path, split=split, workers=workers, progress=not as_json)
+        info["rates"] = rate_profile(path, split=split, workers=workers, progress=not as_json, max_windows=max_windows)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return

@@ -23,20 +23,32 @@ def _key(data: PreparedDataset) -> str:
     return f"{sha256(data.root / DATASET_META)}:{(data.root / 'signals.npy').stat().st_size}:{len(FEATURE_NAMES)}"
 
 
+def _read_cache(data: PreparedDataset) -> dict[str, np.ndarray]:
+    """Every cached feature table of `data` ({"ch0": [N, F], ...}); {} when there is none or it is stale."""
+    path = data.root / RR_HEAD_CACHE
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == _key(data):
+                    return {k: z[k] for k in z.files if k != "key"}
+        except (OSError, ValueError, KeyError):  # a damaged cache is recomputed
+            pass
+    return {}
+
+
+def cached_feature_table(data: PreparedDataset, channel: int = 0) -> np.ndarray | None:
+    """window_feature_table's matrix when it is already cached, else None (nothing computed)."""
+    feats = _read_cache(data).get(f"ch{channel}")
+    return feats if feats is not None and feats.shape == (len(data), len(FEATURE_NAMES)) else None
+
+
 def window_feature_table(data: PreparedDataset, channel: int = 0, progress: bool = True,
                          workers: int | str | None = None) -> np.ndarray:
     """The baseline's window features [N, len(FEATURE_NAMES)] of one lead (channel) of every window, cached
     (computed in `workers` processes: baseline.features.feature_workers)."""
     path, key = data.root / RR_HEAD_CACHE, _key(data)
     name = f"ch{channel}"
-    cached: dict[str, np.ndarray] = {}
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["key"]) == key:
-                    cached = {k: z[k] for k in z.files if k != "key"}
-        except (OSError, ValueError, KeyError):  # a damaged cache is recomputed
-            cached = {}
+    cached = _read_cache(data)
     if name in cached and cached[name].shape == (len(data), len(FEATURE_NAMES)):
         return cached[name]
     feats = extract_features(data.signals, data.sampling_rate, channel=channel, progress=progress, workers=workers)
