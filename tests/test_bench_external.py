@@ -40,6 +40,8 @@ def test_bench_external_adds_columns_and_report_ranks_by_worst(tmp_path):
         assert e["n"] == 20 and e["missing_in_model"] == ["Noise"] and e["excluded_windows"] == 10
         assert set(e["missing_in_data"]) == {"AFL", "FAB", "SB", "ST", "PVC"}
         assert 0 <= r["ext_f1_handheld"] <= 1 and r["worst_f1"] == min(r["macro_f1"], r["ext_f1_handheld"])
+        assert set(e["per_class_f1"]) == {"AF", "Normal"}  # the macro is their mean (sklearn, classes present)
+        assert abs(sum(e["per_class_f1"].values()) / 2 - r["ext_f1_handheld"]) < 1e-5
     assert "ext_f1_handheld" in (run / "bench.md").read_text()
     result = report(run)
     md = (run / "report.md").read_text()
@@ -48,6 +50,7 @@ def test_bench_external_adds_columns_and_report_ranks_by_worst(tmp_path):
 
     settings = json.loads((run / "bench.json").read_text())["settings"]
     assert isinstance(settings["rate_check"], list) and isinstance(settings["external"][0]["rate_check"], list)
+    assert "Per class on each external dataset" in md and "| handheld |" in md
     assert "Labels against the rate definitions" in md and "- handheld: " in md and "- own data: " in md
 
 

@@ -77,6 +77,7 @@ def external_metrics(pred: Any, ext: dict, batch: int) -> dict:
     m = compute_metrics(y, logits.argmax(1), model_classes)
     present = [model_classes[i] for i in sorted(set(y.tolist()))]
     return {"macro_f1": round(float(m["macro_f1"]), 6), "n": int(len(y)), "classes_scored": present,
+            "per_class_f1": {c: round(float(m["per_class"][c]["f1"]), 6) for c in present},
             "missing_in_model": mapping.missing_in_model,
             "missing_in_data": [c for c in model_classes if c not in present],
             "excluded_windows": int((~keep).sum())}

@@ -44,6 +44,20 @@ def rate_lines(settings: dict) -> list[str]:
             for name, w in ([("own data", own)] if own is not None else []) + ext]
 
 
+def per_class_tables(rows: Sequence[dict]) -> list[tuple[list[dict], list[str]]]:
+    """One (rows, columns) table per external dataset: every row's F1 per class scored there, in %."""
+    names = list(dict.fromkeys(n for r in rows for n, m in (r.get("external") or {}).items() if "per_class_f1" in m))
+    out = []
+    for name in names:
+        classes = list(dict.fromkeys(c for r in rows for c in ((r.get("external") or {}).get(name, {}).get("per_class_f1")
+                                                               or {})))
+        table = [{"dataset": name, "model": r["model"], "variant": r["variant"], "runtime": r["runtime"],
+                  **{c: round(100 * r["external"][name]["per_class_f1"][c], 2) for c in classes}}
+                 for r in rows if "per_class_f1" in (r.get("external") or {}).get(name, {})]
+        out.append((table, ["dataset", "model", "variant", "runtime", *classes]))
+    return out
+
+
 def cross_dataset_part(rows: Sequence[dict], settings: dict | None = None) -> list[tuple[str, Any]]:
     """Parts for the report: the table (own, each external, worst; %), the classes each external lacks, and
     the labels' agreement with the rate definitions of Normal, SB and ST per dataset (rate_lines)."""
@@ -64,6 +78,11 @@ def cross_dataset_part(rows: Sequence[dict], settings: dict | None = None) -> li
     shown = as_percent(table, (*PERCENT_COLUMNS, *cols))
     parts = [("text", text), ("table", (shown, ["model", "variant", "runtime", "macro_f1", *cols])),
              ("list", [f"{k}: {v}" for k, v in notes.items()])]
+    per_class = per_class_tables(ok)
+    if per_class:
+        parts += [("text", "Per class on each external dataset (F1 %, the classes its windows have): a class at 0 that "
+                           "the model never learnt, or one that does not transfer, pulls the external macro-F1 down.")]
+        parts += [("table", t) for t in per_class]
     rates = rate_lines(settings or {})
     if rates:
         from ecgtool.data.info import rate_definitions_text
