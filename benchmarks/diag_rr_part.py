@@ -1,7 +1,7 @@
 """Where the RR part loses Challenge -> MIT-BIH: the head (linear vs boosted) or the features (head_vector)?
 
 Fits, on the source's train split, scikit-learn classifiers on the RR features bench_cross.py caches in
-each prepared dataset (train/rr.py window_feature_table), and scores them on the cross target as bench_cross
+each prepared dataset (baseline/cache.py window_feature_table), and scores them on the cross target as bench_cross
 does (macro-F1 over the classes both share, real_data.shared_macro_f1), with confusion matrices:
 
   hgb-raw        HistGradientBoosting on the 28 raw features (rr_baseline's classifier and settings)
@@ -88,7 +88,7 @@ def main() -> None:
     from ecgtool.baseline.features import head_vector
     from ecgtool.data.dataset import load_dataset
     from ecgtool.evaluate.metrics import compute_metrics
-    from ecgtool.train.rr import window_feature_table
+    from ecgtool.baseline.cache import window_feature_table
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)

@@ -68,7 +68,8 @@ def test_config_keeps_the_edges_and_the_predictor_codes_with_them(binned):
 
     from ecgtool.data.dataset import load_dataset
     from ecgtool.runtime import load
-    from ecgtool.train.rr import fit_rr_bins, window_feature_table
+    from ecgtool.baseline.cache import window_feature_table
+    from ecgtool.train.rr import fit_rr_bins
 
     folder, data = binned
     cfg = json.loads((folder / "config.json").read_text())

@@ -106,7 +106,8 @@ def auto_model(tmp_path_factory, request):
 def test_trained_with_auto_records_the_choice_and_uses_it_as_n(auto_model):
     from ecgtool.data.dataset import load_dataset
     from ecgtool.baseline.features import HEAD_DIM, head_dim
-    from ecgtool.train.rr import choose_rr_bins, fit_rr_bins, window_feature_table
+    from ecgtool.baseline.cache import window_feature_table
+    from ecgtool.train.rr import choose_rr_bins, fit_rr_bins
 
     folder, data, candidates = auto_model
     cfg = json.loads((folder / "config.json").read_text())

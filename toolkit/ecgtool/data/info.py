@@ -93,14 +93,14 @@ def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str
                  progress: bool = True, max_windows: int | None = None) -> dict[str, Any]:
     """Detected heart rate per class of a prepared dataset's `split`: the classical baseline's `hr_bpm`
     (60 / mean RR of wfdb XQRS R peaks, first channel: the lead the dataset deploys), from the features
-    cached beside the dataset (train.rr.window_feature_table, shared with `train --rr-head` and
+    cached beside the dataset (baseline.cache.window_feature_table, shared with `train --rr-head` and
     `--arch rr_baseline`). Per class: windows, windows with a rate (>= 2 beats), median and 10th / 90th
     percentile, share under 60 and over 100 bpm; for the classes of data.classes.RATE_DEFINITIONS also the
     share outside the definition by more than RATE_MARGIN_BPM, and `warn` when it is at least RATE_WARN_SHARE.
     `max_windows`: profile a random sample of at most that many windows (seed 0; computed, not cached) unless
     every window's features are cached already."""
     from ecgtool.baseline.features import FEATURE_NAMES
-    from ecgtool.train.rr import cached_feature_table, window_feature_table
+    from ecgtool.baseline.cache import cached_feature_table, window_feature_table
 
     ds = load_dataset(path, require_splits=split != "all")
     idx = ds.indices(split)

@@ -212,7 +212,8 @@ def train_models(
 
     rr, bins, auto = None, None, None
     if rr_head and pairs:
-        from ecgtool.train.rr import choose_rr_bins, dataset_rr_inputs, fit_rr_bins, window_feature_table
+        from ecgtool.baseline.cache import window_feature_table
+        from ecgtool.train.rr import choose_rr_bins, dataset_rr_inputs, fit_rr_bins
 
         channels = list(range(dataset.signals.shape[1])) if leads == "any" else [0]
         n_bins = recipe.get("rr_bins") or 0
