@@ -152,3 +152,25 @@ def test_rates_profile_follows_the_labels_and_warns_where_they_break_the_definit
                   {"train": np.arange(3), "val": [], "test": []}, {"sampling_rate": ds.sampling_rate})
     res = runner.invoke(main, ["data", "info", str(unl), "--rates", "--workers", "1"])
     assert res.exit_code == 0 and "no labelled window in split 'all' (3 unlabelled)" in res.output
+
+
+def test_rates_on_real_records_mitdb_slow_normal_and_the_challenge_sample(tmp_path):
+    """Real PhysioNet data (skipped where ../shared/data is absent): MIT-BIH record 117's rhythm annotation is
+    normal sinus rhythm at about 50 bpm, record 100's at about 75 bpm, so with 117 the Normal class breaks its
+    rate definition and without it does not; the Challenge-2021 sample's labels follow the definitions."""
+    from conftest import shared_data
+    from ecgtool.data.importers import import_dataset
+    from ecgtool.data.info import rate_profile
+
+    mitdb = shared_data("mitdb")
+    both = import_dataset("mitdb", mitdb, tmp_path / "m2", records=["100", "117"], split="random")
+    prof = {r["class"]: r for r in rate_profile(both, workers=1, progress=False)["classes"]}
+    assert prof["Normal"]["warn"] and 0.3 < prof["Normal"]["outside_definition"] < 0.7
+    assert prof["Normal"]["p10_bpm"] < 55 < 70 < prof["Normal"]["p90_bpm"]
+    alone = import_dataset("mitdb", mitdb, tmp_path / "m1", records=["100"], split="random")
+    prof = {r["class"]: r for r in rate_profile(alone, workers=1, progress=False)["classes"]}
+    assert not prof["Normal"]["warn"] and 60 < prof["Normal"]["median_bpm"] < 100
+    ch = import_dataset("challenge", shared_data("cinc2021-sample"), tmp_path / "c")
+    prof = rate_profile(ch, workers=1, progress=False)
+    assert not any(r.get("warn") for r in prof["classes"])
+    assert {r["class"]: r for r in prof["classes"]}["ST"]["median_bpm"] > 100
