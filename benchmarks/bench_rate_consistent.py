@@ -32,18 +32,14 @@ def consistent_subset(target: Path, out: Path) -> tuple[Path, dict]:
     from ecgtool.baseline.features import FEATURE_NAMES
     from ecgtool.data.classes import RATE_DEFINITIONS
     from ecgtool.data.dataset import load_dataset, write_dataset
-    from ecgtool.data.info import RATE_MARGIN_BPM
+    from ecgtool.data.info import outside_definition
 
     ds = load_dataset(target)
     hr = window_feature_table(ds, 0)[:, FEATURE_NAMES.index("hr_bpm")]
     drop = np.zeros(len(ds), bool)
     left_out = {}
-    for name, (lo, hi) in RATE_DEFINITIONS.items():
-        if name not in ds.classes:
-            continue
-        k = ds.classes.index(name)
-        bad = (ds.labels == k) & np.isfinite(hr) & (((hr < lo - RATE_MARGIN_BPM) if lo is not None else False)
-                                                   | ((hr > hi + RATE_MARGIN_BPM) if hi is not None else False))
+    for name in [c for c in RATE_DEFINITIONS if c in ds.classes]:
+        bad = (ds.labels == ds.classes.index(name)) & outside_definition(hr, name)
         left_out[name] = int(bad.sum())
         drop |= bad
     keep = np.flatnonzero(~drop)

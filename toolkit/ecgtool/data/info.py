@@ -89,12 +89,24 @@ def rate_definitions_text() -> str:
     return ", ".join(f"{c} {_band(*b)}" for c, b in RATE_DEFINITIONS.items())
 
 
+def outside_definition(hr: np.ndarray, name: str) -> np.ndarray:
+    """True where a heart rate (bpm) of a window labelled `name` lies more than RATE_MARGIN_BPM outside the
+    class's rate definition (False for NaN rates and for classes without one)."""
+    hr = np.asarray(hr, dtype=np.float64)
+    if name not in RATE_DEFINITIONS:
+        return np.zeros(hr.shape, bool)
+    lo, hi = RATE_DEFINITIONS[name]
+    with np.errstate(invalid="ignore"):
+        below = hr < lo - RATE_MARGIN_BPM if lo is not None else np.zeros(hr.shape, bool)
+        above = hr > hi + RATE_MARGIN_BPM if hi is not None else np.zeros(hr.shape, bool)
+    return below | above
+
+
 def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str | None = None,
                  progress: bool = True, max_windows: int | None = None) -> dict[str, Any]:
     """Detected heart rate per class of a prepared dataset's `split`: the classical baseline's `hr_bpm`
     (60 / mean RR of wfdb XQRS R peaks, first channel: the lead the dataset deploys), from the features
-    cached beside the dataset (baseline.cache.window_feature_table, shared with `train --rr-head` and
-    `--arch rr_baseline`). Per class: windows, windows with a rate (>= 2 beats), median and 10th / 90th
+    cached beside the dataset (baseline.cache.window_feature_table, shared with `train --rr-head`). Per class: windows, windows with a rate (>= 2 beats), median and 10th / 90th
     percentile, share under 60 and over 100 bpm; for the classes of data.classes.RATE_DEFINITIONS also the
     share outside the definition by more than RATE_MARGIN_BPM, and `warn` when it is at least RATE_WARN_SHARE.
     `max_windows`: profile a random sample of at most that many windows (seed 0; computed, not cached) unless
@@ -124,12 +136,9 @@ def rate_profile(path: str | os.PathLike, split: str = "all", workers: int | str
             row.update(median_bpm=round(float(med), 1), p10_bpm=round(float(p10), 1), p90_bpm=round(float(p90), 1),
                        under_60=round(float(np.mean(ok < 60)), 4), over_100=round(float(np.mean(ok > 100)), 4))
         if name in RATE_DEFINITIONS:
-            lo, hi = RATE_DEFINITIONS[name]
-            row["definition"] = _band(lo, hi)
+            row["definition"] = _band(*RATE_DEFINITIONS[name])
             if len(ok):
-                m = RATE_MARGIN_BPM
-                out = ((ok < lo - m) if lo is not None else False) | ((ok > hi + m) if hi is not None else False)
-                row["outside_definition"] = round(float(np.mean(out)), 4)
+                row["outside_definition"] = round(float(np.mean(outside_definition(ok, name))), 4)
                 row["warn"] = bool(row["outside_definition"] >= RATE_WARN_SHARE)
         rows.append(row)
     return {"path": str(ds.root), "split": split, "windows": int(len(idx)), "sampled": len(idx) < len(ds.indices(split)),
