@@ -54,6 +54,39 @@ def test_bench_external_adds_columns_and_report_ranks_by_worst(tmp_path):
     assert "Labels against the rate definitions" in md and "- handheld: " in md and "- own data: " in md
 
 
+def test_external_scores_leave_out_classes_a_model_never_trained_on(tmp_path):
+    """A model whose training split had no AF (config.json train_counts) is scored on the external data's
+    Normal windows only, and the report says so; a model that learnt AF is scored on both."""
+    from tiny_run import BENCH_OPTIONS, make_run
+
+    from ecgtool.bench.runner import bench
+    from ecgtool.core.files import read_json, write_json
+    from ecgtool.report.build import report
+
+    run, data = make_run(tmp_path)
+    cfg_path = run / "se_resnet18" / "config.json"
+    cfg = read_json(cfg_path)
+    counts = cfg["extra"]["train_counts"]
+    assert set(counts) == set(cfg["classes"]) and counts["AF"] > 0  # written by train
+    write_json(cfg_path, {**cfg, "extra": {**cfg["extra"], "train_counts": {**counts, "AF": 0}}})
+    ext = _external(tmp_path / "handheld", ["AF", "Normal"])
+    rows = [r for r in bench([run], data, out=run, external=[ext], **BENCH_OPTIONS).rows if r["status"] == "ok"]
+    se = [r for r in rows if r["model"] == "se_resnet18"]
+    plain = [r for r in rows if r["model"] == "resnet18"]
+    assert se and plain and any(r["runtime"] != "PyTorch" for r in se)  # the ONNX file reads its folder's counts
+    for r in se:
+        e = r["external"]["handheld"]
+        assert e["untrained_in_model"] == ["AF"] and e["n"] == 10 and e["excluded_windows"] == 10
+        assert "AF" not in e["missing_in_data"]
+        assert set(e["per_class_f1"]) == {"Normal"} and r["ext_f1_handheld"] == e["per_class_f1"]["Normal"]
+    for r in plain:
+        e = r["external"]["handheld"]
+        assert e["untrained_in_model"] == [] and e["n"] == 20 and set(e["per_class_f1"]) == {"AF", "Normal"}
+    report(run)
+    md = (run / "report.md").read_text()
+    assert "handheld, se_resnet18: never trained on AF" in md
+
+
 def test_rate_lines_name_each_dataset_and_what_contradicts_its_definition():
     from ecgtool.report.external import rate_lines
 

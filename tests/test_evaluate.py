@@ -67,6 +67,41 @@ def test_evaluate_across_datasets_excludes_unknown_classes(tmp_path):
     assert m["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
 
 
+def test_map_classes_leaves_out_classes_the_model_never_trained_on():
+    mp = map_classes(["Normal", "AF", "PVC"], ["Normal", "AF", "PVC"], trained={"Normal", "AF"})
+    assert mp.to_model.tolist() == [0, 1, -1] and mp.untrained_in_model == ["PVC"] and mp.missing_in_model == []
+    assert map_classes(["Normal", "AF"], ["AF"], trained=None).untrained_in_model == []  # unknown: all count
+    with pytest.raises(BadInput, match="never trained on: AF"):
+        map_classes(["Normal", "AF"], ["AF"], source="other", trained={"Normal"})
+
+
+def test_evaluate_leaves_out_classes_with_no_training_windows_and_says_so(tmp_path):
+    """A model folder records its training counts (config.json extra.train_counts); a class with none is one
+    it never learnt: its records are left out of the macro-F1 like an unknown class's, and the CLI says so."""
+    from ecgtool.core.artifacts import trained_classes
+
+    classes = ["AF", "Normal", "PVC"]
+    data = make_tiny_dataset(tmp_path / "other", per_class=10, classes=["Normal", "AF", "PVC"], length=128)
+    model = get_model("resnet18", width=8, num_classes=3, classes=classes)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+        model.fc.bias[0] = 5.0  # always AF
+    model.config.extra["train_counts"] = {"AF": 40, "Normal": 60, "PVC": 0}
+    save_model(tmp_path / "m", model)
+    assert trained_classes(read_json(tmp_path / "m" / "config.json")) == {"AF", "Normal"}
+    m = evaluate_artifact(tmp_path / "m", data, split="all")
+    assert m["classes_untrained_in_model"] == ["PVC"] and m["excluded_records"] == {"PVC": 10} and m["n"] == 20
+    assert m["classes_missing_in_data"] == []  # the data has PVC; it is left out, not missing
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)  # AF: P 1/2, R 1; Normal 0; PVC not averaged
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "m"), "--data", str(data), "--split", "all"])
+    assert res.exit_code == 0, res.output
+    assert "classes the model never trained on: PVC (10 records excluded)" in res.output
+    assert "missing in data" not in res.output
+    every = evaluate_artifact(tmp_path / "m", data, split="all", trained_only=False)  # the rule before the counts
+    assert every["n"] == 30 and every["classes_untrained_in_model"] == [] and every["macro_f1"] == pytest.approx(0.5 / 3)
+
+
 def test_evaluate_cli_writes_json_and_png_beside_artifact(tmp_path):
     data = make_tiny_dataset(tmp_path / "d", per_class=6, classes=["Normal", "AF", "AFL"], length=128)
     folder = _always(tmp_path / "run" / "m", "Normal", ["Normal", "AF"])

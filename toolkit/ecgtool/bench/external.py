@@ -1,8 +1,9 @@
 """External validation in bench: macro-F1 of every artifact on other devices' datasets (`--external DIR`).
 
 Each external dataset is scored on all its windows (none were seen in training), classes matched by
-name (evaluate.metrics.map_classes): windows of a class the model does not know are left out, model
-classes the data lacks are reported, macro-F1 averages over the classes both share that the data has.
+name (evaluate.metrics.map_classes): windows of a class the model does not know, or never trained on, are
+left out, model classes the data lacks are reported, macro-F1 averages over the classes the model learnt that
+the data has.
 A row gets `ext_f1_<name>` per external dataset, `external` (details) and `worst_f1`: the lowest of its
 own-test macro-F1 and every external one, what the report recommends by when externals are given.
 """
@@ -63,10 +64,12 @@ def rate_check(path: str | os.PathLike) -> list[str]:
 
 def external_metrics(pred: Any, ext: dict, batch: int) -> dict:
     """macro-F1 of one predictor on one external dataset, classes matched by name."""
+    from ecgtool.core.artifacts import trained_classes
     from ecgtool.evaluate.metrics import compute_metrics, map_classes
 
     model_classes = list(getattr(pred, "classes", None) or ext["classes"])
-    mapping = map_classes(model_classes, ext["classes"], source=ext["path"])
+    mapping = map_classes(model_classes, ext["classes"], source=ext["path"],
+                          trained=trained_classes(getattr(pred, "config", None) or {}))
     keep = mapping.to_model[ext["y"]] >= 0
     x, y = ext["x"].of(pred)[keep], mapping.to_model[ext["y"][keep]]
     if not len(y):
@@ -78,8 +81,8 @@ def external_metrics(pred: Any, ext: dict, batch: int) -> dict:
     present = [model_classes[i] for i in sorted(set(y.tolist()))]
     return {"macro_f1": round(float(m["macro_f1"]), 6), "n": int(len(y)), "classes_scored": present,
             "per_class_f1": {c: round(float(m["per_class"][c]["f1"]), 6) for c in present},
-            "missing_in_model": mapping.missing_in_model,
-            "missing_in_data": [c for c in model_classes if c not in present],
+            "missing_in_model": mapping.missing_in_model, "untrained_in_model": mapping.untrained_in_model,
+            "missing_in_data": [c for c in model_classes if c not in present and c not in mapping.untrained_in_model],
             "excluded_windows": int((~keep).sum())}
 
 

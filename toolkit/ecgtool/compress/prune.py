@@ -31,7 +31,7 @@ from ecgtool.models import ECGResNet, build_model, channel_plan, load_model, mod
 from ecgtool.models.network import example_inputs
 from ecgtool.core.artifacts import is_model_folder
 from ecgtool.core.ui import info, print_table, quiet_option
-from ecgtool.data.dataset import deployment_signals
+from ecgtool.data.dataset import deployment_signals, train_counts
 from ecgtool.train import defaults as D
 
 IMPORTANCES = ("magnitude", "taylor")
@@ -236,7 +236,8 @@ def prune_artifact(
     # input it was trained on stays on top, where export and predict read the graph's input shape
     shape = {k: model.config.extra[k] for k in ("input_length", "sampling_rate", "rr_head", "leads", "train_leads")
              if k in model.config.extra}
-    pruned.config.extra = {**settings, **shape, "parent_extra": dict(model.config.extra)}
+    pruned.config.extra = {**settings, **shape, "train_counts": train_counts(ds),
+                           "parent_extra": dict(model.config.extra)}
 
     with atomic_dir(dest) as tmp:
         pruned, history = _fine_tune(pruned, ds, tmp, dest.name, fine_tune_epochs, batch_size=batch_size, lr=lr,

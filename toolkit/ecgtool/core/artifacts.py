@@ -67,6 +67,18 @@ def find_config(path: str | os.PathLike) -> dict:
     return cfg
 
 
+def trained_classes(config: dict) -> set[str] | None:
+    """The classes a model had training windows of, from its config.json's `train_counts` (a network's under
+    `extra`, a pruned child's from its fine-tuning data or else its parent's, the baseline's at the top); None
+    for a folder written before the count was recorded (every class then counts as learnt)."""
+    extra = config.get("extra") or {}
+    for counts in (extra.get("train_counts"), config.get("train_counts"),
+                   (extra.get("parent_extra") or {}).get("train_counts")):
+        if isinstance(counts, dict) and counts:
+            return {str(c) for c, n in counts.items() if isinstance(n, (int, float)) and n > 0}
+    return None
+
+
 def shipped_files(path: str | os.PathLike) -> list[Path]:
     """The file(s) that ship for an artifact: a folder's weights and config (not its records or exports),
     an .onnx with its external data, an OpenVINO .xml with its .bin, any other file alone."""

@@ -178,6 +178,13 @@ def counts_per_split(labels: np.ndarray, splits: dict[str, np.ndarray], classes:
     return out
 
 
+def train_counts(data: PreparedDataset) -> dict[str, int]:
+    """{class: training windows} of a dataset's train split, what a model folder records as `train_counts` (read
+    back by core.artifacts.trained_classes: a class with none is one the model never learnt)."""
+    counts = counts_per_split(data.labels, {"train": data.indices("train")}, data.classes)["train"]
+    return {c: int(counts.get(c, 0)) for c in data.classes}
+
+
 def write_dataset(
     out: str | os.PathLike,
     signals: np.ndarray,

@@ -2,7 +2,8 @@
 
 `evaluate_artifact` opens the artifact through `ecgtool.runtime.load`, so F1 is measured on what ships
 (PyTorch folder, ONNX, OpenVINO, baseline, ...). A model and a dataset may have different class lists:
-classes are matched by name, records of classes the model does not know are left out and reported.
+classes are matched by name, records of classes the model does not know, or has an output for but never
+trained on (config.json's `train_counts`), are left out and reported.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ecgtool.core.artifacts import trained_classes
 from ecgtool.core.errors import BadInput
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_in_run
@@ -38,8 +40,11 @@ def predict_batches(predictor, signals: np.ndarray, indices: np.ndarray, batch_s
 
 
 def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | PreparedDataset, split: str = "test",
-                      batch_size: int = 256, threads: int | None = None) -> dict:
-    """Predict a split of a prepared dataset with any artifact and compute metrics (model's class order)."""
+                      batch_size: int = 256, threads: int | None = None, trained_only: bool = True) -> dict:
+    """Predict a split of a prepared dataset with any artifact and compute metrics (model's class order).
+
+    `trained_only=False` keeps the records of classes the model never trained on (scored as its misses; the
+    rule before models recorded `train_counts`, kept for benchmarks that compare with figures made under it)."""
     from ecgtool.runtime import load
     from ecgtool.runtime.base import show_note
 
@@ -48,7 +53,8 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     predictor = load(path, **opts)
     show_note(predictor, path)
     model_classes = list(predictor.classes or dataset.classes)
-    mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root))
+    mapping = map_classes(model_classes, dataset.classes, source=str(dataset.root),
+                          trained=trained_classes(predictor.config or {}) if trained_only else None)
     signals = deployment_signals(dataset, predictor.config)  # a --leads any model: the deployment lead
 
     idx = np.sort(dataset.indices(split))
@@ -56,7 +62,7 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
     true_data = dataset.labels[idx]
     known = mapping.to_model[true_data] >= 0
     excluded = {c: int(np.sum(true_data == i)) for i, c in enumerate(dataset.classes)
-                if c in mapping.missing_in_model and np.any(true_data == i)}
+                if c in mapping.missing_in_model + mapping.untrained_in_model and np.any(true_data == i)}
     idx, true_model = idx[known], mapping.to_model[true_data[known]]
     if len(idx) == 0:
         raise BadInput(f"{dataset.root}: split {split!r} has no records of a class the model knows")
@@ -72,8 +78,10 @@ def evaluate_artifact(path: str | os.PathLike, data: str | os.PathLike | Prepare
         "data": str(dataset.root),
         "split": split,
         "classes_missing_in_model": mapping.missing_in_model,
+        "classes_untrained_in_model": mapping.untrained_in_model,
         # by records, not names: a class listed in meta.json but without records in this split is missing too
-        "classes_missing_in_data": [c for i, c in enumerate(model_classes) if not np.any(true_model == i)],
+        "classes_missing_in_data": [c for i, c in enumerate(model_classes)
+                                    if not np.any(true_model == i) and c not in mapping.untrained_in_model],
         "excluded_records": excluded,
     })
     return metrics
@@ -111,9 +119,11 @@ def evaluate_command(artifact: str, data: str, split: str | None, out: str | Non
     """Accuracy, macro-F1 and per-class metrics of ARTIFACT on a prepared dataset; writes JSON + confusion PNG."""
     opts = {k: v for k, v in {"split": split, "batch_size": batch_size, "threads": threads}.items() if v is not None}
     metrics = evaluate_artifact(artifact, data, **opts)
-    if metrics["classes_missing_in_model"]:
-        n = sum(metrics["excluded_records"].values())
-        warn(f"classes missing in model: {', '.join(metrics['classes_missing_in_model'])} ({n} records excluded)")
+    for key, what in (("classes_missing_in_model", "missing in model"), ("classes_untrained_in_model",
+                                                                          "the model never trained on")):
+        if metrics.get(key):
+            n = sum(metrics["excluded_records"].get(c, 0) for c in metrics[key])
+            warn(f"classes {what}: {', '.join(metrics[key])} ({n} records excluded)")
     if metrics["classes_missing_in_data"]:
         warn(f"classes missing in data: {', '.join(metrics['classes_missing_in_data'])}")
     print_table(per_class_rows(metrics), ["class", "precision", "recall", "f1", "support"],

@@ -4,7 +4,7 @@ and the matching of a model's classes to a dataset's by name."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -57,19 +57,30 @@ class ClassMapping:
     to_model: np.ndarray
     missing_in_model: list[str]  # data classes the model cannot predict (their records are left out)
     missing_in_data: list[str]  # model classes the data does not have (predicting them is an error)
+    untrained_in_model: list[str] = field(default_factory=list)  # data classes the model has but never trained on
 
 
-def map_classes(model_classes: Sequence[str], data_classes: Sequence[str], source: str = "dataset") -> ClassMapping:
-    """Match class lists by name; BadInput naming `source` when they share no class."""
+def map_classes(model_classes: Sequence[str], data_classes: Sequence[str], source: str = "dataset",
+                trained: set[str] | None = None) -> ClassMapping:
+    """Match class lists by name; BadInput naming `source` when they share no class.
+
+    `trained` (core.artifacts.trained_classes; None: unknown) names the model classes it had training windows
+    of: records of a class it has an output for but never learnt are left out like those of a class it lacks
+    (listed in `untrained_in_model`), so a macro-F1 averages over what the model was taught. Predicting such a
+    class stays an error."""
     index = {c: i for i, c in enumerate(model_classes)}
-    to_model = np.array([index.get(c, -1) for c in data_classes], dtype=np.int64)
+    learnt = index if trained is None else {c: i for c, i in index.items() if c in trained}
+    to_model = np.array([learnt.get(c, -1) for c in data_classes], dtype=np.int64)
+    untrained = [c for c in data_classes if c in index and c not in learnt]
     if not (to_model >= 0).any():
+        why = f"; never trained on: {', '.join(untrained)}" if untrained else ""
         raise BadInput(f"{source}: no class in common with the model (model: {', '.join(model_classes)}; "
-                       f"data: {', '.join(data_classes)})")
+                       f"data: {', '.join(data_classes)}{why})")
     return ClassMapping(
         to_model=to_model,
         missing_in_model=[c for c in data_classes if c not in index],
         missing_in_data=[c for c in model_classes if c not in set(data_classes)],
+        untrained_in_model=untrained,
     )
 
 

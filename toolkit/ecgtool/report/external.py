@@ -52,8 +52,9 @@ def per_class_tables(rows: Sequence[dict]) -> list[tuple[list[dict], list[str]]]
         classes = list(dict.fromkeys(c for r in rows for c in ((r.get("external") or {}).get(name, {}).get("per_class_f1")
                                                                or {})))
         table = [{"dataset": name, "model": r["model"], "variant": r["variant"], "runtime": r["runtime"],
-                  **{c: round(100 * r["external"][name]["per_class_f1"][c], 2) for c in classes}}
-                 for r in rows if "per_class_f1" in (r.get("external") or {}).get(name, {})]
+                  **{c: None if f1.get(c) is None else round(100 * f1[c], 2) for c in classes}}  # None: not learnt
+                 for r in rows if "per_class_f1" in (r.get("external") or {}).get(name, {})
+                 for f1 in [r["external"][name]["per_class_f1"]]]
         out.append((table, ["dataset", "model", "variant", "runtime", *classes]))
     return out
 
@@ -73,15 +74,20 @@ def cross_dataset_part(rows: Sequence[dict], settings: dict | None = None) -> li
                 notes.setdefault(name, f"{m['n']} windows; classes scored {', '.join(m['classes_scored'])}; "
                                  f"model classes missing in data: {', '.join(m['missing_in_data']) or 'none'}; "
                                  f"data classes the model lacks: {', '.join(m['missing_in_model']) or 'none'}")
+                if m.get("untrained_in_model"):  # per model: which training data it had is its own
+                    notes.setdefault(f"{name}, {r['model']}", f"never trained on {', '.join(m['untrained_in_model'])}"
+                                     " (no training windows): their windows are left out of its scores")
     text = ("Own test split (macro_f1) vs all windows of each external dataset (ext_f1_*), classes matched by "
-            "name, macro-F1 over the classes the data has; worst_f1 is the lowest. In %.")
+            "name, macro-F1 over the classes the data has and the model had training windows of; worst_f1 is the "
+            "lowest. In %.")
     shown = as_percent(table, (*PERCENT_COLUMNS, *cols))
     parts = [("text", text), ("table", (shown, ["model", "variant", "runtime", "macro_f1", *cols])),
              ("list", [f"{k}: {v}" for k, v in notes.items()])]
     per_class = per_class_tables(ok)
     if per_class:
-        parts += [("text", "Per class on each external dataset (F1 %, the classes its windows have): a class at 0 that "
-                           "the model never learnt, or one that does not transfer, pulls the external macro-F1 down.")]
+        parts += [("text", "Per class on each external dataset (F1 %, the classes its windows have; `-`: a class the "
+                           "model never trained on, left out): a class that does not transfer pulls the external "
+                           "macro-F1 down.")]
         parts += [("table", t) for t in per_class]
     rates = rate_lines(settings or {})
     if rates:

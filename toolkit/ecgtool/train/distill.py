@@ -116,6 +116,7 @@ def distill(
     Returns {"teacher": {...}, "student": {...}, "out": path} with params, MACs, size (MB) and test macro-F1.
     """
     from ecgtool.core.files import sha256
+    from ecgtool.data.dataset import train_counts
     from ecgtool.data.preprocess import spec_from_meta
     from ecgtool.models import get_model
     from ecgtool.train.fit import fit
@@ -133,7 +134,8 @@ def distill(
           "temperature": temperature, "alpha": alpha, "teacher_kind": pred.kind, "teacher_precision": pred.precision}
     torch.manual_seed(seed)
     model = get_model(student, width=width, in_channels=int(ds.signals.shape[1]), num_classes=len(ds.classes),
-                      classes=ds.classes, preprocessing=spec_from_meta(ds.meta), extra={**recipe, **kd})
+                      classes=ds.classes, preprocessing=spec_from_meta(ds.meta),
+                      extra={**recipe, **kd, "train_counts": train_counts(ds)})
     start = time.perf_counter()
     model, history = fit(model, ds, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, device=device,
                          class_weights=None if class_weights == "none" else class_weights, seed=seed,

@@ -19,7 +19,7 @@ from ecgtool.core.files import write_csv, write_text
 from ecgtool.core.machine import resolve_threads
 from ecgtool.train import defaults as D
 from ecgtool.train.augment import parse_augment
-from ecgtool.data.dataset import PreparedDataset
+from ecgtool.data.dataset import PreparedDataset, train_counts
 from ecgtool.data.preprocess import spec_from_meta
 from ecgtool.core.names import (CHECKPOINT, CONFIG, CONFUSION, CURVES, HISTORY, METRICS, RUN_JSON, SUMMARY_CSV, SUMMARY_MD,
                                 WEIGHTS)
@@ -276,6 +276,7 @@ def _train_one(dataset: PreparedDataset, folder: Path, arch: str, depth: int, re
                       dropout=dropout, classes=dataset.classes, preprocessing=spec,
                       rr_features=int(rr.shape[-1]) if rr is not None else 0,
                       rr_trunk_dropout=float(recipe.get("rr_trunk_dropout") or 0.0), extra=dict(recipe))
+    cfg.extra["train_counts"] = train_counts(dataset)  # which classes it learnt (external scores leave the rest out)
     if rr is not None:
         from ecgtool.baseline.features import head_spec
 
