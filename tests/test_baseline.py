@@ -217,6 +217,27 @@ def test_cross_dataset_class_mapping(trained, tmp_path):
     assert m["n"] == 6
 
 
+def test_features_come_from_the_dataset_cache_the_second_time(trained, small_data, tmp_path):
+    """train_baseline writes every window's features to the dataset's cache (what `--rr-head` and `data info
+    --rates` read); a second training on the same data reads them back and fits the same model."""
+    from ecgtool.baseline.cache import cached_feature_table
+    from ecgtool.data.dataset import load_dataset
+
+    run, row = trained
+    first = json.loads((run / "rr_baseline" / "metrics.json").read_text())
+    assert first["features_from_cache"] is False and first["feature_ms_per_window"] > 0
+    ds = load_dataset(small_data)
+    table = cached_feature_table(ds, 0)
+    assert table is not None and table.shape[0] == len(ds)
+    again = train_baseline(small_data, tmp_path / "again", seed=0)
+    second = json.loads((tmp_path / "again" / "rr_baseline" / "metrics.json").read_text())
+    assert second["features_from_cache"] is True and second["feature_ms_per_window"] is None
+    assert again["macro_f1"] == row["macro_f1"] and second["confusion_matrix"] == first["confusion_matrix"]
+    cfg = json.loads((run / "rr_baseline" / "config.json").read_text())
+    assert cfg["train_counts"] == {c: int(n) for c, n in zip(ds.classes, np.bincount(
+        ds.labels[ds.indices("train")], minlength=len(ds.classes)))}
+
+
 def test_corrupt_or_foreign_folder_is_bad_input(trained, tmp_path):
     from ecgtool.core.errors import BadInput
     from ecgtool.runtime import artifact_kind

@@ -3,9 +3,9 @@
 `window_feature_table` computes ecgtool.baseline.features.extract_features for one lead (channel) of every
 window once (about 6-20 ms per 10-s window on one core, benchmarks/RESULTS.md) and keeps the matrix in
 `rr_head_features.npz` (core.names.RR_HEAD_CACHE) in the dataset folder, keyed by the SHA-256 of its meta.json
-and the size of signals.npy; a read-only dataset folder is simply not cached. Readers: the RR head
-(train.rr: `train --rr-head`, `--rr-init`, `--rr-bins`) and the rate check (data.info: `data info --rates`,
-`bench --external`).
+and the size of signals.npy; a read-only dataset folder is simply not cached. Readers: the baseline's training
+(train.baseline: `train --arch rr_baseline`, on its lead), the RR head (train.rr: `train --rr-head`, `--rr-init`,
+`--rr-bins`) and the rate check (data.info: `data info --rates`, `bench --external`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgtool.baseline.classifier import ARCH, DEFAULT_PARAMS, FEATURES_FILE, RRBaseline, extract_features, save_baseline
+from ecgtool.baseline.classifier import ARCH, DEFAULT_PARAMS, FEATURES_FILE, RRBaseline, save_baseline
 from ecgtool.core.files import write_json
 from ecgtool.core.manifest import record_artifact
 from ecgtool.core.names import CONFIG, CONFUSION, METRICS
@@ -30,22 +30,27 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
     """Fit the baseline on the train split of a prepared dataset and write RUN/<name>/ like a deep model.
 
     Writes features.npz, config.json, metrics.json (test metrics, plus `val` and timing) and
-    confusion.png, each recorded in RUN/manifest.json. `workers`: processes for the features
+    confusion.png, each recorded in RUN/manifest.json. The features of every window come from, or go to,
+    the dataset's feature cache (baseline.cache), computed in `workers` processes
     (baseline.features.feature_workers; None: auto). Returns the summary row (train's layout: model,
     arch, accuracy, macro_f1, weighted_f1, f1_<class>..., train_seconds, val_macro_f1, feature ms per window).
     """
-    from ecgtool.data.dataset import PreparedDataset, load_dataset
+    from ecgtool.baseline.cache import cached_feature_table, window_feature_table
+    from ecgtool.data.dataset import PreparedDataset, load_dataset, train_counts
     from ecgtool.evaluate.metrics import compute_metrics, confusion_png
 
     dataset = data if isinstance(data, PreparedDataset) else load_dataset(data)
     run, folder = Path(out), Path(out) / name
     ch = _lead_channel(dataset) if channel is None else channel
     t0 = time.perf_counter()
-    feats: dict[str, np.ndarray] = {}
-    for split in ("train", "val", "test"):
-        idx = np.sort(dataset.indices(split))
-        feats[split] = extract_features(dataset.signals, dataset.sampling_rate, ch, indices=idx, workers=workers)
-    feat_ms = 1000.0 * (time.perf_counter() - t0) / max(1, sum(len(f) for f in feats.values()))
+    # every window's features, from the dataset's cache when `train --rr-head` or `data info --rates` made it
+    table = cached_feature_table(dataset, ch)
+    cached = table is not None
+    if not cached:
+        table = window_feature_table(dataset, ch, workers=workers)
+    feats = {split: table[np.sort(dataset.indices(split))] for split in ("train", "val", "test")}
+    # per window computed; None when read from the cache (nothing was timed)
+    feat_ms = None if cached else round(1000.0 * (time.perf_counter() - t0) / max(1, len(table)), 3)
     y_train = dataset.labels[np.sort(dataset.indices("train"))]
     t1 = time.perf_counter()
     model = RRBaseline(classes=dataset.classes, sampling_rate=dataset.sampling_rate, channel=ch, seed=seed,
@@ -62,10 +67,10 @@ def train_baseline(data: str | os.PathLike | Any, out: str | os.PathLike, *, see
     result = {**metrics["test"], "artifact": str(folder), "kind": "baseline", "precision": "fp32",
               "data": str(dataset.root), "split": "test", "classes_missing_in_model": [],
               "classes_missing_in_data": [], "excluded_records": {}, "val": metrics["val"],
-              "feature_ms_per_window": round(feat_ms, 3), "fit_seconds": round(fit_s, 3)}
+              "feature_ms_per_window": feat_ms, "features_from_cache": cached, "fit_seconds": round(fit_s, 3)}
     result["summary"] = summary_row(name, result, seconds)
     extra = {"in_channels": int(dataset.signals.shape[1]), "length": int(dataset.signals.shape[2]),
-             "data": str(dataset.root), "train_counts": dataset.meta.get("counts", {}).get("train"),
+             "data": str(dataset.root), "train_counts": train_counts(dataset),
              "preprocessing": spec_from_meta(dataset.meta)}
     save_baseline(folder, model, feats["train"], y_train, extra=extra)
     write_json(folder / METRICS, result)
