@@ -33,7 +33,7 @@ setup(
         # OpenVINO's own post-training INT8 quantiser for `export --format openvino-int8` (used when installed);
         # nncf 3.4 pulls no torch (checked with pip --dry-run against torch 2.13.0+cpu)
         "nncf": ["nncf>=3.4"],
-        "dev": ["pytest>=7", "hypothesis>=6.100", "ruff>=0.5"],
+        "dev": ["pytest>=7", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.5"],
         # Microcontrollers (issue 13): PyTorch -> .tflite (litert-torch, which brings ai-edge-quantizer and
         # ai-edge-litert) and the real TensorFlow Lite Micro interpreter. Heavy (~1.2 GB: jax, transformers,
         # torchao) and it downgrades typing_extensions, so it is an extra, never install_requires.

@@ -103,3 +103,18 @@ def test_a_tampered_artifact_is_refused_before_use(tmp_path):
     f.write_text("tampered bytes")
     with pytest.raises(BadInput, match="differs from its SHA-256"):
         verify_artifact(f)
+
+
+def test_no_verify_lasts_one_invocation(tmp_path):
+    """`--no-verify` in one in-process call (a test, a notebook) must not switch the check off for the next."""
+    run = tmp_path / "run"
+    f = run / "model.onnx"
+    write_text(f, "original bytes")
+    record_artifact(f, run_dir=run, command="t")
+    f.write_text("tampered bytes")
+    assert CliRunner().invoke(main, ["--no-verify", "models"]).exit_code == 0
+    with pytest.raises(BadInput, match="differs from its SHA-256"):
+        verify_artifact(f)
+    assert CliRunner().invoke(main, ["models"]).exit_code == 0
+    with pytest.raises(BadInput, match="differs from its SHA-256"):
+        verify_artifact(f)

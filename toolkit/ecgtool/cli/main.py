@@ -8,6 +8,7 @@ command or show its own --help. A command whose module fails to import raises, n
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -89,11 +90,15 @@ class LazyGroup(click.Group):
 @quiet_option
 def main(no_verify: bool) -> None:
     """ecgtool: train, prune, quantise, compile and benchmark ECG rhythm classifiers for edge devices."""
+    from ecgtool.core.manifest import set_verify
+
+    # for this invocation only: an in-process call's --no-verify (a test, a notebook) must not outlive it
+    default = not os.environ.get("ECGTOOL_NO_VERIFY")
+    set_verify(default and not no_verify)
+    click.get_current_context().call_on_close(lambda: set_verify(default))
     if no_verify:
-        from ecgtool.core.manifest import set_verify
         from ecgtool.core.ui import warn
 
-        set_verify(False)
         warn("--no-verify: artifacts are used even where they differ from their manifest.json")
 
 
