@@ -119,8 +119,8 @@ def evaluate_command(artifact: str, data: str, split: str | None, out: str | Non
     """Accuracy, macro-F1 and per-class metrics of ARTIFACT on a prepared dataset; writes JSON + confusion PNG."""
     opts = {k: v for k, v in {"split": split, "batch_size": batch_size, "threads": threads}.items() if v is not None}
     metrics = evaluate_artifact(artifact, data, **opts)
-    for key, what in (("classes_missing_in_model", "missing in model"), ("classes_untrained_in_model",
-                                                                          "the model never trained on")):
+    for key, what in (("classes_missing_in_model", "missing in model"),
+                      ("classes_untrained_in_model", "the model never trained on")):
         if metrics.get(key):
             n = sum(metrics["excluded_records"].get(c, 0) for c in metrics[key])
             warn(f"classes {what}: {', '.join(metrics[key])} ({n} records excluded)")
