@@ -106,33 +106,15 @@ def mixed_dataset(real: Path, synth: Path, dest: Path) -> Path:
 
 
 def strided_dataset(real: Path, stride: int, dest: Path) -> Path:
-    """The same windows, but the train and val splits keep every `stride`-th window of each record.
-
-    Consecutive 10-s windows of one MIT-BIH record are near duplicates (same patient, same rhythm
-    episode), so this cuts deep-training time by `stride` while keeping every record and class; the
-    test split is left whole.
-    """
-    from ecgtool.data.dataset import load_dataset, write_dataset
+    """The same windows, but the train and val splits keep every `stride`-th window of each record
+    (`ecgtool data thin --every stride`); the test split is left whole."""
+    from ecgtool.data.thin import thin_dataset
 
     if stride <= 1:
         return real
     if (dest / "meta.json").exists():
         return dest
-    r = load_dataset(real)
-    rec = np.array([row.get("record") or row.get("record_id") for row in r.records])
-    splits = {k: np.asarray(v) for k, v in r.splits.items()}
-    for name in ("train", "val"):
-        idx = np.sort(splits[name])
-        pos = np.zeros(len(idx), dtype=np.int64)
-        seen: dict[str, int] = {}
-        for n, i in enumerate(idx):
-            pos[n] = seen.get(rec[i], 0)
-            seen[rec[i]] = pos[n] + 1
-        splits[name] = idx[pos % stride == 0]
-    meta = {k: v for k, v in r.meta.items() if k not in ("counts", "skipped", "classes", "n_records")}
-    meta.update(source=f"{r.meta.get('source')} (train/val every {stride}th window per record)", strided_from=str(real))
-    write_dataset(dest, np.asarray(r.signals), r.labels, r.classes, r.records, splits, meta)
-    return dest
+    return thin_dataset(real, stride, dest)[0]
 
 
 def every_nth_window(real: Path, stride: int, dest: Path) -> Path:
@@ -142,18 +124,13 @@ def every_nth_window(real: Path, stride: int, dest: Path) -> Path:
     patient-split test lacks), at a 1/stride of the inference cost of all 7,062 windows.
     """
     from ecgtool.data.dataset import load_dataset, write_dataset
+    from ecgtool.data.thin import positions_in_record
 
     if (dest / "meta.json").exists():
         return dest
     r = load_dataset(real)
-    rec = [row.get("record") or row.get("record_id") for row in r.records]
-    seen: dict[str, int] = {}
-    keep = []
-    for i, k in enumerate(rec):
-        if seen.get(k, 0) % stride == 0:
-            keep.append(i)
-        seen[k] = seen.get(k, 0) + 1
-    keep = np.asarray(keep)
+    every = np.arange(len(r))
+    keep = every[positions_in_record(every, r.records) % stride == 0]
     meta = {k: v for k, v in r.meta.items() if k not in ("counts", "skipped", "classes", "n_records", "split")}
     meta.update(source=f"{r.meta.get('source')} (every {stride}th window of each record)", subset_of=str(real))
     empty = np.zeros(0, dtype=np.int64)

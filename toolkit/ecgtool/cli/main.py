@@ -42,6 +42,7 @@ DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("ecgtool.data.importers:import_command", "Import a PhysioNet collection into a prepared dataset."),
     "info": ("ecgtool.data.info:info_command", "What a prepared dataset holds: counts per class and split."),
     "merge": ("ecgtool.data.merge:merge_command", "Add records (e.g. synthetic) to a dataset's training split."),
+    "thin": ("ecgtool.data.thin:thin_command", "Keep every N-th window of each record in train/val (test whole)."),
 }
 
 
