@@ -58,3 +58,12 @@ def test_thin_cli_prints_counts_warns_on_lost_class_and_rejects_bad_input(tmp_pa
     res = CliRunner().invoke(main, ["data", "thin", str(tmp_path / "nothing"), "--every", "2", "--out",
                                     str(tmp_path / "v")])
     assert res.exit_code == 2 and "nothing" in res.output
+
+
+def test_quiet_lasts_one_invocation(tmp_path):
+    """`-q` in one in-process call must not silence the next call's summary line (xdist ran this file after one)."""
+    src = _holter(tmp_path / "src")
+    res = CliRunner().invoke(main, ["data", "thin", str(src), "--every", "2", "--out", str(tmp_path / "a"), "-q"])
+    assert res.exit_code == 0 and "windows kept" not in res.output
+    res = CliRunner().invoke(main, ["data", "thin", str(src), "--every", "2", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0 and "windows kept: train 10 of 18" in res.output

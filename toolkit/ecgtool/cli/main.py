@@ -92,11 +92,14 @@ class LazyGroup(click.Group):
 def main(no_verify: bool) -> None:
     """ecgtool: train, prune, quantise, compile and benchmark ECG rhythm classifiers for edge devices."""
     from ecgtool.core.manifest import set_verify
+    from ecgtool.core.ui import reset_quiet
 
-    # for this invocation only: an in-process call's --no-verify (a test, a notebook) must not outlive it
+    # for this invocation only: an in-process call's --no-verify or --quiet (a test, a notebook) must not outlive it
     default = not os.environ.get("ECGTOOL_NO_VERIFY")
     set_verify(default and not no_verify)
-    click.get_current_context().call_on_close(lambda: set_verify(default))
+    ctx = click.get_current_context()
+    ctx.call_on_close(lambda: set_verify(default))
+    ctx.call_on_close(reset_quiet)
     if no_verify:
         from ecgtool.core.ui import warn
 

@@ -17,6 +17,11 @@ def set_quiet(value: bool) -> None:
     _QUIET = bool(value)
 
 
+def reset_quiet() -> None:
+    """Back to the environment's setting (ECGTOOL_QUIET): the CLI calls it when an invocation ends."""
+    set_quiet(bool(os.environ.get("ECGTOOL_QUIET")))
+
+
 def _quiet_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
         set_quiet(True)
