@@ -26,9 +26,10 @@ from ecgtool.data.dataset import SPLITS, load_dataset, write_dataset
 THIN_SPLITS = ("train", "val")
 
 
-def record_of(row: dict) -> str:
-    """The source record a window was cut from (`record`), or the window's own id where there is none."""
-    return str(row.get("record") or row.get("record_id") or "")
+def record_of(row: dict, index: int) -> str:
+    """The source record a window was cut from (`record`), else the window's own id (or its index): a
+    window without a record is a record of its own."""
+    return str(row.get("record") or row.get("record_id") or f"#{index}")
 
 
 def positions_in_record(indices: np.ndarray, records: Sequence[dict]) -> np.ndarray:
@@ -37,7 +38,7 @@ def positions_in_record(indices: np.ndarray, records: Sequence[dict]) -> np.ndar
     pos = np.zeros(len(indices), dtype=np.int64)
     seen: dict[str, int] = {}
     for n, i in enumerate(indices):
-        key = record_of(records[int(i)])
+        key = record_of(records[int(i)], int(i))
         pos[n] = seen.get(key, 0)
         seen[key] = pos[n] + 1
     return pos
