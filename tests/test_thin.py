@@ -40,6 +40,23 @@ def test_thin_keeps_every_nth_window_of_each_record_in_train_and_leaves_test_who
     assert thin_dataset(src, 9, tmp_path / "thin9")[1]["classes_lost"] == {"train": ["AF"]}
 
 
+def test_thin_default_is_train_only_and_split_option_adds_val(tmp_path):
+    """Default: validation stays whole (early stopping and the INT8 gate see every window); `--split` widens it."""
+    src = _holter(tmp_path / "src")
+    d0 = load_dataset(src)
+    splits = dict(d0.splits)
+    splits["val"], splits["train"] = splits["train"][9:], splits["train"][:9]  # record 1 becomes validation
+    src = write_dataset(tmp_path / "src2", np.asarray(d0.signals), d0.labels, d0.classes, d0.records, splits,
+                        {"sampling_rate": 2, "source": "holter"})
+    _, summary = thin_dataset(src, 4, tmp_path / "t")
+    assert summary["splits"]["train"] == {"kept": 3, "before": 9}
+    assert summary["splits"]["val"] == {"kept": 9, "before": 9}
+    res = CliRunner().invoke(main, ["data", "thin", str(src), "--every", "4", "--split", "train", "--split", "val",
+                                    "--out", str(tmp_path / "tv")])
+    assert res.exit_code == 0 and "train 3 of 9, val 3 of 9, test 9 of 9" in res.output, res.output
+    assert load_dataset(tmp_path / "tv").meta["thinned"]["splits"] == ["train", "val"]
+
+
 def test_thin_leaves_one_window_per_record_datasets_unchanged(tmp_path):
     src = _holter(tmp_path / "src", one_per_record=True)
     out, summary = thin_dataset(src, 4, tmp_path / "thin")
