@@ -377,3 +377,21 @@ def test_csv_chunks_are_the_same_with_pandas_and_with_loadtxt(tmp_path, monkeypa
             monkeypatch.setitem(sys.modules, "pandas", None)
         with pytest.raises(pre.UnusableRecord, match="non-numeric value in CSV"):
             read("MLII" if text.startswith("MLII") else None)
+
+
+def test_stream_samples_near_the_float_limit_are_gated_without_warnings():
+    """Finite samples of opposite sign near float64's limit overflow the resampler's offset subtraction: the
+    window says so (quality non-finite, a reason, no class) and no RuntimeWarning escapes (hostile-input test)."""
+    import warnings
+
+    spec = {"sampling_rate": 200, "window_len": 2000}
+    sig = np.sin(np.arange(360 * 30) / 20.0)
+    sig[:3], sig[360 * 12:360 * 13] = -1.7e308, 1.7e308
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        core = StreamCore(lambda w: np.stack([w.mean(axis=(1, 2)), w.std(axis=(1, 2))], axis=1), spec, 360, ["a", "b"])
+        out = core.push(sig) + core.close()[0]
+    assert len(out) == 3
+    middle = out[1]
+    assert middle["quality"] == "non-finite" and middle["rhythm"] == "unclassifiable"
+    assert "float limit" in middle["reason"] and middle["probability"] is None and not middle.get("probabilities")

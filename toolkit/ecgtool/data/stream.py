@@ -87,7 +87,8 @@ class Resampler:
             pad += (-pad) % self.down
             self.b0 = -pad
             self.buf = np.zeros((x.shape[0], pad))
-        self.buf = np.concatenate([self.buf, x - self.offset], axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):  # samples near the float limit: inf, gated per window
+            self.buf = np.concatenate([self.buf, x - self.offset], axis=-1)
         self.n_in += x.shape[-1]
         # output m (= full j = m + shift) needs inputs up to floor(j * down / up)
         m_to = ((self.n_in - 1) * self.up) // self.down - self.shift + 1
@@ -219,13 +220,16 @@ class StreamCore:
             self.next_start += self.hop
         if cut:  # the quality gate over every window cut by this push at once (batch_quality == window_quality)
             if self.quality:
-                gates = batch_quality(np.stack([w for _, w, _ in cut]), self.fs, [r for _, _, r in cut],
-                                      self.fs_in, self.flat)
+                with np.errstate(over="ignore", invalid="ignore"):  # inf windows are marked just below
+                    gates = batch_quality(np.stack([w for _, w, _ in cut]), self.fs, [r for _, _, r in cut],
+                                          self.fs_in, self.flat)
             else:
                 gates = [(QUALITY_OK, {}) if np.all(np.isfinite(r)) else ("non-finite", {"reason": "non-finite input"})
                          for _, _, r in cut]
             for (s, w, _), (status, details) in zip(cut, gates):
-                if status == QUALITY_OK and np.ptp(w, axis=-1).min() < self.flat:
+                if not np.all(np.isfinite(w)):  # finite input near the float limit overflows the filters
+                    status, details = "non-finite", {"reason": "non-finite after resampling (samples near the float limit)"}
+                elif status == QUALITY_OK and np.ptp(w, axis=-1).min() < self.flat:
                     status, details = "flat", {"reason": f"peak-to-peak below {self.flat:g} mV"}
                 self.pending.append((s, w, status, details))
         # drop what no later window needs
