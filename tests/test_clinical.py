@@ -395,3 +395,22 @@ def test_stream_samples_near_the_float_limit_are_gated_without_warnings():
     middle = out[1]
     assert middle["quality"] == "non-finite" and middle["rhythm"] == "unclassifiable"
     assert "float limit" in middle["reason"] and middle["probability"] is None and not middle.get("probabilities")
+
+
+def test_clipped_share_counts_a_sample_once_and_survives_the_float_limit():
+    """A window railed at +-1.7e308 (span overflows to inf) or railed at one value everywhere is 100 % on
+    plateaus, not 200 % (each sample counted on both rails before), with no RuntimeWarning; both gates agree."""
+    import warnings
+
+    fs, fs_raw = 200, 360
+    x = np.sin(np.arange(2000) / 5.0)[None]  # the model-rate window: not flat, so the clip rule decides
+    railed = np.where(np.arange(3600) % 400 < 200, 1.7e308, -1.7e308)[None].astype(np.float64)
+    constant = np.full((1, 3600), 4.0)
+    half = np.concatenate([np.full(1800, 4.0), np.sin(np.arange(1800) / 5.0)])[None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for raw, share in ((railed, "100.0 %"), (constant, "100.0 %"), (half, "50.0 %")):
+            one = window_quality(x, fs, raw, fs_raw)
+            batch = batch_quality(x[None], fs, [raw], fs_raw)[0]
+            assert one == batch
+            assert one[0] == "clipped" and one[1]["reason"].startswith(share), one

@@ -39,6 +39,7 @@ CLIP_FRAC = 0.01
 NOISE_HF_MAX = 0.2
 NOISE_TEMPLATE_MIN = 0.5
 QUALITY_OK = "ok"
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 
 
 # --- R peaks, heart rate, quality ------------------------------------------------------------------
@@ -100,11 +101,13 @@ def _longest_run(mask: np.ndarray) -> int:
 def _plateau_frac(raw: np.ndarray, fs_raw: float) -> float:
     """Fraction of samples on >= 15-ms runs of equal values at the window's max or min."""
     lo, hi = raw.min(), raw.max()
-    tol = 1e-9 * max(1.0, hi - lo)
     min_run = max(3, int(round(0.015 * fs_raw)))
     total = 0
-    for rail in (hi, lo):
-        m = np.abs(raw - rail) <= tol
+    with np.errstate(over="ignore", invalid="ignore"):  # samples near the float limit: a span of inf
+        tol = 1e-9 * min(max(1.0, hi - lo), _FLOAT_MAX)
+        on_hi = np.abs(raw - hi) <= tol
+        rails = (on_hi, (np.abs(raw - lo) <= tol) & ~on_hi)  # a sample counts once, also when max == min
+    for m in rails:
         if m.sum() < min_run:
             continue
         d = np.diff(np.concatenate([[0], m.astype(np.int8), [0]]))
@@ -214,11 +217,13 @@ def _flat_runs(s: np.ndarray, k: int, flat_mv: float) -> np.ndarray:
 def _plateau_fracs(raw: np.ndarray, fs_raw: float) -> np.ndarray:
     """_plateau_frac of each row of raw [k, m]."""
     lo, hi = raw.min(axis=1), raw.max(axis=1)
-    tol = 1e-9 * np.maximum(1.0, hi - lo)
     min_run = max(3, int(round(0.015 * fs_raw)))
     total = np.zeros(raw.shape[0])
-    for rail in (hi, lo):
-        m = np.abs(raw - rail[:, None]) <= tol[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):  # as _plateau_frac
+        tol = (1e-9 * np.minimum(np.maximum(1.0, hi - lo), _FLOAT_MAX))[:, None]
+        on_hi = np.abs(raw - hi[:, None]) <= tol
+        rails = (on_hi, (np.abs(raw - lo[:, None]) <= tol) & ~on_hi)
+    for m in rails:
         some = np.flatnonzero(np.count_nonzero(m, axis=1) >= min_run)  # fewer on the rail: no run that long
         if len(some):
             rows, lengths = _runs(m[some])
