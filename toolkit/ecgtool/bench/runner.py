@@ -36,7 +36,7 @@ from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.core.machine import machine_info, machine_lines, tensorrt_skip_reason
 from ecgtool.compress.gate import DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
 from ecgtool.core.ui import PERCENT_COLUMNS, as_percent, info, markdown_table, print_table, progress_bar, quiet_option
-from ecgtool.core.machine import resolve_threads
+from ecgtool.core.machine import THREADS_AUTO_HELP, resolve_threads
 from ecgtool.train.defaults import THREADS
 
 SLOW_LOAD_MS = 2000.0  # a first load this slow is dominated by the load itself, not by library imports
@@ -477,7 +477,7 @@ def write_bench(out: Path, rows: list[dict], machine: dict, settings: dict, data
 @click.option("--split", default=None, help="Split to score on [default: test].")
 @click.option("--max-eval", type=int, default=None, help="Score only the first N records of the split.")
 @click.option("--threads", default=None, help=f"Threads for every CPU backend: N or auto [default: {THREADS}: "
-              "all cores when the load average is under half of them, else 1].")
+              f"{THREADS_AUTO_HELP}].")
 @click.option("--batch", type=int, default=None, help="Batch size for latency [default: 1].")
 @click.option("--throughput-batch", type=int, default=None, help="Batch size for throughput [default: 64].")
 @click.option("--warmup", type=int, default=None, help="Warm-up calls per artifact [default: 10].")

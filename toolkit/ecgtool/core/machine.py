@@ -138,10 +138,53 @@ def detect_target(cpu: dict[str, bool] | None = None, flags: set[str] | None = N
 THREADS_ENV = "ECGTOOL_THREADS"
 
 
+#: how long `busy_cores` watches /proc/stat, and how long a measurement is reused within one process
+BUSY_SAMPLE_S = 0.5
+BUSY_REUSE_S = 10.0
+_busy_seen: list[tuple[float, float]] = []  # (time.monotonic() when measured, busy cores)
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all CPUs from /proc/stat's first line; None where it cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(sample_s: float = BUSY_SAMPLE_S) -> float | None:
+    """Cores busy now (other processes' CPU time over `sample_s` seconds of /proc/stat, this process asleep),
+    or None where /proc/stat cannot be read. Unlike the 1-minute load average it does not lag: right after
+    `make test` ends the load average still reads ~1.5 on 2 idle cores for a minute."""
+    if _busy_seen and time.monotonic() - _busy_seen[-1][0] < BUSY_REUSE_S:
+        return _busy_seen[-1][1]
+    a = _cpu_jiffies()
+    if a is None:
+        return None
+    time.sleep(sample_s)
+    b = _cpu_jiffies()
+    if b is None or b[1] <= a[1]:
+        return None
+    busy = (os.cpu_count() or 1) * (b[0] - a[0]) / (b[1] - a[1])
+    _busy_seen[:] = [(time.monotonic(), busy)]
+    return busy
+
+
+#: what "auto" means, for every --threads help text
+THREADS_AUTO_HELP = "all cores when under half of them are busy now, else 1"
+
+
 def resolve_threads(threads: int | str | None = "auto") -> tuple[int, str]:
-    """(threads, why): an int is kept; "auto"/None -> $ECGTOOL_THREADS if set, else every core when the
-    1-minute load average is under half the cores (a quiet machine), else 1 (PyTorch's OpenMP threads stall
-    on a busy shared machine: a 2-thread forward pass went from 2 ms to ~500 ms while another process held a core)."""
+    """(threads, why): an int is kept; "auto"/None -> $ECGTOOL_THREADS if set, else every core when under half
+    the cores are busy now (`busy_cores`; the 1-minute load average where /proc/stat cannot be read), else 1
+    (PyTorch's OpenMP threads stall on a busy shared machine: a 2-thread forward pass went from 2 ms to ~500 ms
+    while another process held a core)."""
     if threads not in (None, "auto"):
         try:
             n = int(threads)
@@ -155,9 +198,16 @@ def resolve_threads(threads: int | str | None = "auto") -> tuple[int, str]:
         return resolve_threads(env)[0], f"${THREADS_ENV}"
     cores = os.cpu_count() or 1
     try:
-        load = os.getloadavg()[0]
+        load = f"load average {os.getloadavg()[0]:.2f}"
     except OSError:
-        return 1, "auto: load average unknown"
-    if load < 0.5 * cores:
-        return cores, f"auto: machine quiet, load {load:.2f} < {0.5 * cores:g} on {cores} cores"
-    return 1, f"auto: machine busy, load {load:.2f} >= {0.5 * cores:g} on {cores} cores"
+        load = "load average unknown"
+    busy = busy_cores()
+    if busy is None:
+        if load.endswith("unknown"):
+            return 1, "auto: load unknown"
+        value, what = float(load.split()[-1]), load
+    else:
+        value, what = busy, f"{busy:.2f} cores busy now ({load})"
+    if value < 0.5 * cores:
+        return cores, f"auto: machine quiet, {what} < {0.5 * cores:g} on {cores} cores"
+    return 1, f"auto: machine busy, {what} >= {0.5 * cores:g} on {cores} cores"

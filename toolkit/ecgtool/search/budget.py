@@ -26,7 +26,7 @@ from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput, EcgtoolError
 from ecgtool.export.formats import FORMATS as EXPORTS
 from ecgtool.core.ui import info, quiet_option
-from ecgtool.core.machine import resolve_threads
+from ecgtool.core.machine import THREADS_AUTO_HELP, resolve_threads
 from ecgtool.train.defaults import LR, THREADS
 
 #: what search can measure: the PyTorch folder, the ONNX Runtime formats of the export table and the
@@ -310,8 +310,8 @@ def _markdown(settings: dict, fitting: list[dict], ordered: list[dict], markdown
 @click.option("--depth", "depths", multiple=True, type=int, help="Depths to try (default 18 34 50 101 152).")
 @click.option("--width", "widths", multiple=True, type=int, help="Widths to try (default 8 16 32 64).")
 @click.option("--format", "formats", multiple=True, help="pytorch, onnx, onnx-int8, litert-int8 (default the first three).")
-@click.option("--threads", help=f"Inference threads: N or auto (default {THREADS}: all cores when the load "
-              "average is under half of them, else 1).")
+@click.option("--threads", help=f"Inference threads: N or auto (default {THREADS}: "
+              f"{THREADS_AUTO_HELP}).")
 @click.option("--train-top", type=click.IntRange(0), help="Train the K largest fitting models and rank by val macro-F1.")
 @click.option("--epochs", type=click.IntRange(1), help="Epochs for --train-top (default 5).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True),

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ecgtool.core.files import write_csv, write_text
-from ecgtool.core.machine import resolve_threads
+from ecgtool.core.machine import THREADS_AUTO_HELP, resolve_threads
 from ecgtool.train import defaults as D
 from ecgtool.train.augment import parse_augment
 from ecgtool.data.dataset import PreparedDataset, train_counts
@@ -404,8 +404,8 @@ def summary_columns(rows: Sequence[dict]) -> list[str]:
                    f"N from {', '.join(map(str, D.RR_BINS_AUTO))} by grouped cross-validation of the --rr-init "
                    "regression on the training split (scores in config.json, extra.rr_bins_fit.auto).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished models are skipped.")
-@click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: all cores "
-              "when the load average is under half of them, else 1).")
+@click.option("--threads", default=None, help=f"CPU threads for torch: N or auto (default {D.THREADS}: "
+              f"{THREADS_AUTO_HELP}).")
 @click.option("--precise-bn", type=click.IntRange(0), default=None,
               help="Training batches that re-estimate BatchNorm statistics before each validation (default 32, 0 off).")
 @quiet_option
