@@ -119,7 +119,7 @@ def stem_flips_one_window(monkeypatch):
 
     def logits(path, signals, idx, threads, desc, optimize=True):
         out = real(path, signals, idx, threads, desc, optimize)
-        if desc == "int8 val" and _stem_quantised(path):
+        if desc == "int8 gate" and _stem_quantised(path):
             out = out.copy()
             out[0] = np.roll(out[0], 1)
         return out
@@ -163,7 +163,7 @@ def test_impossible_floor_everywhere_fails_the_gate(trained, tmp_path, monkeypat
 
     def logits(path, signals, idx, threads, desc, optimize=True):
         out = real(path, signals, idx, threads, desc, optimize)
-        if desc == "int8 val":
+        if desc == "int8 gate":
             out = out.copy()
             out[0] = np.roll(out[0], 1)
         return out

@@ -93,6 +93,7 @@ def calibration_set(data: str | os.PathLike, size: int = DEFAULT_SIZE, seed: int
     if npz.exists() and js.exists():
         meta = read_json(js)
         if meta.get("source_sha256") == source and meta.get("size") == size and meta.get("seed") == seed:
+            meta.setdefault("indices", np.sort(pick).tolist())  # sets saved before the indices were recorded
             with np.load(npz) as z:
                 cs = CalibrationSet(z["signals"], z["labels"], npz, meta)
             _require_all_classes(cs, ds)

@@ -36,6 +36,7 @@ from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE
 from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
                                    RR_FUSION, RR_FUSION_CHOICE, candidate_groups, judge, keep_fp32_names,
                                    keep_fp32_nodes, latency_ratio, scan)
+from ecgtool.compress.gate import DEFAULT_GATE_TRAIN, gate_windows, whole_count
 from ecgtool.compress.targets import detect_target, form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
@@ -215,15 +216,17 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
                    gate: bool = True, gate_macro: float = DEFAULT_MACRO_POINTS,
                    gate_class: float = DEFAULT_CLASS_POINTS, gate_min_windows: int = DEFAULT_MIN_WINDOWS,
                    gate_agreement: float = DEFAULT_AGREEMENT, keep_fp32: Sequence[str] | None = None,
-                   runtime: str = "onnxruntime") -> dict:
+                   runtime: str = "onnxruntime", gate_train: int = DEFAULT_GATE_TRAIN) -> dict:
     """Quantise an FP32 ONNX graph to INT8 QDQ (`out`) for `target` and report what it cost against the FP32 graph.
 
     target: auto (this machine, by CPUID), x86-avx2, x86-vnni, arm64 or tensorrt (ecgtool.compress.targets);
-    symmetric=True without a target means tensorrt. method="auto" tries minmax and percentile and keeps
-    the best validation macro-F1. gate: if INT8 loses more than `gate_macro` points of validation
+    symmetric=True without a target means tensorrt. The gate's windows (and method="auto"'s) are the validation
+    split plus up to `gate_train` training windows outside the calibration set (compress.gate.gate_windows; 0:
+    validation alone). method="auto" tries minmax and percentile and keeps
+    the best macro-F1 on them. gate: if INT8 loses more than `gate_macro` points of
     macro-F1 or `gate_class` points of any class, carried by at least `gate_min_windows` windows (net; fewer
     are waived, with the reason recorded), or if INT8's argmax agrees with FP32's on fewer than `gate_agreement` %
-    of the validation windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
+    of those windows (0: no floor), the most sensitive nodes are kept FP32 until it holds or (x86
     targets) the file is no faster than FP32 (ecgtool.compress.gate). keep_fp32: node groups FP32 from the start
     (compress.gate.KEEP_FP32_CHOICES; None: the target's default, compress.targets.FORMS, plus `rr-fusion` in an
     RR-head graph, gate.rr_fusion_nodes; given: exactly those), resolved on the FP32
@@ -238,8 +241,8 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     fp32, out = Path(fp32), Path(out)
     if method not in METHODS + ("auto",):
         raise BadInput(f"--method {method}: unknown calibration method (choose from {', '.join(METHODS)}, auto)")
-    if isinstance(gate_min_windows, bool) or not isinstance(gate_min_windows, int) or gate_min_windows < 0:
-        raise BadInput(f"--gate-min-windows {gate_min_windows}: must be a whole number of windows, 0 or more")
+    whole_count("--gate-min-windows", gate_min_windows)
+    whole_count("--gate-train", gate_train, "training windows")
     check_agreement_floor(gate_agreement)
     if symmetric is not None and target not in (None, "auto") and symmetric != (target in ("tensorrt", "arm64")):
         raise BadInput(f"--target {target}: its form is {'symmetric' if not symmetric else 'asymmetric'}; "
@@ -259,8 +262,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             + (f" ({', '.join(keep_groups)}: {len(keep_nodes)} node{'s' * (len(keep_nodes) != 1)} FP32 from the start)"
                if keep_nodes else ""))
     start = time.perf_counter()
-    val = np.sort(ds.indices("val"))
-    fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 val").argmax(1) if (gate or method == "auto") and len(val) else None
+    val, n_train = gate_windows(ds, cs.meta["indices"], gate_train, seed)
+    seen = f"{len(val) - n_train} validation + {n_train} training windows outside the calibration set"
+    fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 gate").argmax(1) if (gate or method == "auto") and len(val) else None
 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
@@ -272,7 +276,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     simulated = evaluated != "onnxruntime"
 
     def predict(path: Path) -> np.ndarray:
-        return onnx_logits(path, signals, val, threads, "int8 val", **EVALUATED[evaluated]).argmax(1)
+        return onnx_logits(path, signals, val, threads, "int8 gate", **EVALUATED[evaluated]).argmax(1)
 
     def verdict(pred: np.ndarray):
         return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
@@ -296,7 +300,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             tried = {m: base - v.macro_loss_points / 100 for m, v in verdicts.items()}
             method = max(AUTO_METHODS, key=lambda m: tried[m])  # ties keep the earlier, simpler method
             os.replace(Path(tmp) / f"{method}.onnx", first)
-            ui.info("method auto: kept " + method + " (validation macro-F1 "
+            ui.info("method auto: kept " + method + f" (macro-F1 on {seen}: "
                     + ", ".join(f"{m} {f:.4f}" for m, f in tried.items()) + "; entropy = minmax in ONNX Runtime)")
         else:
             method = "minmax" if method == "auto" else method
@@ -305,13 +309,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
         if gate and fp32_val is not None:
             v0 = verdict(predict(first))
             gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
-                           "agreement_floor": gate_agreement, "split": "val", "n": int(len(val)),
+                           "agreement_floor": gate_agreement, "split": "val+train" if n_train else "val",
+                           "n": int(len(val)), "n_val": int(len(val) - n_train), "n_train": n_train,
                            "keep_fp32": list(form.keep_fp32), "keep_fp32_groups": keep_groups,
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:
                 c, loss = v0.worst_class
                 ui.info(f"gate: INT8 macro-F1 loss {v0.macro_loss_points:.2f} points, {c} {loss:.2f}, agreement "
-                        f"{100 * v0.agreement:.2f} % on validation (n={len(val)}); scanning node sensitivity")
+                        f"{100 * v0.agreement:.2f} % on {seen}; scanning node sensitivity")
                 groups = [(n, [x for x in nodes if x not in exclude]) for n, nodes in graph_groups]
                 res = scan(lambda dst, excl: build(dst, excl, method), predict, verdict,
                            [(n, nodes) for n, nodes in groups if nodes], list(exclude), Path(tmp), (first, v0), too_slow)
@@ -327,7 +332,7 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             gate_report["after"] = v.as_dict()
             gate_report["passed"] = v.passed
             gate_report["reason"] = v.reason
-            msg = (f"gate {'passed' if v.passed else 'FAILED'}: validation macro-F1 loss {v.macro_loss_points:.2f} points "
+            msg = (f"gate {'passed' if v.passed else 'FAILED'} on {seen}: macro-F1 loss {v.macro_loss_points:.2f} points "
                    f"(limit {gate_macro}), worst class {v.worst_class[0]} loss {v.worst_class[1]:.2f} (limit {gate_class}; "
                    f"negative = INT8 gained), agreement {100 * v.agreement:.2f} % (floor {gate_agreement:g} %)")
             if gate_report.get("stopped"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ecgtool.compress.gate import DEFAULT_AGREEMENT
+from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_GATE_TRAIN
 from ecgtool.core import ui
 from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput
@@ -105,6 +105,8 @@ _OPTION_HELP = {
                              "0: points alone decide)."),
     "gate_agreement": dict(type=float, metavar="PCT", help="INT8 gate: least argmax agreement with FP32, % of validation "
                            f"windows (default {DEFAULT_AGREEMENT:g}; 0: no floor)."),
+    "gate_train": dict(type=int, metavar="N", help="INT8 gate: also judge on up to N training windows outside the "
+                       f"calibration set, beside validation (default {DEFAULT_GATE_TRAIN}; 0: validation alone)."),
     "keep_fp32": dict(multiple=True, metavar="GROUP", help="INT8: node group kept FP32 from the start (repeatable): "
                       "stem, se-gates, se-fc, residual-adds, classifier, rr-fusion, suspects (all) or none (drop the "
                       "target's default); the gate works on top."),

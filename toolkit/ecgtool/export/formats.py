@@ -13,7 +13,7 @@ from pathlib import Path
 OPSET = 17
 #: INT8 calibration / quantisation options
 INT8_OPTIONS = ("method", "calib_size", "per_channel", "exclude", "calib_dir", "seed", "target", "gate", "gate_macro",
-                "gate_class", "gate_min_windows", "gate_agreement", "keep_fp32")
+                "gate_class", "gate_min_windows", "gate_agreement", "gate_train", "keep_fp32")
 #: OpenVINO INT8: converted from the gated signed symmetric QDQ graph (OpenVINO loses F1 on ORT's u8 form), or
 #: nncf.quantize (extra [nncf]); `ov_quantizer` chooses (auto = qdq | nncf | qdq). `target` is the CPU
 #: the IR is for (compress.targets.OPENVINO_FORMS / NNCF_OVERFLOW_FIX: 7-bit weights on x86 without VNNI)

@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from ecgtool.compress.calibration import DEFAULT_SIZE
-from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS
+from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_GATE_TRAIN, DEFAULT_MACRO_POINTS,
+                                   DEFAULT_MIN_WINDOWS)
 from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
@@ -188,6 +189,9 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.option("--gate-agreement", type=float, metavar="PCT",
               help=f"Gate: least argmax agreement of INT8 with FP32, % of validation windows (default {DEFAULT_AGREEMENT:g}; "
                    "below it the scan keeps nodes FP32; 0: no floor).")
+@click.option("--gate-train", type=int, metavar="N",
+              help=f"Gate: also judge on up to N training windows outside the calibration set, beside validation "
+                   f"(default {DEFAULT_GATE_TRAIN}; 0: validation alone; not with --qat).")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
 @click.option("--qat", is_flag=True, default=False,
@@ -213,7 +217,8 @@ def quantize_command(model: Path, data: Path, **options: Any) -> None:
     g = r.get("gate")
     if g:
         agree = f", agreement {100 * g['after']['agreement']:.2f} % (floor {g.get('agreement_floor', 0):g} %)" if g.get("after") else ""
-        click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, validation n={g['n']}{agree}): "
+        seen = f"validation n={g.get('n_val', g['n'])}" + (f" + training n={g['n_train']}" if g.get("n_train") else "")
+        click.echo(f"gate ({g['macro_points']} / {g['class_points']} points, {seen}{agree}): "
                    f"{'passed' if g['passed'] else 'FAILED'}; kept FP32: "
                    f"{', '.join([*g.get('keep_fp32_groups', []), *g['groups_fp32']]) or 'nothing'}"
                    f"{' (' + ', '.join(g['keep_fp32_groups']) + ' from the start)' if g.get('keep_fp32_groups') else ''}")

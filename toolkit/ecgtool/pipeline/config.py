@@ -184,7 +184,7 @@ VALUE_BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
     "prune.lr": (1e-12, 10, False, False), "prune.patience": (0, 10_000, True, False),
     "prune.epochs": (0, 10_000, True, False), "prune.seed": (0, 2**32 - 1, True, False),
     "quantize.calib_size": (1, 1_000_000, True, False), "quantize.seed": (0, 2**32 - 1, True, False),
-    "quantize.gate_agreement": (0, 100, False, False),
+    "quantize.gate_agreement": (0, 100, False, False), "quantize.gate_train": (0, 10**8, True, False),
     "bench.batch": (1, 4096, True, False), "bench.throughput_batch": (1, 65_536, True, False),
     "bench.warmup": (0, 100_000, True, False), "bench.min_runs": (1, 1_000_000, True, False),
     "bench.min_time_s": (0, 3600, False, False), "bench.max_eval": (1, 10**8, True, False),
