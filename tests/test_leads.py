@@ -136,7 +136,8 @@ def test_leads_any_model_quantises_on_one_lead_windows(leads_any, tmp_path):
     idx = json.loads(Path(report["calibration"]["path"]).with_suffix(".json").read_text())
     assert idx["channels"] == 1 and idx["lead"] == "II"
     np.testing.assert_array_equal(calib, ds.signals[idx["indices"], :1])  # the deployment lead, channel 0
-    assert report["gate"]["n"] == len(ds.indices("val")) and report["n"] == len(ds.indices("test"))
+    assert report["gate"]["n_val"] == len(ds.indices("val")) and report["n"] == len(ds.indices("test"))
+    assert report["gate"]["n"] == report["gate"]["n_val"] + report["gate"]["n_train"]
     assert (model / "model.int8.onnx").is_file()
 
 
