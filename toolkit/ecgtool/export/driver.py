@@ -15,13 +15,13 @@ from typing import Any
 
 import click
 
-from ecgtool.compress.gate import DEFAULT_AGREEMENT, DEFAULT_GATE_TRAIN
 from ecgtool.core import ui
 from ecgtool.core.artifacts import size_on_disk_mb
 from ecgtool.core.errors import BadInput
 from ecgtool.runtime.registry import require_model_folder
 from ecgtool.core.manifest import recorded_check
-from ecgtool.export.formats import COMMON_OPTIONS, FORMATS, OPSET, RR_HEAD_FORMATS
+from ecgtool.export.formats import COMMON_OPTIONS, FORMATS, RR_HEAD_FORMATS
+from ecgtool.export.options import OPTION_HELP, table_option
 from ecgtool.export.targets import TARGETS
 
 
@@ -86,39 +86,6 @@ def unavailable(fmt: str) -> str | None:
     return None
 
 
-#: every option some format takes: (option name, click declaration kwargs)
-_OPTION_HELP = {
-    "data": dict(type=click.Path(path_type=Path), help="Prepared dataset: test split for the checks, training split for INT8 calibration."),
-    "method": dict(type=str, help="INT8 calibration: minmax, entropy, percentile or auto."),
-    "calib_size": dict(type=int, help="INT8: records in the calibration set (default 256)."),
-    "per_channel": dict(default=None, help="INT8: per-channel weight scales (default on).", flag="--per-channel/--no-per-channel"),
-    "exclude": dict(multiple=True, help="INT8: ONNX node name to keep in float (repeatable)."),
-    "calib_dir": dict(type=click.Path(path_type=Path), help="INT8: where calibration sets are kept (default calibration/)."),
-    "seed": dict(type=int, help="INT8: seed of the calibration sample (default 0)."),
-    "target": dict(type=str, help="INT8: CPU/accelerator the form is for: auto (this machine, by CPUID), x86-avx2, "
-                   "x86-vnni, arm64, tensorrt."),
-    "gate": dict(default=None, help="INT8: accuracy gate against FP32 on validation (default on).", flag="--gate/--no-gate"),
-    "gate_macro": dict(type=float, help="INT8 gate: most macro-F1 points INT8 may lose (default 0.5)."),
-    "gate_class": dict(type=float, help="INT8 gate: most F1 points any class may lose (default 1.0)."),
-    "gate_min_windows": dict(type=int, help="INT8 gate: a loss fails it only when at least this many validation windows "
-                             "carry it, net (default 5: the fewest the exact McNemar test calls significant at 5 %; "
-                             "0: points alone decide)."),
-    "gate_agreement": dict(type=float, metavar="PCT", help="INT8 gate: least argmax agreement with FP32, % of validation "
-                           f"windows (default {DEFAULT_AGREEMENT:g}; 0: no floor)."),
-    "gate_train": dict(type=int, metavar="N", help="INT8 gate: also judge on up to N training windows outside the "
-                       f"calibration set, beside validation (default {DEFAULT_GATE_TRAIN}; 0: validation alone)."),
-    "keep_fp32": dict(multiple=True, metavar="GROUP", help="INT8: node group kept FP32 from the start (repeatable): "
-                      "stem, se-gates, se-fc, residual-adds, classifier, rr-fusion, suspects (all) or none (drop the "
-                      "target's default); the gate works on top."),
-    "ov_quantizer": dict(type=click.Choice(["auto", "nncf", "qdq"]), help="OpenVINO INT8: the gated symmetric QDQ graph "
-                         "(qdq; default auto = qdq) or nncf.quantize (needs the [nncf] extra; no accuracy gate)."),
-    "opset": dict(type=int, help=f"ONNX opset (default {OPSET})."),
-    "opt_batch": dict(type=int, help="TensorRT: batch the optimisation profile is tuned for (default 1)."),
-    "max_batch": dict(type=int, help="TensorRT: largest batch of the optimisation profile (default 64)."),
-    "check_limit": dict(type=int, help="Test records used to check the export against PyTorch (default 512)."),
-    "threads": dict(type=int, help="Threads for the checks."),
-    "force": dict(is_flag=True, default=None, help="Rebuild intermediate files even when fresh."),
-}
 
 
 def _table_options(fn):
@@ -128,13 +95,11 @@ def _table_options(fn):
     for n in names:
         if n not in seen:
             seen.append(n)
-    missing = set(seen) - set(_OPTION_HELP)
+    missing = set(seen) - set(OPTION_HELP)
     if missing:  # a new table option needs its help line here
         raise RuntimeError(f"export options without help: {sorted(missing)}")
     for n in reversed(seen):
-        kw = dict(_OPTION_HELP[n])
-        flag = kw.pop("flag", "--" + n.replace("_", "-"))
-        fn = click.option(flag, n, **kw)(fn)
+        fn = table_option(n)(fn)
     return fn
 
 

@@ -14,9 +14,6 @@ from typing import Any
 
 import click
 
-from ecgtool.compress.calibration import DEFAULT_SIZE
-from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_GATE_TRAIN, DEFAULT_MACRO_POINTS,
-                                   DEFAULT_MIN_WINDOWS)
 from ecgtool.compress.targets import TARGET_CHOICES
 from ecgtool.compress.quantize import qdq_properties, quantize_model
 from ecgtool.core import ui
@@ -30,6 +27,7 @@ from ecgtool.core.names import (CONFIG, ONNX_META_INT8_FORM, ONNX_META_INT8_FP32
 from ecgtool.export.check import check_export, checked
 from ecgtool.export.formats import FORMATS, INT8_OPTIONS, OPSET, ExportFormat
 from ecgtool.export.onnx import fresh, stamp_metadata, torch2onnx
+from ecgtool.export.options import table_option
 
 
 def ensure_onnx(folder: Path, opts: dict, files: list[Path]) -> Path:
@@ -168,30 +166,22 @@ def ensure_int8(folder: Path, opts: dict, files: list[Path], spec: ExportFormat,
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Prepared dataset (train: calibration, val: auto, test: report).")
-@click.option("--method", type=str, help="Calibration: minmax (default), entropy, percentile, or auto (best validation macro-F1).")
-@click.option("--calib-size", type=int, help=f"Records in the calibration set (default {DEFAULT_SIZE}).")
-@click.option("--per-channel/--no-per-channel", default=None, help="Per-channel weight scales (default on).")
-@click.option("--exclude", multiple=True, help="ONNX node name to keep in float (repeatable).")
-@click.option("--calib-dir", type=click.Path(path_type=Path), help="Where calibration sets are kept (default calibration/).")
-@click.option("--seed", type=int, help="Seed of the calibration sample (default 0).")
+@table_option("method")
+@table_option("calib_size")
+@table_option("per_channel")
+@table_option("exclude")
+@table_option("calib_dir")
+@table_option("seed")
 @click.option("--target", type=click.Choice(TARGET_CHOICES), default=None,
               help="CPU/accelerator the INT8 form is for: auto (default: this machine, by CPUID), x86-avx2 (reduce_range), "
                    "x86-vnni, arm64, tensorrt (signed symmetric, writes model.trt-int8.onnx).")
-@click.option("--keep-fp32", multiple=True, metavar="GROUP",
-              help="Node group kept FP32 from the start (repeatable): stem, se-gates, se-fc, residual-adds, classifier, "
-                   "rr-fusion, suspects (all) or none (drop the target's default); the gate keeps more on top if it must.")
-@click.option("--gate/--no-gate", default=None, help="Accuracy gate against FP32 on validation; keeps sensitive nodes FP32 (default on).")
-@click.option("--gate-macro", type=float, help=f"Gate: most macro-F1 points INT8 may lose (default {DEFAULT_MACRO_POINTS}).")
-@click.option("--gate-class", type=float, help=f"Gate: most F1 points any class may lose (default {DEFAULT_CLASS_POINTS}).")
-@click.option("--gate-min-windows", type=int, help=f"Gate: a loss fails it only when at least this many validation windows "
-              f"carry it, net (default {DEFAULT_MIN_WINDOWS}: the fewest the exact McNemar test calls significant at 5 %; "
-              "0: points alone decide).")
-@click.option("--gate-agreement", type=float, metavar="PCT",
-              help=f"Gate: least argmax agreement of INT8 with FP32, % of validation windows (default {DEFAULT_AGREEMENT:g}; "
-                   "below it the scan keeps nodes FP32; 0: no floor).")
-@click.option("--gate-train", type=int, metavar="N",
-              help=f"Gate: also judge on up to N training windows outside the calibration set, beside validation "
-                   f"(default {DEFAULT_GATE_TRAIN}; 0: validation alone; not with --qat).")
+@table_option("keep_fp32")
+@table_option("gate")
+@table_option("gate_macro")
+@table_option("gate_class")
+@table_option("gate_min_windows")
+@table_option("gate_agreement")
+@table_option("gate_train")
 @click.option("--symmetric/--asymmetric", default=None,
               help="Signed int8 activations with zero points 0 (= --target tensorrt) or unsigned ones.")
 @click.option("--qat", is_flag=True, default=False,
