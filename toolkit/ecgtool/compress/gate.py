@@ -1,5 +1,6 @@
 """The INT8 accuracy gate: INT8 may cost at most `macro` points of macro-F1 and `per_class` points of any class's F1
-against FP32 on the validation split; when it costs more, keep the most sensitive nodes in FP32 until it holds.
+against FP32 on the gate's windows (validation plus training windows outside the calibration set, below); when it
+costs more, keep the most sensitive nodes in FP32 until it holds.
 
 The scan is a sensitivity analysis over groups of nodes that INT8 usually hurts in a 1-D SE-ResNet:
 the stem convolution (1 input channel of min-max-normalised signal: u8 activations span 0-255 and
@@ -21,7 +22,7 @@ p = 0.5^5 = 0.031; 4 windows give 0.0625): fewer cannot be told from quantisatio
 named with its count and p-value in the verdict; `min_windows=0` turns the rule off (points alone decide).
 
 The agreement floor (`agreement_floor`, a percentage): INT8 must also give FP32's argmax on at least that
-share of the validation windows. F1 can hold while windows move between classes in both directions (a
+share of the gate's windows. F1 can hold while windows move between classes in both directions (a
 deployed monitor then reports a different rhythm on those windows), and on a record of one patient the
 share of windows that keep their rhythm is what a user sees. A shortfall fails the gate on its own (no window
 rule: the floor is already a count, (1 - floor) x n windows may differ) and counts in `excess` in percentage
@@ -61,7 +62,7 @@ DEFAULT_CLASS_POINTS = 1.0
 DEFAULT_MIN_WINDOWS = 5
 #: the one-sided significance level the default min_windows is chosen for (exact McNemar test)
 MIN_WINDOWS_ALPHA = 0.05
-#: INT8 must agree with FP32's argmax on at least this % of validation windows (quantize's default; 0 = off);
+#: INT8 must agree with FP32's argmax on at least this % of the gate's windows (quantize's default; 0 = off);
 #: the issue's goal on whole MIT-BIH records, measured in benchmarks/RESULTS.md (issue #10, agreement section)
 DEFAULT_AGREEMENT = 99.0
 #: the gate judges on the validation split plus up to this many training windows outside the calibration set

@@ -35,8 +35,7 @@ from ecgtool.core.files import atomic_path
 from ecgtool.compress.calibration import DEFAULT_DIR, DEFAULT_SEED, DEFAULT_SIZE, CalibrationReader, calibration_set
 from ecgtool.compress.gate import (DEFAULT_AGREEMENT, DEFAULT_CLASS_POINTS, DEFAULT_MACRO_POINTS, DEFAULT_MIN_WINDOWS,
                                    RR_FUSION, RR_FUSION_CHOICE, candidate_groups, judge, keep_fp32_names,
-                                   keep_fp32_nodes, latency_ratio, scan)
-from ecgtool.compress.gate import DEFAULT_GATE_TRAIN, gate_windows, whole_count
+                                   keep_fp32_nodes, latency_ratio, scan, DEFAULT_GATE_TRAIN, gate_windows, whole_count)
 from ecgtool.compress.targets import detect_target, form_for
 from ecgtool.core.errors import BadInput
 from ecgtool.core.names import ONNX_INPUT
@@ -262,9 +261,9 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             + (f" ({', '.join(keep_groups)}: {len(keep_nodes)} node{'s' * (len(keep_nodes) != 1)} FP32 from the start)"
                if keep_nodes else ""))
     start = time.perf_counter()
-    val, n_train = gate_windows(ds, cs.meta["indices"], gate_train, seed)
-    seen = f"{len(val) - n_train} validation + {n_train} training windows outside the calibration set"
-    fp32_val = onnx_logits(fp32, signals, val, threads, "fp32 gate").argmax(1) if (gate or method == "auto") and len(val) else None
+    judged, n_train = gate_windows(ds, cs.meta["indices"], gate_train, seed)
+    seen = f"{len(judged) - n_train} validation + {n_train} training windows outside the calibration set"
+    fp32_judged = onnx_logits(fp32, signals, judged, threads, "fp32 gate").argmax(1) if (gate or method == "auto") and len(judged) else None
 
     def build(dst: Path, excl: Sequence[str], m: str) -> None:
         onnx2int8(fp32, dst, cs.signals, m, form.per_channel, excl, form.symmetric, form.reduce_range, form.quantize_bias)
@@ -276,10 +275,10 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     simulated = evaluated != "onnxruntime"
 
     def predict(path: Path) -> np.ndarray:
-        return onnx_logits(path, signals, val, threads, "int8 gate", **EVALUATED[evaluated]).argmax(1)
+        return onnx_logits(path, signals, judged, threads, "int8 gate", **EVALUATED[evaluated]).argmax(1)
 
     def verdict(pred: np.ndarray):
-        return judge(ds.labels[val], fp32_val, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
+        return judge(ds.labels[judged], fp32_judged, pred, ds.classes, gate_macro, gate_class, gate_min_windows, gate_agreement)
 
     def too_slow(path: Path) -> bool:  # the speed gain is gone: no faster than FP32 (x86 targets: this CPU's own kernels)
         return (not simulated and target in ("x86-avx2", "x86-vnni") and single_input(fp32)
@@ -289,14 +288,14 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
     gate_report: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="ecgtool-auto-", dir=out.parent) as tmp:
         first = Path(tmp) / "int8.onnx"
-        if method == "auto" and fp32_val is not None:
+        if method == "auto" and fp32_judged is not None:
             verdicts = {}
             for m in AUTO_METHODS:
                 build(Path(tmp) / f"{m}.onnx", exclude, m)
                 verdicts[m] = verdict(predict(Path(tmp) / f"{m}.onnx"))
             from ecgtool.evaluate.metrics import compute_metrics
 
-            base = compute_metrics(ds.labels[val], fp32_val, ds.classes)["macro_f1"]
+            base = compute_metrics(ds.labels[judged], fp32_judged, ds.classes)["macro_f1"]
             tried = {m: base - v.macro_loss_points / 100 for m, v in verdicts.items()}
             method = max(AUTO_METHODS, key=lambda m: tried[m])  # ties keep the earlier, simpler method
             os.replace(Path(tmp) / f"{method}.onnx", first)
@@ -306,11 +305,11 @@ def quantize_model(fp32: str | os.PathLike, data: str | os.PathLike, out: str | 
             method = "minmax" if method == "auto" else method
             build(first, exclude, method)
         chosen = first
-        if gate and fp32_val is not None:
+        if gate and fp32_judged is not None:
             v0 = verdict(predict(first))
             gate_report = {"macro_points": gate_macro, "class_points": gate_class, "min_windows": gate_min_windows,
                            "agreement_floor": gate_agreement, "split": "val+train" if n_train else "val",
-                           "n": int(len(val)), "n_val": int(len(val) - n_train), "n_train": n_train,
+                           "n": int(len(judged)), "n_val": int(len(judged) - n_train), "n_train": n_train,
                            "keep_fp32": list(form.keep_fp32), "keep_fp32_groups": keep_groups,
                            "before": v0.as_dict(), "kept_fp32": [], "groups_fp32": [], "scan": []}
             if not v0.passed:

@@ -86,8 +86,6 @@ def unavailable(fmt: str) -> str | None:
     return None
 
 
-
-
 def _table_options(fn):
     """Decorate the export command with every option of the table (and the common ones), each once."""
     names = list(COMMON_OPTIONS) + [o for f in FORMATS.values() for o in f.options]
