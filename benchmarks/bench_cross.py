@@ -90,6 +90,13 @@ def rr_logreg_metrics(source: Path, target: Path) -> tuple[dict, dict]:
                                 tgt.classes)
 
 
+def thin_label(variant: str, thin_splits: str) -> str:
+    """The run folder / row name of a deep variant: VARIANT, or VARIANT@thin-train when only MIT-BIH's train
+    split was thinned (both directions carry the tag, so a pair of runs belongs to one setting)."""
+    splits = tuple(x for x in thin_splits.split(",") if x)
+    return variant if splits == R.BENCH_THIN_SPLITS else f"{variant}@thin-{'-'.join(splits)}"
+
+
 def left_out_macro_f1(m: dict, train_counts: dict[str, int]) -> float:
     """`target` from metrics that kept every target window (evaluate_artifact(trained_only=False), rr-logreg's):
     the macro-F1 of the windows whose class the source trained on, as evaluate's default leaves the others out."""
@@ -184,6 +191,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--mitdb-stride", type=int, default=4)
+    ap.add_argument("--mitdb-thin-splits", default="train,val",
+                    help="the MIT-BIH splits --mitdb-stride thins: train,val (as the benchmark always ran) or train "
+                         "(`data thin`'s default, the README's recipe; its runs are named VARIANT@thin-train)")
     ap.add_argument("--cross-stride", type=int, default=4)
     ap.add_argument("--variants", default="rr_baseline,plain,rr-head")
     ap.add_argument("--seeds", default="0")
@@ -222,10 +232,14 @@ def main() -> None:
                 if archs[0] not in CLASSICAL:
                     o.update(width=args.width, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
                              lr=1e-3)
+                label = variant
                 if archs[0] != "rr_baseline":  # rr-logreg fits on the deep rows' windows (what --rr-init fits on)
                     if source == "mitdb" and args.mitdb_stride > 1:
-                        data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}")
-                run = out / source / f"{variant}-s{seed}"
+                        splits = tuple(x for x in args.mitdb_thin_splits.split(",") if x)
+                        data = R.strided_dataset(data, args.mitdb_stride, out / "data" / f"{data.name}-every{args.mitdb_stride}"
+                                                 f"{'' if splits == R.BENCH_THIN_SPLITS else '-' + '-'.join(splits)}", splits)
+                    label = thin_label(variant, args.mitdb_thin_splits)
+                run = out / source / f"{label}-s{seed}"
                 t1 = time.perf_counter()
                 counts = load_dataset(paths[source]).meta["counts"]["train"]
                 if archs == ["rr-logreg"]:
@@ -239,7 +253,7 @@ def main() -> None:
                     m = evaluate_artifact(model, v_cross[target], split="all", trained_only=False)
                 f1 = left_out_macro_f1(m, counts)  # what evaluate's default (untrained left out) gives, from one pass
                 kept, shared = R.shared_macro_f1(m, counts)
-                row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": variant, "seed": seed,
+                row = {"direction": f"{R.NAMES[source]} -> {R.NAMES[target]}", "variant": label, "seed": seed,
                        "own_test": own, "target": f1, "target_kept": kept, "target_int8": None,
                        "shared": ",".join(shared),
                        "per_class": {c: round(m["per_class"][c]["f1"], 3) for c in shared},

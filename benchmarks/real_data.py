@@ -105,16 +105,19 @@ def mixed_dataset(real: Path, synth: Path, dest: Path) -> Path:
     return merge_datasets(real, [synth], dest)
 
 
-def strided_dataset(real: Path, stride: int, dest: Path) -> Path:
-    """The same windows, but the train and val splits keep every `stride`-th window of each record
-    (`ecgtool data thin --every stride`); the test split is left whole."""
+BENCH_THIN_SPLITS = ("train", "val")  # what the cross-dataset benchmark thinned from its start
+
+
+def strided_dataset(real: Path, stride: int, dest: Path, splits: tuple[str, ...] = BENCH_THIN_SPLITS) -> Path:
+    """The same windows, but `splits` (train and val unless told) keep every `stride`-th window of each record
+    (`ecgtool data thin --every stride --split ...`); the other splits are left whole."""
     from ecgtool.data.thin import thin_dataset
 
     if stride <= 1:
         return real
     if (dest / "meta.json").exists():
         return dest
-    return thin_dataset(real, stride, dest, splits=("train", "val"))[0]  # as the benchmark always ran
+    return thin_dataset(real, stride, dest, splits=tuple(splits))[0]
 
 
 def every_nth_window(real: Path, stride: int, dest: Path) -> Path:
